@@ -1,0 +1,182 @@
+"""Turn untrusted text (model answers, document chunks) into safe HTML.
+
+Everything shown in the chat comes from a model or from an uploaded document, so nothing here
+trusts its input: Markdown is rendered with raw HTML disabled, the result goes through an
+``nh3`` allowlist, and every piece of HTML we add ourselves (citation markers, quote
+highlights) is built from escaped text *after* sanitising, through placeholders that the
+untrusted text cannot forge (a random nonce per render).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from html import escape
+from typing import Any
+
+import nh3
+from markdown_it import MarkdownIt
+
+ALLOWED_TAGS: frozenset[str] = frozenset(
+    {
+        "p", "br", "hr", "strong", "em", "b", "i", "del", "s", "code", "pre", "blockquote",
+        "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6", "a",
+        "table", "thead", "tbody", "tr", "th", "td",
+    }
+)  # fmt: skip
+ALLOWED_ATTRIBUTES: dict[str, set[str]] = {"a": {"href", "title"}, "ol": {"start"}}
+ALLOWED_URL_SCHEMES: frozenset[str] = frozenset({"http", "https", "mailto"})
+
+QUOTE_RE = re.compile(r"##begin_quote##(.*?)(?:##end_quote##|$)", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """One numbered quote of an answer, checked against the chunks it was given."""
+
+    n: int
+    quote: str
+    verified: bool
+    document: str = ""
+    document_id: int | None = None
+    page: int | None = None
+    chunk_id: int | None = None
+    start: int | None = None
+    end: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "quote": self.quote,
+            "verified": self.verified,
+            "document": self.document,
+            "document_id": self.document_id,
+            "page": self.page,
+            "chunk_id": self.chunk_id,
+            "start": self.start,
+            "end": self.end,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Citation:
+        return cls(**{k: data.get(k) for k in cls.__slots__ if k in data})  # type: ignore[arg-type]
+
+
+@lru_cache(maxsize=1)
+def _markdown() -> MarkdownIt:
+    # "html": False makes raw HTML in the source come out as text, not markup; linkify is off
+    # so that bare text never becomes a link the model did not write.
+    return MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable(
+        ["table", "strikethrough"]
+    )
+
+
+def sanitize_html(html: str) -> str:
+    """Allowlist-sanitise an HTML fragment (last line of defence after Markdown rendering)."""
+    return nh3.clean(
+        html,
+        tags=set(ALLOWED_TAGS),
+        clean_content_tags={"script", "style"},
+        attributes=ALLOWED_ATTRIBUTES,
+        url_schemes=set(ALLOWED_URL_SCHEMES),
+        link_rel="noopener noreferrer nofollow",
+        strip_comments=True,
+    )
+
+
+def render_markdown(text: str) -> str:
+    """Markdown from an untrusted source → sanitised HTML."""
+    return sanitize_html(_markdown().render(text or ""))
+
+
+def strip_quote_markers(text: str) -> str:
+    """The RAFT quote markers, removed (for plain-text display while tokens stream)."""
+    return text.replace("##begin_quote##", "“").replace("##end_quote##", "”")
+
+
+def citation_marker(citation: Citation, href: str) -> str:
+    """The ``[n]`` link shown next to a quote; built only from escaped values."""
+    state = "verified" if citation.verified else "unverified"
+    title = f"{citation.document}, page {citation.page}" if citation.page else citation.document
+    if not citation.verified:
+        title = f"Not found in the sources: {title}" if title else "Not found in the sources"
+    if href:
+        return (
+            f'<a class="cite cite-{state}" href="{escape(href)}" title="{escape(title)}" '
+            f'data-cite="{citation.n}">[{citation.n}]</a>'
+        )
+    return f'<span class="cite cite-{state}" title="{escape(title)}">[{citation.n}]</span>'
+
+
+def render_with_citations(
+    text: str,
+    citations: Sequence[Citation],
+    *,
+    href_for: Callable[[Citation], str] = lambda c: "",
+) -> str:
+    """Render text whose ``##begin_quote##…##end_quote##`` spans become numbered citations.
+
+    Quotes are matched to ``citations`` by text (else in order). Each quote is
+    swapped for a random placeholder before Markdown runs, so markup inside a quote can neither
+    break out nor be rendered; the placeholder is then replaced by the escaped quote and its
+    marker. Quotes beyond the citation list are shown as plain escaped quotes.
+    """
+    nonce = secrets.token_hex(8)
+    pieces: dict[str, str] = {}
+    by_quote = {_norm(c.quote): c for c in reversed(citations)}
+    index = 0
+
+    def _swap(match: re.Match[str]) -> str:
+        nonlocal index
+        quote = match.group(1).strip()
+        key = f"CITE{nonce}X{index}"
+        # Match by text first (the citation list may be deduplicated), then by position.
+        cit = by_quote.get(_norm(quote))
+        if cit is None and index < len(citations):
+            cit = citations[index]
+        if cit is not None:
+            state = "verified" if cit.verified else "unverified"
+            pieces[key] = (
+                f'<q class="quote quote-{state}">{escape(quote)}</q>'
+                f"{citation_marker(cit, href_for(cit))}"
+            )
+        else:
+            pieces[key] = f'<q class="quote">{escape(quote)}</q>'
+        index += 1
+        return key
+
+    html = render_markdown(QUOTE_RE.sub(_swap, text or ""))
+    for key, piece in pieces.items():
+        html = html.replace(key, piece)
+    return html
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def highlight_spans(text: str, spans: Sequence[tuple[int, int]]) -> str:
+    """Escape ``text`` and wrap the given character spans in ``<mark>``.
+
+    Escaping happens per slice, after the spans are chosen, so offsets always refer to the
+    raw text and no span can cut an entity in half. Overlapping spans are merged.
+    """
+    clean: list[tuple[int, int]] = []
+    for start, end in sorted((max(0, s), min(len(text), e)) for s, e in spans):
+        if end <= start:
+            continue
+        if clean and start <= clean[-1][1]:
+            clean[-1] = (clean[-1][0], max(end, clean[-1][1]))
+        else:
+            clean.append((start, end))
+    out: list[str] = []
+    pos = 0
+    for i, (start, end) in enumerate(clean):
+        out.append(escape(text[pos:start]))
+        out.append(f'<mark id="quote-{i}">{escape(text[start:end])}</mark>')
+        pos = end
+    out.append(escape(text[pos:]))
+    return "".join(out)

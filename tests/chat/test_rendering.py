@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+import pytest
+
+from chat.rendering import Citation, highlight_spans, render_markdown, render_with_citations
+
+HOSTILE = [
+    "<script>alert('x')</script>",
+    "<img src=x onerror=alert(1)>",
+    "[click](javascript:alert(1))",
+    "[click](JaVaScRiPt:alert(1))",
+    "<a href=\"javascript:alert(1)\">a</a>",
+    "<iframe src=https://evil.example></iframe>",
+    "<svg onload=alert(1)>",
+    "<style>body{display:none}</style>",
+    "![x](javascript:alert(1))",
+    "<div onclick=\"steal()\">hi</div>",
+    "[x](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
+]
+
+
+SAFE_TAGS = {
+    "p", "br", "hr", "strong", "em", "b", "i", "del", "s", "code", "pre", "blockquote", "ul",
+    "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6", "a", "table", "thead", "tbody", "tr", "th",
+    "td", "q", "span", "mark",
+}  # fmt: skip
+
+
+class _Elements(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, attrs))
+
+
+def assert_inert(html: str) -> None:
+    """Parse the HTML as a browser would and check no element can run script."""
+    parser = _Elements()
+    parser.feed(html)
+    for tag, attrs in parser.elements:
+        assert tag in SAFE_TAGS, (tag, html)
+        for name, value in attrs:
+            assert not name.startswith("on"), (name, html)
+            assert name not in {"style", "src", "srcdoc"}, (name, html)
+            if name == "href":
+                scheme = (value or "").strip().lower()
+                assert not scheme.startswith(("javascript:", "data:", "vbscript:")), html
+
+
+@pytest.mark.parametrize("payload", HOSTILE)
+def test_it_neutralises_hostile_model_markdown(payload: str) -> None:
+    html = render_markdown(f"Answer: {payload} **done**")
+    assert_inert(html)
+    assert "<strong>done</strong>" in html
+
+
+def test_it_keeps_ordinary_markdown() -> None:
+    html = render_markdown("# Title\n\n- one\n- two\n\n`code` and [link](https://example.com)")
+    assert "<h1>Title</h1>" in html
+    assert "<li>one</li>" in html
+    assert "<code>code</code>" in html
+    assert 'href="https://example.com"' in html
+    assert "noopener" in html
+
+
+@pytest.mark.parametrize("payload", HOSTILE)
+def test_it_escapes_markup_inside_quotes(payload: str) -> None:
+    text = f"Reason ##begin_quote## {payload} ##end_quote## so. <ANSWER>: yes"
+    cit = Citation(n=1, quote=payload, verified=True, document="<b>doc</b>", page=2)
+    html = render_with_citations(text, [cit], href_for=lambda c: '/x?a="><script>')
+    assert_inert(html)
+    assert "[1]</a>" in html
+    # The quote itself is shown as text.
+    assert "&lt;" in html or "javascript" in html or "data:" in html
+
+
+def test_it_numbers_citations_and_marks_unverified() -> None:
+    text = "First ##begin_quote##alpha##end_quote## then ##begin_quote##beta##end_quote##."
+    cits = [
+        Citation(n=1, quote="alpha", verified=True, document="a.txt"),
+        Citation(n=2, quote="beta", verified=False),
+    ]
+    html = render_with_citations(text, cits, href_for=lambda c: f"/src/{c.n}" if c.verified else "")
+    assert 'href="/src/1"' in html
+    assert 'class="cite cite-verified"' in html
+    assert 'class="cite cite-unverified"' in html
+    assert html.index("[1]") < html.index("[2]")
+    assert "##begin_quote##" not in html
+
+
+def test_it_cannot_be_fooled_by_a_forged_placeholder() -> None:
+    # The placeholder carries a random nonce per render, so model text that imitates a
+    # placeholder stays text.
+    text = "CITE0000000000000000X0 ##begin_quote##q##end_quote##"
+    html = render_with_citations(text, [Citation(n=1, quote="q", verified=True)])
+    assert html.count("<q ") == 1
+    assert "CITE0000000000000000X0" in html
+
+
+@pytest.mark.parametrize("payload", HOSTILE)
+def test_it_escapes_hostile_documents_before_highlighting(payload: str) -> None:
+    doc = f"Intro {payload} middle part and the end."
+    start = doc.index("middle")
+    html = highlight_spans(doc, [(start, start + len("middle part"))])
+    assert_inert(html)
+    assert '<mark id="quote-0">middle part</mark>' in html
+
+
+def test_it_highlights_a_span_that_contains_markup_as_text() -> None:
+    doc = "a <b>bold</b> claim"
+    html = highlight_spans(doc, [(2, 13)])
+    assert html == 'a <mark id="quote-0">&lt;b&gt;bold&lt;/b&gt;</mark> claim'
+
+
+def test_it_merges_overlapping_spans_and_ignores_bad_ones() -> None:
+    html = highlight_spans("abcdefgh", [(1, 4), (3, 6), (7, 3), (-5, 0)])
+    assert html == 'a<mark id="quote-0">bcdef</mark>gh'
