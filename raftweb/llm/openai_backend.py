@@ -1,0 +1,325 @@
+"""Backend "openai": any OpenAI-compatible chat server (vLLM, TGI, llama.cpp, transformers serve).
+
+The official ``openai`` async client does the HTTP; its own retries are switched off
+(``max_retries=0``) because we retry ourselves, with exponential backoff and jitter, on the
+errors that can heal (429, 5xx, connection errors, timeouts) and translate everything else to
+our errors with a message that names the base URL and the setting to change.
+
+Concurrency: at most ``spec.max_concurrency`` requests per backend instance are in flight, via
+a :class:`~raftweb.llm.limiter.FairLimiter` (shared safely across event loops). The
+``AsyncOpenAI`` client holds an HTTP connection pool bound to the loop that created it, so
+there is one client per event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import openai
+
+from .base import (
+    BackendHealth,
+    BackendUnavailable,
+    BadRequest,
+    ChatBackend,
+    ChatMessage,
+    Completion,
+    GenerationParams,
+    LLMError,
+    ModelNotFound,
+    ModelSpec,
+    StreamEvent,
+    Usage,
+    monotonic,
+)
+from .limiter import FairLimiter, QueueCallback
+from .registry import register_backend
+
+T = TypeVar("T")
+
+# Servers without auth still make the client insist on *some* key.
+_PLACEHOLDER_KEY = "not-needed"
+HEALTH_TIMEOUT_S = 5.0
+DEFAULT_RETRY_BASE_S = 0.5
+DEFAULT_RETRY_MAX_S = 8.0
+
+
+def approx_tokens(text: str) -> int:
+    """Rough token count (~4 characters per token for English BPE vocabularies).
+
+    Only used when a server streams without reporting usage; good enough for cost and
+    throughput estimates, not for billing.
+    """
+    return max(1, round(len(text) / 4)) if text else 0
+
+
+def _detail(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        for key in ("detail", "message", "error"):
+            value = body.get(key)
+            if isinstance(value, dict):
+                value = value.get("message", value)
+            if value:
+                return str(value)[:300]
+    return str(exc.message or exc)[:300]
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@register_backend("openai")
+class OpenAIBackend(ChatBackend):
+    """Chat completions over the OpenAI HTTP API.
+
+    ``spec.extra`` may hold ``retry_base_s`` / ``retry_max_s`` (backoff base and cap) and
+    ``connect_timeout_s``.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec)
+        self.limiter = FairLimiter(max(1, spec.max_concurrency))
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._clients_lock = threading.Lock()
+        self._retry_base_s = float(spec.extra.get("retry_base_s", DEFAULT_RETRY_BASE_S))
+        self._retry_max_s = float(spec.extra.get("retry_max_s", DEFAULT_RETRY_MAX_S))
+
+    # ----- plumbing -----
+
+    @property
+    def where(self) -> str:
+        return self.spec.base_url or "the default OpenAI endpoint"
+
+    def _timeout(self, total: float) -> openai.Timeout:
+        connect = float(self.spec.extra.get("connect_timeout_s", min(total, 10.0)))
+        return openai.Timeout(total, connect=connect)
+
+    def _client(self) -> openai.AsyncOpenAI:
+        loop = asyncio.get_running_loop()
+        with self._clients_lock:
+            client = self._clients.get(loop)
+            if client is None:
+                client = openai.AsyncOpenAI(
+                    base_url=self.spec.base_url or None,
+                    api_key=self.spec.api_key or _PLACEHOLDER_KEY,
+                    timeout=self._timeout(self.spec.timeout_s),
+                    max_retries=0,  # we retry ourselves, with our own backoff and errors
+                )
+                self._clients[loop] = client
+            return client
+
+    def _request(
+        self, messages: Sequence[ChatMessage], params: GenerationParams
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.spec.model,
+            "messages": [m.as_dict() for m in messages],
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.seed is not None:
+            body["seed"] = params.seed
+        return body
+
+    def _unavailable(self, attempts: int, reason: str) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"The model server at {self.where} is unavailable ({reason}; gave up after "
+            f"{attempts} attempt{'s' if attempts != 1 else ''}). Check that the server is "
+            f"running, or change the base URL in {self.spec.setting}."
+        )
+
+    def _classify(self, exc: Exception) -> Exception:
+        """Map a client exception to :class:`_Retryable` or to one of our final errors."""
+        if isinstance(exc, openai.APITimeoutError):
+            return _Retryable(f"timed out after {self.spec.timeout_s:g} s")
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc
+            return _Retryable(f"connection failed: {type(cause).__name__}: {cause}".rstrip(": "))
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            detail = _detail(exc)
+            if status == 429 or status >= 500:
+                retry_after = None
+                header = exc.response.headers.get("retry-after") if exc.response else None
+                if header:
+                    try:
+                        retry_after = float(header)
+                    except ValueError:
+                        retry_after = None
+                return _Retryable(f"HTTP {status}: {detail}", retry_after)
+            if status == 404:
+                return ModelNotFound(
+                    f"Model {self.spec.model!r} was not found at {self.where} (HTTP 404: {detail}). "
+                    f"Change the model name (or the base URL, which usually ends in /v1) in "
+                    f"{self.spec.setting}."
+                )
+            if status in (401, 403):
+                return BadRequest(
+                    f"The model server at {self.where} refused the credentials (HTTP {status}: "
+                    f"{detail}). Check the API key in {self.spec.setting}."
+                )
+            return BadRequest(
+                f"The model server at {self.where} rejected the request for model "
+                f"{self.spec.model!r} (HTTP {status}: {detail})."
+            )
+        if isinstance(exc, openai.OpenAIError):
+            return BadRequest(f"The OpenAI client failed for {self.where}: {exc}")
+        return exc
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        # Full-jitter exponential backoff: spreads retries from many callers apart.
+        delay = min(self._retry_max_s, self._retry_base_s * (2**attempt))
+        delay = random.uniform(delay / 2, delay)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self._retry_max_s))
+        return delay
+
+    async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except (openai.OpenAIError, OSError) as exc:
+                classified = self._classify(exc)
+                if not isinstance(classified, _Retryable):
+                    raise classified from exc
+                if attempt >= self.spec.max_retries:
+                    raise self._unavailable(attempt + 1, classified.reason) from exc
+                await asyncio.sleep(self._backoff(attempt, classified.retry_after))
+                attempt += 1
+
+    # ----- the interface -----
+
+    async def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams | None = None,
+        *,
+        on_queue: QueueCallback | None = None,
+    ) -> Completion:
+        params = params or GenerationParams()
+        client = self._client()
+        body = self._request(messages, params)
+        async with self.limiter.slot(on_queue):
+            start = monotonic()
+            response = await self._with_retries(lambda: client.chat.completions.create(**body))
+            latency = monotonic() - start
+        if not response.choices:
+            raise BadRequest(f"The model server at {self.where} returned no choices.")
+        choice = response.choices[0]
+        text = choice.message.content or ""
+        if response.usage is not None:
+            usage = Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
+        else:  # some servers omit usage; estimate so throughput numbers still exist
+            usage = Usage(
+                sum(approx_tokens(m.content) for m in messages), approx_tokens(text)
+            )
+        return Completion(
+            text=text,
+            usage=usage,
+            latency_s=latency,
+            model=response.model or self.spec.model,
+            finish_reason=choice.finish_reason,
+        )
+
+    async def stream(  # type: ignore[override]
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams | None = None,
+        *,
+        on_queue: QueueCallback | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        params = params or GenerationParams()
+        client = self._client()
+        body = self._request(messages, params)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        async with self.limiter.slot(on_queue):
+            start = monotonic()
+            # Only opening the stream is retried: once text has been yielded a retry would
+            # repeat it, so a failure mid-stream is reported instead.
+            response = await self._with_retries(lambda: client.chat.completions.create(**body))
+            usage: Usage | None = None
+            finish_reason: str | None = None
+            pieces: list[str] = []
+            try:
+                async for chunk in response:
+                    if chunk.usage is not None:
+                        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    for choice in chunk.choices:
+                        if choice.finish_reason:
+                            finish_reason = choice.finish_reason
+                        delta = choice.delta.content if choice.delta else None
+                        if delta:
+                            pieces.append(delta)
+                            yield StreamEvent(delta=delta)
+            except (openai.OpenAIError, OSError) as exc:
+                classified = self._classify(exc)
+                if isinstance(classified, _Retryable):
+                    raise BackendUnavailable(
+                        f"The model server at {self.where} failed mid-answer "
+                        f"({classified.reason}). Check the server, or change the base URL in "
+                        f"{self.spec.setting}."
+                    ) from exc
+                raise classified from exc
+            finally:
+                await response.close()
+            if usage is None:
+                # The server ignored stream_options.include_usage: estimate from the text.
+                usage = Usage(
+                    sum(approx_tokens(m.content) for m in messages), approx_tokens("".join(pieces))
+                )
+            yield StreamEvent(
+                done=True,
+                usage=usage,
+                finish_reason=finish_reason,
+                latency_s=monotonic() - start,
+            )
+
+    async def health(self) -> BackendHealth:
+        client = self._client().with_options(
+            timeout=self._timeout(min(HEALTH_TIMEOUT_S, self.spec.timeout_s)), max_retries=0
+        )
+        try:
+            page = await client.models.list()
+        except (openai.OpenAIError, OSError) as exc:
+            classified = self._classify(exc)
+            if isinstance(classified, _Retryable):
+                return BackendHealth(
+                    False,
+                    f"Model server at {self.where} is unreachable ({classified.reason}). "
+                    f"Start it, or change the base URL in {self.spec.setting}.",
+                )
+            message = str(classified) if isinstance(classified, LLMError) else str(exc)
+            return BackendHealth(False, message)
+        ids = [model.id for model in page.data]
+        if ids and self.spec.model not in ids:
+            return BackendHealth(
+                False,
+                f"Model server at {self.where} is up but does not list model "
+                f"{self.spec.model!r} (it has: {', '.join(ids[:10])}). Change the model name in "
+                f"{self.spec.setting}.",
+            )
+        return BackendHealth(True, f"Model server at {self.where} is up ({len(ids)} models listed).")
+
+    async def aclose(self) -> None:
+        """Close the client of the running loop (clients of other loops die with them)."""
+        loop = asyncio.get_running_loop()
+        with self._clients_lock:
+            client = self._clients.pop(loop, None)
+        if client is not None:
+            await client.close()
