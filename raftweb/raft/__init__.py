@@ -1,0 +1,22 @@
+"""THE RAFT format: prompts, answer parsing, quote verification, context assembly, judging,
+row layouts (export/import) and splits.
+
+Engine package: never imports Django. Everything that reads or writes a RAFT row — generation,
+training, evaluation, chat — goes through these modules so the format is defined once.
+"""
+
+from __future__ import annotations
+
+from raftweb.raft.answer import ParsedAnswer, parse_answer
+from raftweb.raft.prompts import PromptSet, build_instruction, build_messages
+from raftweb.raft.quotes import QuoteCheck, verify_quotes
+
+__all__ = [
+    "ParsedAnswer",
+    "PromptSet",
+    "QuoteCheck",
+    "build_instruction",
+    "build_messages",
+    "parse_answer",
+    "verify_quotes",
+]
