@@ -39,6 +39,7 @@ from .registry import (
     forget_backend,
     get_backend,
     register_backend,
+    unregister_backend,
 )
 
 __all__ = [
@@ -66,4 +67,5 @@ __all__ = [
     "forget_backend",
     "get_backend",
     "register_backend",
+    "unregister_backend",
 ]

@@ -42,6 +42,14 @@ def register_backend(name: str) -> Callable[[B], B]:
     return decorator
 
 
+def unregister_backend(name: str) -> None:
+    """Remove a backend (tests and plugins that come and go); cached instances are dropped too."""
+    with _LOCK:
+        _REGISTRY.pop(name, None)
+        for key in [k for k in _INSTANCES if k[0] == name]:
+            del _INSTANCES[key]
+
+
 def available_backends() -> list[str]:
     """Names of every backend that can be used (built-in ones included), sorted."""
     return sorted(set(_REGISTRY) | set(_BUILTIN_MODULES))
