@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from .base import (
     BackendHealth,
+    BadRequest,
     ChatBackend,
     ChatMessage,
     Completion,
@@ -209,14 +210,27 @@ class HFBackend(ChatBackend):
             encoded = tokenizer(text, return_tensors="pt")
         return {k: v.to(loaded.device) for k, v in encoded.items()}
 
+    def _max_new_tokens(self, loaded: _Loaded, prompt_len: int, params: GenerationParams) -> int:
+        """``params.max_tokens``, cut to what fits in the model's context (as vLLM refuses
+        prompts that do not fit instead of producing garbage past the trained positions)."""
+        context = getattr(loaded.model.config, "max_position_embeddings", None)
+        if not context:
+            return params.max_tokens
+        if prompt_len >= context:
+            raise BadRequest(
+                f"The prompt is {prompt_len} tokens but model {self.spec.model!r} takes at most "
+                f"{context}; shorten the context (fewer or smaller chunks)."
+            )
+        return min(params.max_tokens, context - prompt_len)
+
     def _generate_kwargs(
-        self, loaded: _Loaded, params: GenerationParams, cancel: _CancelFlag
+        self, loaded: _Loaded, params: GenerationParams, cancel: _CancelFlag, max_new_tokens: int
     ) -> dict[str, Any]:
         from transformers import StoppingCriteriaList
 
         tokenizer = loaded.tokenizer
         kwargs: dict[str, Any] = {
-            "max_new_tokens": params.max_tokens,
+            "max_new_tokens": max_new_tokens,
             "stopping_criteria": StoppingCriteriaList([cancel]),
             "pad_token_id": tokenizer.pad_token_id
             if tokenizer.pad_token_id is not None
@@ -243,14 +257,14 @@ class HFBackend(ChatBackend):
 
     @staticmethod
     def _usage_and_reason(
-        loaded: _Loaded, output: Any, prompt_len: int, params: GenerationParams
+        loaded: _Loaded, output: Any, prompt_len: int, max_new_tokens: int
     ) -> tuple[Usage, str, Any]:
         generated = output[0][prompt_len:]
         pad = loaded.tokenizer.pad_token_id
         if pad is not None and pad != loaded.tokenizer.eos_token_id:
             generated = generated[generated != pad]
         count = int(generated.shape[0])
-        reason = "length" if count >= params.max_tokens else "stop"
+        reason = "length" if count >= max_new_tokens else "stop"
         return Usage(prompt_len, count), reason, generated
 
     # ----- the interface -----
@@ -268,8 +282,9 @@ class HFBackend(ChatBackend):
             start = monotonic()
             inputs = self._encode(loaded, messages)
             prompt_len = int(inputs["input_ids"].shape[1])
+            max_new = self._max_new_tokens(loaded, prompt_len, params)
             cancel = _CancelFlag()
-            kwargs = self._generate_kwargs(loaded, params, cancel)
+            kwargs = self._generate_kwargs(loaded, params, cancel, max_new)
             task = asyncio.ensure_future(
                 asyncio.to_thread(self._run_generate, loaded, inputs, kwargs, params.seed)
             )
@@ -285,7 +300,7 @@ class HFBackend(ChatBackend):
             except Exception as exc:
                 raise LLMError(f"Generation with {self.spec.model!r} failed: {exc}") from exc
             latency = monotonic() - start
-        usage, reason, generated = self._usage_and_reason(loaded, output, prompt_len, params)
+        usage, reason, generated = self._usage_and_reason(loaded, output, prompt_len, max_new)
         text = loaded.tokenizer.decode(generated, skip_special_tokens=True)
         return Completion(
             text=text, usage=usage, latency_s=latency, model=self.spec.model, finish_reason=reason
@@ -307,7 +322,8 @@ class HFBackend(ChatBackend):
             prompt_len = int(inputs["input_ids"].shape[1])
             cancel = _CancelFlag()
             queue: asyncio.Queue[Any] = asyncio.Queue()
-            kwargs = self._generate_kwargs(loaded, params, cancel)
+            max_new = self._max_new_tokens(loaded, prompt_len, params)
+            kwargs = self._generate_kwargs(loaded, params, cancel, max_new)
             kwargs["streamer"] = _async_streamer(loaded.tokenizer, loop, queue)
             outcome: dict[str, Any] = {}
 
@@ -339,9 +355,7 @@ class HFBackend(ChatBackend):
             if "error" in outcome:
                 exc = outcome["error"]
                 raise LLMError(f"Generation with {self.spec.model!r} failed: {exc}") from exc
-            usage, reason, _ = self._usage_and_reason(
-                loaded, outcome["output"], prompt_len, params
-            )
+            usage, reason, _ = self._usage_and_reason(loaded, outcome["output"], prompt_len, max_new)
             yield StreamEvent(
                 done=True, usage=usage, finish_reason=reason, latency_s=monotonic() - start
             )
