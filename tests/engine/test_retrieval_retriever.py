@@ -1,0 +1,83 @@
+"""The Retriever over real indexes with the real (bundled) embedding model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raftweb.ingest import chunk_document, parse_bytes
+from raftweb.retrieval import (
+    BM25Index,
+    IndexedChunk,
+    ModelNotFound,
+    RetrievalError,
+    Retriever,
+    collection_name,
+    load_embedder,
+    open_vector_store,
+    rank_documents,
+)
+
+DOCS = {
+    1: ("battery.txt", "Battery\nCharge the battery with the supplied USB-C cable. Fast charging needs the 25 W adapter."),
+    2: ("gps.txt", "Location\nTurn on location services so apps can use GPS, Wi-Fi and mobile networks to find you."),
+    3: ("camera.txt", "Camera\nRecord HDR10+ video and use the ultra wide lens for landscapes."),
+    4: ("screen.txt", "Display\nUse night mode to reduce eye strain. The blue light filter warms the screen colours."),
+}
+
+
+@pytest.fixture
+def retriever(tmp_path: Path) -> Retriever:
+    embedder = load_embedder()
+    store = open_vector_store("", tmp_path / "chroma")
+    coll = collection_name(1, "base")
+    bm25 = BM25Index(tmp_path / "bm25.sqlite3")
+    for doc_id, (name, text) in DOCS.items():
+        doc = parse_bytes(text.encode(), name)
+        chunks = chunk_document(doc, size=300, overlap=30, token_offsets=embedder.token_offsets)
+        ids = [f"{doc_id}:{c.ordinal}" for c in chunks]
+        store.upsert(coll, ids, embedder.encode([c.index_text for c in chunks]),
+                     [{"document_id": doc_id} for _ in chunks])
+        bm25.add([IndexedChunk(chunk_id=i, document_id=doc_id, document_name=name, text=c.text, page=c.page,
+                               start=c.start, end=c.end, index_text=c.index_text) for i, c in zip(ids, chunks)])
+    return Retriever(store=store, collection=coll, bm25=bm25, embedder=embedder)
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_it_finds_the_right_document_in_every_mode(retriever: Retriever, mode: str) -> None:
+    hits = retriever.search("how do I turn on GPS location", mode=mode, k=3)
+    assert hits[0].document_id == 2
+    assert hits[0].document_name == "gps.txt"
+    assert "GPS" in hits[0].text
+    assert hits[0].end > hits[0].start
+
+
+def test_it_understands_paraphrases_densely(retriever: Retriever) -> None:
+    hits = retriever.search("my eyes hurt when reading at night", mode="dense", k=1)
+    assert hits[0].document_id == 4
+
+
+def test_it_fuses_and_reports_both_ranks(retriever: Retriever) -> None:
+    hits = retriever.search("fast charging adapter for the battery", mode="hybrid", k=4)
+    assert hits[0].document_id == 1
+    assert hits[0].dense_rank == 1 and hits[0].bm25_rank == 1
+    assert hits[0].score == pytest.approx(2 / 61)
+    assert rank_documents(hits)[0] == 1
+
+
+def test_it_filters_by_document(retriever: Retriever) -> None:
+    for mode in ("dense", "bm25", "hybrid"):
+        hits = retriever.search("battery charging", mode=mode, k=5, document_ids=[3, 4])
+        assert {h.document_id for h in hits} <= {3, 4}
+
+
+def test_it_rejects_an_unknown_mode_and_empty_queries(retriever: Retriever) -> None:
+    with pytest.raises(RetrievalError, match="unknown search mode"):
+        retriever.search("x", mode="fuzzy")
+    assert retriever.search("   ", k=3) == []
+
+
+def test_it_names_the_setting_when_the_model_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFound, match="RAFTWEB_EMBEDDING_MODEL"):
+        load_embedder(str(tmp_path / "no-such-model"))
