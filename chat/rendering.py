@@ -43,7 +43,7 @@ class Citation:
     document: str = ""
     document_id: int | None = None
     page: int | None = None
-    chunk_id: int | None = None
+    chunk_id: str | None = None
     start: int | None = None
     end: int | None = None
 

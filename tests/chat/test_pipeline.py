@@ -8,21 +8,7 @@ from chat.pipeline import NO_CONTEXT_ANSWER, Finished, Retrieved, Token, answer_
 from raftweb.llm import get_backend
 from raftweb.llm.base import ChatMessage, ModelSpec
 from raftweb.llm.registry import forget_backend
-try:
-    from raftweb.retrieval.types import SearchHit
-except ImportError:  # TEMP until retrieval lands
-    from dataclasses import dataclass as _dc
-
-    @_dc(frozen=True)
-    class SearchHit:  # type: ignore[no-redef]
-        chunk_id: int
-        document_id: int
-        document_name: str
-        page: int | None
-        text: str
-        score: float
-        start: int
-        end: int
+from raftweb.retrieval.types import SearchHit
 from tests.chat.scripted_llm import ScriptedLLM, free_port
 
 RESET = (
@@ -34,7 +20,7 @@ WARRANTY = "The warranty covers two years of normal use. Water damage is exclude
 
 def hit(chunk_id: int, text: str, *, doc: str = "manual.pdf", page: int | None = 3) -> SearchHit:
     return SearchHit(
-        chunk_id=chunk_id,
+        chunk_id=str(chunk_id),
         document_id=chunk_id * 10,
         document_name=doc,
         page=page,
@@ -91,7 +77,7 @@ async def test_it_streams_a_cited_answer(backend) -> None:
     assert "".join(t.delta for t in tokens) == result.raw
     assert result.final.startswith("To reset the television")
     [c] = result.citations
-    assert c.n == 1 and c.verified and c.chunk_id == 1 and c.document == "manual.pdf" and c.page == 3
+    assert c.n == 1 and c.verified and c.chunk_id == "1" and c.document == "manual.pdf" and c.page == 3
     assert RESET[c.start : c.end].lower().startswith("to reset the television")
     assert result.usage.completion_tokens == len(tokens)
     assert result.ttft_s is not None and result.ttft_s < result.latency_s
@@ -125,7 +111,7 @@ async def test_it_marks_quotes_not_found_in_the_chunks(backend, scripted_llm: Sc
     )
     first, second = done.result.citations
     assert (first.n, first.verified, first.chunk_id) == (1, False, None)
-    assert (second.n, second.verified, second.chunk_id) == (2, True, 7)
+    assert (second.n, second.verified, second.chunk_id) == (2, True, "7")
 
 
 async def test_it_reports_a_model_server_that_is_down() -> None:
