@@ -7,6 +7,7 @@ the ORIGINAL document text so a UI can highlight the exact span.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -57,11 +58,30 @@ class _Normalised:
     origin: list[int]
 
 
+_WORD_RE = re.compile(r"\S+")
+
+
+@functools.lru_cache(maxsize=2048)
 def normalise(text: str) -> _Normalised:
+    """Case-folded, whitespace-collapsed text and, for each of its characters, the index of
+    the original character (cached: the same oracle is checked for every row of a chunk)."""
+    translated = text.translate(_TRANSLATE)
+    if translated.isascii():
+        # Fast path (most documents): lower() keeps lengths, so offsets map 1:1 per word.
+        lowered = translated.lower()
+        parts: list[str] = []
+        origin: list[int] = []
+        for m in _WORD_RE.finditer(lowered):
+            if parts:
+                parts.append(" ")
+                origin.append(m.start() - 1)
+            parts.append(m.group())
+            origin.extend(range(m.start(), m.end()))
+        return _Normalised("".join(parts), origin)
     chars: list[str] = []
-    origin: list[int] = []
+    origin = []
     prev_space = True  # drops leading whitespace
-    for i, ch in enumerate(text):
+    for i, ch in enumerate(translated):
         ch = unicodedata.normalize("NFKC", ch).translate(_TRANSLATE)
         if not ch:
             continue

@@ -1,0 +1,261 @@
+"""Benchmark: RAFT generation throughput (rows/s) against an OpenAI-compatible server on
+loopback that answers after a fixed delay.
+
+Three clients send the same requests (questions per chunk, then a chain-of-thought answer and a
+judge verdict per question, with the same prompts):
+
+* ``pipeline`` — RAFTweb's generation pipeline (raftweb.raft.pipeline, the openai backend,
+  parsing, quote verification, context assembly, judging) at concurrency C;
+* ``plain_asyncio`` — a bare ``openai.AsyncOpenAI`` client with an ``asyncio.Semaphore(C)``
+  doing only the calls (no parsing or verification): the ceiling for this server;
+* ``reference_2_threads`` — the public RAFT reference script's shape: two worker threads, each
+  taking a chunk and making its calls one after another with the synchronous client.
+
+Prints one JSON line per case and one with the ratios. The server runs in a subprocess so its
+work does not share our GIL.
+
+    .venv/bin/python bench/generate.py [--chunks 64] [--concurrency 16] [--delay 0.2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CORPUS = ROOT.parent / "shared" / "datasets" / "emanual_s10" / "corpus_s10.jsonl"
+
+
+# ----------------------------------------------------------------------------- server
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.strip()) > 20]
+
+
+def _reply(messages: list[dict[str, str]]) -> str:
+    system = messages[0]["content"] if messages else ""
+    user = messages[-1]["content"] if messages else ""
+    if "question-answer pair generator" in system:
+        n = int(m.group(1)) if (m := re.search(r"generate (\d+)", system)) else 3
+        words = user.split() or ["nothing"]
+        # Distinct questions (different spans of the chunk) so no client drops a duplicate.
+        return json.dumps(
+            [f"What does the manual mean by '{' '.join(words[i * 7 : i * 7 + 7] or words[:3])}' "
+             f"in passage {['one', 'two', 'three', 'four', 'five', 'six'][i % 6]}?"
+             for i in range(n)]
+        )
+    if "grader" in system:
+        return json.dumps({"score": 4, "reason": "Faithful to the document."})
+    if "Context: " in user:
+        context = user.split("Context: ", 1)[1].split("\n\nAnswer this question", 1)[0]
+        first = (_sentences(context) or [context[:120]])[0]
+        return (
+            "The document states ##begin_quote##" + first + "##end_quote##, which answers it."
+            "\n<ANSWER>: " + first[:80]
+        )
+    return "None of the documents covers it.\n<ANSWER>: The context does not contain the answer."
+
+
+def serve(delay: float) -> None:
+    from aiohttp import web
+
+    async def completions(request: web.Request) -> web.Response:
+        body = await request.json()
+        await asyncio.sleep(delay)
+        text = _reply(body.get("messages", []))
+        prompt = sum(len(m.get("content", "")) for m in body.get("messages", [])) // 4
+        return web.json_response({
+            "id": "cmpl-bench", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", "bench"),
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": len(text) // 4,
+                      "total_tokens": prompt + len(text) // 4},
+        })
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", completions)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        print(port, flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+# ----------------------------------------------------------------------------- workload
+
+
+def load_chunks(n: int) -> list[str]:
+    chunks: list[str] = []
+    if CORPUS.exists():
+        for line in CORPUS.read_text(encoding="utf-8").splitlines():
+            text = json.loads(line)["text"]
+            for i in range(0, len(text), 1200):
+                piece = text[i : i + 1200]
+                if len(_sentences(piece)) >= 1:
+                    chunks.append(piece)
+            if len(chunks) >= n:
+                break
+    while len(chunks) < n:  # no dataset: synthetic, distinct chunks
+        i = len(chunks)
+        chunks.append(f"Chunk {i} describes setting number {i}. It is enabled from menu {i * 7}. "
+                      f"Hold the key for {i % 9 + 1} seconds to confirm choice {i * 3}.")
+    return chunks[:n]
+
+
+def run_pipeline(base_url: str, chunks: list[str], concurrency: int, q: int) -> dict[str, float]:
+    from raftweb.llm import ModelSpec, get_backend
+    from raftweb.raft.pipeline import ChunkInput, ChunkStore, GenerationConfig, run_chunks
+
+    spec = ModelSpec(backend="openai", model="bench", base_url=base_url, api_key="x",
+                     max_concurrency=concurrency, timeout_s=60)
+    backend = get_backend(spec)
+    texts = dict(enumerate(chunks))
+    store = ChunkStore(pool=list(texts), text_of=texts.__getitem__)
+    config = GenerationConfig(questions_per_chunk=q, max_concurrency=concurrency, p=1.0,
+                              num_distractors=3, hard_negative_share=0.0)
+    inputs = [ChunkInput(i, t) for i, t in texts.items()]
+    start = time.perf_counter()
+    results = run_chunks(inputs, teacher=backend, judge=backend, config=config, store=store)
+    elapsed = time.perf_counter() - start
+    rows = sum(len(r.rows) for r in results)
+    verified = sum(1 for r in results for row in r.rows if row.quote_status == "verified")
+    errors = sum(1 for r in results if r.error)
+    return {"rows": rows, "seconds": elapsed, "rows_per_s": rows / elapsed,
+            "verified_rows": verified, "chunk_errors": errors}
+
+
+def _messages(chunk: str, q: int) -> list[dict[str, str]]:
+    from raftweb.raft.prompts import questions_messages
+
+    return [m.as_dict() for m in questions_messages(chunk, q)]
+
+
+def _answer_msgs(question: str, chunk: str) -> list[dict[str, str]]:
+    from raftweb.raft.prompts import cot_answer_messages
+
+    return [m.as_dict() for m in cot_answer_messages(question, chunk)]
+
+
+def _judge_msgs(question: str, answer: str, chunk: str) -> list[dict[str, str]]:
+    from raftweb.raft.judge import judge_messages
+
+    return [m.as_dict() for m in judge_messages(question=question, answer=answer, oracle=chunk)]
+
+
+def run_plain(base_url: str, chunks: list[str], concurrency: int, q: int) -> dict[str, float]:
+    import openai
+
+    async def main() -> int:
+        client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=60)
+        sem = asyncio.Semaphore(concurrency)
+
+        async def call(messages: list[dict[str, str]], max_tokens: int) -> str:
+            async with sem:
+                resp = await client.chat.completions.create(
+                    model="bench", messages=messages, max_tokens=max_tokens)  # type: ignore[arg-type]
+            return resp.choices[0].message.content or ""
+
+        async def row(question: str, chunk: str) -> None:
+            answer = await call(_answer_msgs(question, chunk), 1000)
+            await call(_judge_msgs(question, answer, chunk), 300)
+
+        async def one(chunk: str) -> int:
+            questions = json.loads(await call(_messages(chunk, q), 400))[:q]
+            await asyncio.gather(*(row(qq, chunk) for qq in questions))
+            return len(questions)
+
+        try:
+            return sum(await asyncio.gather(*(one(c) for c in chunks)))
+        finally:
+            await client.close()
+
+    start = time.perf_counter()
+    rows = asyncio.run(main())
+    elapsed = time.perf_counter() - start
+    return {"rows": rows, "seconds": elapsed, "rows_per_s": rows / elapsed}
+
+
+def run_reference(base_url: str, chunks: list[str], q: int) -> dict[str, float]:
+    import openai
+
+    client = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=60)
+
+    def call(messages: list[dict[str, str]], max_tokens: int) -> str:
+        resp = client.chat.completions.create(model="bench", messages=messages,  # type: ignore[arg-type]
+                                              max_tokens=max_tokens)
+        return resp.choices[0].message.content or ""
+
+    def one(chunk: str) -> int:
+        questions = json.loads(call(_messages(chunk, q), 400))[:q]
+        for question in questions:
+            answer = call(_answer_msgs(question, chunk), 1000)
+            call(_judge_msgs(question, answer, chunk), 300)
+        return len(questions)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        rows = sum(pool.map(one, chunks))
+    elapsed = time.perf_counter() - start
+    client.close()
+    return {"rows": rows, "seconds": elapsed, "rows_per_s": rows / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--chunks", type=int, default=64)
+    parser.add_argument("--reference-chunks", type=int, default=12,
+                        help="the reference shape is slow; its rate is measured on fewer chunks")
+    parser.add_argument("--questions", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--delay", type=float, default=0.2, help="server delay per request (s)")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.delay)
+        return
+    server = subprocess.Popen([sys.executable, __file__, "--serve", "--delay", str(args.delay)],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        port = int(server.stdout.readline())  # type: ignore[union-attr]
+        base_url = f"http://127.0.0.1:{port}/v1"
+        chunks = load_chunks(args.chunks)
+        common = {"chunks": len(chunks), "questions_per_chunk": args.questions,
+                  "concurrency": args.concurrency, "server_delay_s": args.delay}
+        run_plain(base_url, chunks[:4], args.concurrency, args.questions)  # warm-up
+        plain = run_plain(base_url, chunks, args.concurrency, args.questions)
+        pipe = run_pipeline(base_url, chunks, args.concurrency, args.questions)
+        ref = run_reference(base_url, chunks[: args.reference_chunks], args.questions)
+        for name, res in (("plain_asyncio", plain), ("pipeline", pipe),
+                          ("reference_2_threads", ref)):
+            print(json.dumps({"case": name, **common, **{k: round(v, 3) for k, v in res.items()}}))
+        print(json.dumps({
+            "case": "ratios", **common,
+            "pipeline_vs_plain_asyncio": round(pipe["rows_per_s"] / plain["rows_per_s"], 3),
+            "pipeline_vs_reference_2_threads": round(pipe["rows_per_s"] / ref["rows_per_s"], 2),
+            "targets": {"pipeline_vs_plain_asyncio": ">= 0.9",
+                        "pipeline_vs_reference_2_threads": ">= 5 at concurrency 16"},
+        }))
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+if __name__ == "__main__":
+    main()
