@@ -1,0 +1,75 @@
+"""The single NinjaAPI at /api/ (OpenAPI docs at /api/docs). Each app contributes a Router
+with full paths; every error leaves as ``{"error": {"code", "message", "details"}}``."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from raftweb.api_auth import API_AUTH
+from raftweb.core.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+api = NinjaAPI(
+    title="RAFTweb API",
+    version="1",
+    description="Knowledge bases, RAFT datasets, review and chat. Authenticate with "
+    "`Authorization: Bearer <token>` (create tokens under Account → API tokens).",
+    auth=API_AUTH,
+    urls_namespace="api",
+)
+
+
+def _error(request: HttpRequest, err: ApiError) -> HttpResponse:
+    return api.create_response(request, err.as_body(), status=err.status)
+
+
+@api.exception_handler(ApiError)
+def on_api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+    return _error(request, exc)
+
+
+@api.exception_handler(AuthenticationError)
+def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return _error(request, ApiError(401, "unauthorized", "Authentication required: log in or send a valid API token."))
+
+
+@api.exception_handler(ValidationError)
+def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    return _error(request, ApiError(422, "invalid", "The request is not valid.", {"errors": exc.errors}))
+
+
+@api.exception_handler(HttpError)
+def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    return _error(request, ApiError(exc.status_code, "http_error", str(exc)))
+
+
+@api.exception_handler(Http404)
+def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return _error(request, ApiError(404, "not_found", "Not found."))
+
+
+@api.exception_handler(Exception)
+def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    log.exception("unhandled API error on %s", request.path)
+    return _error(request, ApiError(500, "internal", "Internal error; it has been logged."))
+
+
+from raftweb.core.api import router as core_router  # noqa: E402
+
+api.add_router("/", core_router)
+
+# App routers are mounted when the app provides them; the order keeps docs grouped.
+for module_name in ("corpus.api", "corpus.api_qa", "training.api", "chat.api"):
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        continue
+    api.add_router("/", module.router)

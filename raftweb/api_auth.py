@@ -1,0 +1,44 @@
+"""API authentication: a per-user bearer token for scripts, the session for the browser."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest
+from ninja.security import HttpBearer, SessionAuth
+
+from raftweb.core.errors import ApiError
+from raftweb.core.roles import Role, user_has_role
+
+
+class TokenAuth(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        from raftweb.core.services import token_authenticate
+
+        user = token_authenticate(token)
+        if user is None:
+            return None
+        # Downstream code reads request.user whichever way the caller authenticated.
+        request.user = user
+        return user
+
+
+class ActiveSessionAuth(SessionAuth):
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        user = super().authenticate(request, key)
+        return user if user is not None and user.is_active else None
+
+
+token_auth = TokenAuth()
+session_auth = ActiveSessionAuth()
+API_AUTH = [token_auth, session_auth]
+
+
+def require_role(request: HttpRequest, *roles: Role | str) -> None:
+    if not user_has_role(request.user, *roles):
+        raise ApiError(403, "forbidden", "Your role does not allow this.")
+
+
+async def arequire_role(request: HttpRequest, *roles: Role | str) -> None:
+    await sync_to_async(require_role)(request, *roles)

@@ -1,0 +1,39 @@
+"""ASGI entry point: HTTP through Django (static files served in-process, so a local
+install needs no web server in front), WebSockets through Channels."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "raftweb.settings")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+
+def _websocket_urlpatterns() -> list:
+    patterns: list = []
+    for module_name in ("chat.routing",):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        patterns.extend(module.websocket_urlpatterns)
+    return patterns
+
+
+application = ProtocolTypeRouter(
+    {
+        "http": ASGIStaticFilesHandler(django_asgi_app),
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(_websocket_urlpatterns()))),
+    }
+)

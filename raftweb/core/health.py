@@ -1,0 +1,135 @@
+"""Health checks behind GET /api/health: database, worker, vector store, model backends.
+
+Each check is bounded in time and never raises: a health page that crashes when a
+dependency is down would hide exactly the information it exists to show.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+CHECK_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    ok: bool
+    detail: str
+    data: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if out["data"] is None:
+            out.pop("data")
+        return out
+
+
+def check_database() -> Check:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return Check(True, f"{connection.vendor} reachable")
+    except Exception as exc:  # noqa: BLE001 - reported, not raised
+        return Check(False, f"database unreachable: {exc}")
+
+
+def check_worker() -> Check:
+    from raftweb.core.models import WorkerHeartbeat
+
+    if settings.HUEY.get("immediate"):
+        return Check(True, "jobs run in-process (immediate mode)")
+    try:
+        beat = WorkerHeartbeat.objects.order_by("-beat_at").first()
+    except Exception as exc:  # noqa: BLE001
+        return Check(False, f"cannot read worker heartbeat: {exc}")
+    if beat is None:
+        return Check(False, "no worker has reported yet (start one with `python manage.py run_huey`)")
+    age = timezone.now() - beat.beat_at
+    if age > timedelta(seconds=settings.WORKER_HEARTBEAT_STALE_S):
+        return Check(False, f"last worker heartbeat {int(age.total_seconds())}s ago ({beat.name})")
+    return Check(True, f"worker alive ({beat.name}, {int(age.total_seconds())}s ago)")
+
+
+def check_vector_store() -> Check:
+    try:
+        import chromadb
+
+        if settings.CHROMA_URL:
+            from urllib.parse import urlsplit
+
+            url = urlsplit(settings.CHROMA_URL)
+            client = chromadb.HttpClient(
+                host=url.hostname or "127.0.0.1",
+                port=url.port or (443 if url.scheme == "https" else 8000),
+                ssl=url.scheme == "https",
+            )
+            client.heartbeat()
+            return Check(True, f"Chroma server at {settings.CHROMA_URL}")
+        settings.CHROMA_PATH.mkdir(parents=True, exist_ok=True)
+        return Check(True, f"embedded Chroma at {settings.CHROMA_PATH}")
+    except Exception as exc:  # noqa: BLE001
+        where = settings.CHROMA_URL or settings.CHROMA_PATH
+        return Check(False, f"vector store unavailable at {where}: {exc} (check CHROMA_URL)")
+
+
+def embedding_health(spec: Any) -> Any:
+    """Whether the embedding model can be loaded here, without loading it."""
+    from raftweb.llm import BackendHealth
+    from raftweb.retrieval.embedder import resolve_model_path
+
+    try:
+        where = resolve_model_path(spec.model)
+    except Exception as exc:  # noqa: BLE001 - the message names the setting
+        return BackendHealth(False, str(exc))
+    return BackendHealth(True, f"available at {where}")
+
+
+async def check_models() -> dict[str, Check]:
+    from raftweb.core.services import profile_to_spec, profiles_ensure
+    from raftweb.llm import get_backend
+
+    profiles = await sync_to_async(profiles_ensure)()
+
+    async def one(profile: Any) -> tuple[str, Check]:
+        spec = profile_to_spec(profile)
+        label = f"{spec.backend}:{spec.model}"
+        try:
+            if profile.role == "embedding":
+                health = await asyncio.to_thread(embedding_health, spec)
+            else:
+                health = await asyncio.wait_for(get_backend(spec).health(), CHECK_TIMEOUT_S)
+            return profile.role, Check(health.ok, health.detail, {"model": label})
+        except TimeoutError:
+            return profile.role, Check(False, f"no answer within {CHECK_TIMEOUT_S:.0f}s", {"model": label})
+        except Exception as exc:  # noqa: BLE001 - unknown backend, bad spec…: say so
+            return profile.role, Check(False, str(exc), {"model": label})
+
+    results = await asyncio.gather(*(one(p) for p in profiles))
+    return dict(results)
+
+
+async def health_report() -> dict[str, Any]:
+    database, worker, vector_store = await asyncio.gather(
+        sync_to_async(check_database)(),
+        sync_to_async(check_worker)(),
+        asyncio.to_thread(check_vector_store),
+    )
+    models = await check_models() if database.ok else {}
+    # Models being unavailable is reported but is not "down": the app still serves
+    # curation and review; only the database and the vector store are vital.
+    ok = database.ok and vector_store.ok
+    return {
+        "status": "ok" if ok else "error",
+        "database": database.as_dict(),
+        "worker": worker.as_dict(),
+        "vector_store": vector_store.as_dict(),
+        "models": {role: check.as_dict() for role, check in models.items()},
+    }

@@ -1,0 +1,43 @@
+"""The navigation: one list, filtered per user. Entries whose URL is not installed yet are
+skipped, so an app adds its page to the nav just by defining the URL name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.urls import NoReverseMatch, reverse
+
+from raftweb.core.roles import Role, user_has_role
+
+
+@dataclass(frozen=True, slots=True)
+class NavItem:
+    label: str
+    url_name: str
+    roles: tuple[Role, ...]
+
+
+NAV: tuple[NavItem, ...] = (
+    NavItem("Home", "core:home", (Role.ADMIN, Role.REVIEWER, Role.SUPPORT)),
+    NavItem("Knowledge bases", "corpus:kb_list", (Role.ADMIN,)),
+    NavItem("Generation", "corpus:generation_list", (Role.ADMIN,)),
+    NavItem("Review", "review:queue", (Role.REVIEWER, Role.ADMIN)),
+    NavItem("Training", "training:home", (Role.ADMIN,)),
+    NavItem("Chat", "chat:home", (Role.SUPPORT, Role.ADMIN)),
+    NavItem("Feedback", "chat:feedback_list", (Role.ADMIN,)),
+    NavItem("Models", "core:profiles", (Role.ADMIN,)),
+)
+
+
+def nav_for(user: object, current_path: str = "") -> list[dict[str, object]]:
+    items = []
+    for item in NAV:
+        if not user_has_role(user, *item.roles):
+            continue
+        try:
+            url = reverse(item.url_name)
+        except NoReverseMatch:
+            continue
+        active = url == current_path if url == "/" else current_path.startswith(url)
+        items.append({"label": item.label, "url": url, "active": active, "name": item.url_name})
+    return items

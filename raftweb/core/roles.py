@@ -1,0 +1,106 @@
+"""Roles are Django groups carrying a fixed set of permissions.
+
+Checks go through :func:`user_has_role` so that the rule "superusers may do everything"
+lives in one place, and views/API/consumers never test group names themselves.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    REVIEWER = "reviewer"
+    SUPPORT = "support"
+
+
+# codename -> description; declared on core.Access so Django creates the rows.
+PERMISSIONS: dict[str, str] = {
+    "manage_corpus": "Manage knowledge bases and documents",
+    "manage_models": "Edit model profiles",
+    "manage_training": "Launch generation, training and evaluation",
+    "review_pairs": "Review generated Q&A pairs",
+    "use_chat": "Chat with knowledge bases",
+}
+
+ROLE_PERMISSIONS: dict[Role, tuple[str, ...]] = {
+    Role.ADMIN: tuple(PERMISSIONS),
+    Role.REVIEWER: ("review_pairs",),
+    Role.SUPPORT: ("use_chat",),
+}
+
+
+def ensure_role_groups(**_: Any) -> None:
+    """Create the role groups and (re)attach their permissions; idempotent (post_migrate)."""
+    from django.contrib.auth.models import Group, Permission
+
+    for role, codenames in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=role.value)
+        perms = Permission.objects.filter(content_type__app_label="core", codename__in=codenames)
+        group.permissions.set(perms)
+
+
+def parse_role(value: str) -> Role:
+    try:
+        return Role(value.strip().lower())
+    except ValueError:
+        valid = ", ".join(r.value for r in Role)
+        raise ValueError(f"Unknown role {value!r}; choose one of: {valid}.") from None
+
+
+def user_roles(user: Any) -> frozenset[Role]:
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return frozenset()
+    cached = getattr(user, "_raftweb_roles", None)
+    if cached is None:
+        if user.is_superuser:
+            cached = frozenset(Role)
+        else:
+            names = set(user.groups.values_list("name", flat=True))
+            cached = frozenset(r for r in Role if r.value in names)
+        user._raftweb_roles = cached
+    return cached
+
+
+def user_has_role(user: Any, *roles: Role | str) -> bool:
+    """True when the user holds any of ``roles`` (admins and superusers hold every role's rights
+    only where the caller lists ADMIN; superusers always pass)."""
+    held = user_roles(user)
+    if not held:
+        return False
+    if getattr(user, "is_superuser", False):
+        return True
+    return any(Role(r) in held for r in roles)
+
+
+async def auser_has_role(user: Any, *roles: Role | str) -> bool:
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(user_has_role)(user, *roles)
+
+
+def role_required(*roles: Role) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """View decorator: anonymous users are sent to login (by the middleware), users without
+    one of ``roles`` get the 403 page."""
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(view)
+        def wrapper(request: Any, *args: Any, **kwargs: Any) -> Any:
+            if not request.user.is_authenticated:
+                from django.contrib.auth.views import redirect_to_login
+
+                return redirect_to_login(request.get_full_path())
+            if not user_has_role(request.user, *roles):
+                raise PermissionDenied("Your role does not give access to this page.")
+            return view(request, *args, **kwargs)
+
+        wrapper.raftweb_roles = roles  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorator

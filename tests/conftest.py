@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from django.test import Client
+
+pytest_plugins = ["tests.fixtures.tiny_model", "tests.fixtures.serve", "tests.fixtures.browser"]
+
+
+def _make_user(username: str, role: str | None) -> object:
+    from django.contrib.auth import get_user_model
+
+    from raftweb.core.services import user_create
+
+    if role is None:
+        return get_user_model().objects.create_user(username=username, password="pw-" + username)
+    user, _ = user_create(username=username, role=role, password="pw-" + username)
+    return user
+
+
+@pytest.fixture
+def alice(db: object) -> object:
+    """An admin."""
+    return _make_user("alice", "admin")
+
+
+@pytest.fixture
+def rita(db: object) -> object:
+    """A reviewer."""
+    return _make_user("rita", "reviewer")
+
+
+@pytest.fixture
+def sam(db: object) -> object:
+    """A support agent."""
+    return _make_user("sam", "support")
+
+
+@pytest.fixture
+def mallory(db: object) -> object:
+    """A logged-in user with no role."""
+    return _make_user("mallory", None)
+
+
+@pytest.fixture
+def client_for(db: object) -> Callable[[object], Client]:
+    def make(user: object) -> Client:
+        client = Client()
+        client.force_login(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def api_token_for(db: object) -> Callable[[object], str]:
+    from raftweb.core.services import token_create
+
+    def make(user: object) -> str:
+        _, raw = token_create(user=user, name="test")
+        return raw
+
+    return make

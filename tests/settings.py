@@ -1,0 +1,22 @@
+"""Test settings: the real settings, with jobs run in-process and a throwaway data dir."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("RAFTWEB_DATA_DIR", tempfile.mkdtemp(prefix="raftweb-test-"))
+os.environ["RAFTWEB_HUEY_IMMEDIATE"] = "1"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from raftweb.settings import *  # noqa: E402,F403
+from raftweb.settings import DATABASES  # noqa: E402
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Parallel test runs (several developers on one PostgreSQL) must not share a test database.
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    suffix = os.environ.get("RAFTWEB_TEST_DB_SUFFIX", "")
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = f"test_raftweb{suffix}"
