@@ -43,7 +43,9 @@ def default_spec(role: str) -> ModelSpec:
         raise ValueError(f"Unknown model role {role!r}; valid roles: {', '.join(ROLES)}.")
     if role == EMBEDDING:
         return ModelSpec(
-            backend="sentence-transformers", model=DEFAULT_EMBEDDING_MODEL, setting=profile_setting(role)
+            backend="sentence-transformers",
+            model=DEFAULT_EMBEDDING_MODEL,
+            setting=profile_setting(role),
         )
     return ModelSpec(backend="hf", model=DEFAULT_CHAT_MODEL, setting=profile_setting(role))
 

@@ -355,7 +355,9 @@ class HFBackend(ChatBackend):
             if "error" in outcome:
                 exc = outcome["error"]
                 raise LLMError(f"Generation with {self.spec.model!r} failed: {exc}") from exc
-            usage, reason, _ = self._usage_and_reason(loaded, outcome["output"], prompt_len, max_new)
+            usage, reason, _ = self._usage_and_reason(
+                loaded, outcome["output"], prompt_len, max_new
+            )
             yield StreamEvent(
                 done=True, usage=usage, finish_reason=reason, latency_s=monotonic() - start
             )
@@ -363,19 +365,25 @@ class HFBackend(ChatBackend):
     async def health(self) -> BackendHealth:
         """Whether the model can be loaded, without loading any weights."""
         if self._loaded is not None:
-            return BackendHealth(True, f"Model {self.spec.model!r} is loaded on {self._loaded.device}.")
+            return BackendHealth(
+                True, f"Model {self.spec.model!r} is loaded on {self._loaded.device}."
+            )
         local = self._local_path()
         if local is not None:
             if (local / "config.json").exists():
-                return BackendHealth(True, f"Model {self.spec.model!r} is available locally (not loaded yet).")
+                return BackendHealth(
+                    True, f"Model {self.spec.model!r} is available locally (not loaded yet)."
+                )
             return BackendHealth(
                 False,
-                f"Model folder {str(local)!r} for {self.spec.setting} has no config.json. Point the "
-                f"profile at a folder saved with save_pretrained, or switch it to the 'openai' "
-                f"backend with a base URL.",
+                f"Model folder {str(local)!r} for {self.spec.setting} has no config.json. "
+                f"Point the profile at a folder saved with save_pretrained, or switch it to the "
+                f"'openai' backend with a base URL.",
             )
         if await asyncio.to_thread(self._cached_config):
-            return BackendHealth(True, f"Model {self.spec.model!r} is in the local model cache (not loaded yet).")
+            return BackendHealth(
+                True, f"Model {self.spec.model!r} is in the local model cache (not loaded yet)."
+            )
         if hub_offline() or not await self._hub_reachable():
             return BackendHealth(False, not_available_message(self.spec))
         return BackendHealth(
@@ -388,7 +396,8 @@ class HFBackend(ChatBackend):
         from huggingface_hub import constants
 
         try:
-            async with httpx.AsyncClient(timeout=3.0) as client:
+            # Under 2 s: the health page gives each check 3 s in all.
+            async with httpx.AsyncClient(timeout=2.0) as client:
                 response = await client.head(f"{constants.ENDPOINT}/api/models/{self.spec.model}")
         except (httpx.HTTPError, OSError):
             return False

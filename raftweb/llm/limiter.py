@@ -21,12 +21,17 @@ return an awaitable (which is scheduled as a task, never awaited inline).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+_CALLBACK_TASKS: set[asyncio.Future[object]] = set()
 
 QueueCallback = Callable[[int], Awaitable[None] | None]
 
@@ -47,14 +52,16 @@ def _notify(waiter: _Waiter, position: int) -> None:
         try:
             result = waiter.on_queue(position)  # type: ignore[misc]
             if inspect.isawaitable(result):
-                asyncio.ensure_future(result)
-        except Exception:  # noqa: BLE001 - a UI callback must never stall generation
-            pass
+                task = asyncio.ensure_future(result)
+                # Keep a reference until done: the loop only holds tasks weakly.
+                _CALLBACK_TASKS.add(task)
+                task.add_done_callback(_CALLBACK_TASKS.discard)
+        except Exception:  # a UI callback must never stall generation: log and go on
+            logger.exception("on_queue callback failed")
 
-    try:
+    # A closed loop means the waiter is gone and nobody is listening any more.
+    with contextlib.suppress(RuntimeError):
         waiter.loop.call_soon_threadsafe(call)
-    except RuntimeError:  # the waiter's loop is closed; nobody is listening any more
-        pass
 
 
 class FairLimiter:

@@ -119,9 +119,7 @@ class OpenAIBackend(ChatBackend):
                 self._clients[loop] = client
             return client
 
-    def _request(
-        self, messages: Sequence[ChatMessage], params: GenerationParams
-    ) -> dict[str, Any]:
+    def _request(self, messages: Sequence[ChatMessage], params: GenerationParams) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.spec.model,
             "messages": [m.as_dict() for m in messages],
@@ -163,8 +161,8 @@ class OpenAIBackend(ChatBackend):
                 return _Retryable(f"HTTP {status}: {detail}", retry_after)
             if status == 404:
                 return ModelNotFound(
-                    f"Model {self.spec.model!r} was not found at {self.where} (HTTP 404: {detail}). "
-                    f"Change the model name (or the base URL, which usually ends in /v1) in "
+                    f"Model {self.spec.model!r} was not found at {self.where} "
+                    f"(HTTP 404: {detail}). Change the model name (or the base URL, which usually ends in /v1) in "
                     f"{self.spec.setting}."
                 )
             if status in (401, 403):
@@ -225,9 +223,7 @@ class OpenAIBackend(ChatBackend):
         if response.usage is not None:
             usage = Usage(response.usage.prompt_tokens, response.usage.completion_tokens)
         else:  # some servers omit usage; estimate so throughput numbers still exist
-            usage = Usage(
-                sum(approx_tokens(m.content) for m in messages), approx_tokens(text)
-            )
+            usage = Usage(sum(approx_tokens(m.content) for m in messages), approx_tokens(text))
         return Completion(
             text=text,
             usage=usage,
@@ -314,7 +310,9 @@ class OpenAIBackend(ChatBackend):
                 f"{self.spec.model!r} (it has: {', '.join(ids[:10])}). Change the model name in "
                 f"{self.spec.setting}.",
             )
-        return BackendHealth(True, f"Model server at {self.where} is up ({len(ids)} models listed).")
+        return BackendHealth(
+            True, f"Model server at {self.where} is up ({len(ids)} models listed)."
+        )
 
     async def aclose(self) -> None:
         """Close the client of the running loop (clients of other loops die with them)."""

@@ -51,8 +51,14 @@ def test_it_applies_environment_overrides() -> None:
 @pytest.mark.parametrize(
     ("environ", "names"),
     [
-        ({"RAFTWEB_TEACHER_BACKEND": "magic"}, ["RAFTWEB_TEACHER_BACKEND", "'magic'", "hf", "openai"]),
-        ({"RAFTWEB_EMBEDDING_BACKEND": "hf"}, ["RAFTWEB_EMBEDDING_BACKEND", "sentence-transformers"]),
+        (
+            {"RAFTWEB_TEACHER_BACKEND": "magic"},
+            ["RAFTWEB_TEACHER_BACKEND", "'magic'", "hf", "openai"],
+        ),
+        (
+            {"RAFTWEB_EMBEDDING_BACKEND": "hf"},
+            ["RAFTWEB_EMBEDDING_BACKEND", "sentence-transformers"],
+        ),
         ({"RAFTWEB_JUDGE_BASE_URL": "localhost:8000"}, ["RAFTWEB_JUDGE_BASE_URL", "http"]),
         ({"RAFTWEB_JUDGE_BACKEND": "openai"}, ["RAFTWEB_JUDGE_BASE_URL"]),
         (
@@ -65,7 +71,9 @@ def test_it_applies_environment_overrides() -> None:
         ),
     ],
 )
-def test_it_rejects_bad_values_naming_the_variable(environ: dict[str, str], names: list[str]) -> None:
+def test_it_rejects_bad_values_naming_the_variable(
+    environ: dict[str, str], names: list[str]
+) -> None:
     with pytest.raises(ValueError) as info:
         default_specs_from_env(environ)
     for name in names:

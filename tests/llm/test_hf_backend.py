@@ -6,7 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from raftweb.llm import BadRequest, ChatMessage, GenerationParams, ModelNotFound, ModelSpec, StreamEvent
+from raftweb.llm import (
+    BadRequest,
+    ChatMessage,
+    GenerationParams,
+    ModelNotFound,
+    ModelSpec,
+    StreamEvent,
+)
 from raftweb.llm.hf_backend import HFBackend
 
 MESSAGES = [
@@ -29,7 +36,10 @@ def _reference_generate(model_dir: Path, max_new_tokens: int) -> tuple[str, int]
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     inputs = tokenizer.apply_chat_template(
-        [m.as_dict() for m in MESSAGES], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        [m.as_dict() for m in MESSAGES],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
     )
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
@@ -62,7 +72,9 @@ async def test_it_streams_pieces_that_add_up_to_the_completion(
     tiny_model_dir: Path, reference: tuple[str, int]
 ) -> None:
     backend = _backend(tiny_model_dir)
-    events: list[StreamEvent] = [e async for e in backend.stream(MESSAGES, GenerationParams(max_tokens=12))]
+    events: list[StreamEvent] = [
+        e async for e in backend.stream(MESSAGES, GenerationParams(max_tokens=12))
+    ]
     deltas = [e.delta for e in events if not e.done]
     assert len(deltas) >= 2
     assert "".join(deltas) == reference[0]
@@ -82,14 +94,18 @@ async def test_it_samples_reproducibly_with_a_seed(tiny_model_dir: Path) -> None
     assert first.text == second.text
 
 
-async def test_it_applies_a_peft_adapter(tiny_model_dir: Path, tmp_path: Path, reference: tuple[str, int]) -> None:
+async def test_it_applies_a_peft_adapter(
+    tiny_model_dir: Path, tmp_path: Path, reference: tuple[str, int]
+) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     torch.manual_seed(3)
     # init_lora_weights=False: random (non-zero) B matrices, so the adapter visibly changes outputs.
-    config = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    config = LoraConfig(
+        r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
     adapted = get_peft_model(base, config)
     adapter_dir = tmp_path / "adapter"
     adapted.save_pretrained(adapter_dir)
@@ -101,7 +117,7 @@ async def test_it_applies_a_peft_adapter(tiny_model_dir: Path, tmp_path: Path, r
     with torch.inference_mode():
         expected_ids = adapted.eval().generate(**inputs, max_new_tokens=12, do_sample=False)
     expected = backend._loaded.tokenizer.decode(  # type: ignore[union-attr]
-        expected_ids[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True
+        expected_ids[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True
     )
     assert completion.text == expected
     assert completion.text != reference[0]
@@ -138,7 +154,9 @@ async def test_it_names_the_setting_when_the_model_is_missing(
         await _backend(empty).complete(MESSAGES)
 
 
-async def test_it_reports_health_without_loading_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+async def test_it_reports_health_without_loading_weights(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
     backend = _backend(tiny_model_dir)
     health = await backend.health()
     assert health.ok and "not loaded" in health.detail
@@ -178,7 +196,9 @@ async def test_it_stops_generating_when_the_listener_goes_away(tiny_model_dir: P
     # Closing the stream must stop the thread (not let it run 2000 tokens) and free the lock.
     await asyncio.wait_for(stream.aclose(), timeout=10)
     assert not backend.busy()
-    completion = await asyncio.wait_for(backend.complete(MESSAGES, GenerationParams(max_tokens=3)), 10)
+    completion = await asyncio.wait_for(
+        backend.complete(MESSAGES, GenerationParams(max_tokens=3)), 10
+    )
     assert completion.usage.completion_tokens == 3
 
 

@@ -30,7 +30,9 @@ def _backend(base_url: str, model: str, **kwargs: Any) -> OpenAIBackend:
     extra = {"retry_base_s": 0.01, "retry_max_s": 0.05, **kwargs.pop("extra", {})}
     fields: dict[str, Any] = {"timeout_s": 20.0, "max_retries": 2, **kwargs}
     return OpenAIBackend(
-        ModelSpec(backend="openai", model=model, base_url=base_url, setting=SETTING, extra=extra, **fields)
+        ModelSpec(
+            backend="openai", model=model, base_url=base_url, setting=SETTING, extra=extra, **fields
+        )
     )
 
 
@@ -97,7 +99,9 @@ async def test_it_reports_a_4xx_from_transformers_serve_without_retrying(
 ) -> None:
     # The server is pinned to the tiny model, so another model name is refused with HTTP 400.
     backend = _backend(
-        tiny_openai_server.base_url, "some-other-model", extra={"retry_base_s": 5.0, "retry_max_s": 5.0}
+        tiny_openai_server.base_url,
+        "some-other-model",
+        extra={"retry_base_s": 5.0, "retry_max_s": 5.0},
     )
     started = time.monotonic()
     with pytest.raises(BadRequest) as info:
@@ -138,7 +142,9 @@ async def test_it_gives_a_clear_error_for_an_unreachable_port() -> None:
     backend = _backend(base_url, "m", max_retries=1)
     with pytest.raises(BackendUnavailable) as info:
         await backend.complete(MESSAGES)
-    assert str(info.value).startswith(f"The model server at {base_url} is unavailable (connection failed")
+    assert str(info.value).startswith(
+        f"The model server at {base_url} is unavailable (connection failed"
+    )
     assert f"change the base URL in {SETTING}" in str(info.value)
     with pytest.raises(BackendUnavailable):
         [e async for e in backend.stream(MESSAGES)]
