@@ -15,6 +15,12 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+# A .env file beside manage.py is read for convenience; real environment variables win.
+if (BASE_DIR / ".env").is_file() and not os.environ.get("RAFTWEB_IGNORE_DOTENV"):
+    from dotenv import load_dotenv
+
+    load_dotenv(BASE_DIR / ".env", override=False)
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
-os.environ.setdefault("RAFTWEB_DATA_DIR", tempfile.mkdtemp(prefix="raftweb-test-"))
+# Always a throwaway dir: tests must never touch a real install's data.
+os.environ["RAFTWEB_DATA_DIR"] = tempfile.mkdtemp(prefix="raftweb-test-")
+atexit.register(shutil.rmtree, os.environ["RAFTWEB_DATA_DIR"], ignore_errors=True)
 os.environ["RAFTWEB_HUEY_IMMEDIATE"] = "1"
+os.environ["RAFTWEB_IGNORE_DOTENV"] = "1"  # a developer's .env must not change the tests
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

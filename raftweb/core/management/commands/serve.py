@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from raftweb.core.services import admin_bootstrap, profiles_ensure
 
@@ -32,7 +32,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **opts: Any) -> None:
         if not opts["no_migrate"]:
             call_command("migrate", interactive=False, verbosity=0)
-        profiles_ensure()
+        try:
+            profiles_ensure()
+        except ValueError as exc:  # a malformed RAFTWEB_<ROLE>_* variable: name it and stop
+            raise CommandError(str(exc)) from None
         self._announce_admin()
         children = self._start_children(opts)
         self.stdout.write(
