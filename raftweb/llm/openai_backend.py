@@ -265,13 +265,19 @@ class OpenAIBackend(ChatBackend):
                             yield StreamEvent(delta=delta)
             except (openai.OpenAIError, OSError) as exc:
                 classified = self._classify(exc)
+                if isinstance(exc, openai.APIStatusError) and isinstance(classified, LLMError):
+                    raise classified from exc
+                # Anything else here (a dropped connection, an error event in the stream) is
+                # the server failing part-way; the text so far cannot be un-sent, so no retry.
                 if isinstance(classified, _Retryable):
-                    raise BackendUnavailable(
-                        f"The model server at {self.where} failed mid-answer "
-                        f"({classified.reason}). Check the server, or change the base URL in "
-                        f"{self.spec.setting}."
-                    ) from exc
-                raise classified from exc
+                    reason = classified.reason
+                else:
+                    body = getattr(exc, "body", None)
+                    reason = str(body if isinstance(body, str) and body else exc)[:300]
+                raise BackendUnavailable(
+                    f"The model server at {self.where} failed mid-answer ({reason}). Check the "
+                    f"server, or change the base URL in {self.spec.setting}."
+                ) from exc
             finally:
                 await response.close()
             if usage is None:

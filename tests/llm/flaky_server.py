@@ -5,7 +5,8 @@ usage), so the ``openai`` backend's retries, backoff and limits are tested over 
 Runs aiohttp on its own thread and loop, so sync and async tests can use it alike.
 
 Each request takes the next step of ``script`` (the last step repeats):
-``200`` (answer), ``"no-usage"`` (answer, streamed without usage), an int status
+``200`` (answer), ``"no-usage"`` (answer, streamed without usage), ``"fail-mid-stream"``
+(two pieces, then an error event), an int status
 (an error body with that status), ``("slow", seconds)`` (answer after a delay).
 """
 
@@ -62,7 +63,9 @@ class FlakyServer:
                     headers=headers,
                 )
             if body.get("stream"):
-                return await self._stream(request, with_usage=step != "no-usage")
+                return await self._stream(
+                    request, with_usage=step != "no-usage", fail=step == "fail-mid-stream"
+                )
             return web.json_response(
                 {
                     "id": "chatcmpl-flaky",
@@ -82,7 +85,9 @@ class FlakyServer:
         finally:
             self.in_flight -= 1
 
-    async def _stream(self, request: web.Request, *, with_usage: bool) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, *, with_usage: bool, fail: bool = False
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         words = ANSWER.split(" ")
@@ -101,6 +106,11 @@ class FlakyServer:
                 ],
             }
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            if fail and index == 1:
+                # What transformers serve sends when generation breaks part-way.
+                await response.write(b'data: {"error": "CUDA out of memory"}\n\n')
+                await response.write_eof()
+                return response
         if with_usage:
             usage_chunk = {
                 "id": "chatcmpl-flaky",

@@ -199,6 +199,19 @@ async def test_it_estimates_usage_when_the_stream_has_none(flaky: Any) -> None:
     assert usage.prompt_tokens == approx_tokens(MESSAGES[0].content)
 
 
+async def test_it_reports_a_failure_mid_stream_without_retrying(flaky: Any) -> None:
+    server = flaky(["fail-mid-stream", 200])
+    backend = _backend(server.base_url, "flaky", max_retries=3)
+    pieces: list[str] = []
+    with pytest.raises(BackendUnavailable) as info:
+        async for event in backend.stream(MESSAGES):
+            pieces.append(event.delta)
+    assert pieces == ["The", " refund"]
+    assert "failed mid-answer (CUDA out of memory)" in str(info.value)
+    assert server.hits == 1
+    assert backend.limiter.active == 0
+
+
 @pytest.mark.parametrize(
     ("status", "error", "words"),
     [
