@@ -1,0 +1,461 @@
+"""Knowledge-base services: one code path under the UI, the API and the CLI."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import IntegrityError, transaction
+from django.utils.text import slugify
+
+from corpus.models import BASE_VERSION, Chunk, Document, EmbeddingIndex, KnowledgeBase
+from corpus.uploads import UploadTooLarge, max_upload_bytes, sanitize_filename, stream_to_temp
+from raftweb.ingest import ParseError, chunk_document, parse_bytes
+from raftweb.retrieval import (
+    BM25Index,
+    Embedder,
+    IndexedChunk,
+    ModelNotFound,
+    Retriever,
+    SearchHit,
+    VectorStore,
+    VectorStoreError,
+    collection_name,
+    load_embedder,
+    open_vector_store,
+)
+
+log = logging.getLogger(__name__)
+
+EMBED_BATCH = 64
+
+
+class CorpusError(Exception):
+    """A user-facing failure of a corpus service (bad input, missing thing)."""
+
+    def __init__(self, message: str, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --------------------------------------------------------------------------- infrastructure
+def vector_store() -> VectorStore:
+    """The configured store: a Chroma server (CHROMA_URL) or embedded Chroma (CHROMA_PATH)."""
+    return open_vector_store(settings.CHROMA_URL, settings.CHROMA_PATH)
+
+
+_bm25_cache: dict[str, BM25Index] = {}
+_bm25_lock = threading.Lock()
+
+
+def bm25_path(kb: KnowledgeBase) -> Path:
+    return Path(settings.DATA_DIR) / "bm25" / f"kb_{kb.index_key}.sqlite3"
+
+
+def bm25_index(kb: KnowledgeBase) -> BM25Index:
+    path = bm25_path(kb)
+    key = str(path)
+    with _bm25_lock:
+        index = _bm25_cache.get(key)
+        if index is None or not path.exists():
+            index = BM25Index(path)
+            _bm25_cache[key] = index
+        return index
+
+
+def embedding_model_name(kb: KnowledgeBase) -> str:
+    if kb.embedding_model:
+        return kb.embedding_model
+    from raftweb.core.services import profile_spec
+
+    return profile_spec("embedding").model
+
+
+def kb_embedder(kb: KnowledgeBase, model: str | None = None) -> Embedder:
+    return load_embedder(model or embedding_model_name(kb),
+                         setting="the 'embedding' model profile (Settings → Models, or RAFTWEB_EMBEDDING_MODEL)")
+
+
+def upload_root() -> Path:
+    return Path(settings.MEDIA_ROOT)
+
+
+# --------------------------------------------------------------------------- knowledge bases
+def _unique_slug(base: str) -> str:
+    base = (slugify(base) or "kb")[:70]
+    slug, n = base, 2
+    while KnowledgeBase.objects.filter(slug=slug).exists():
+        slug, n = f"{base}-{n}", n + 1
+    return slug
+
+
+def _check_chunking(chunk_size: int, chunk_overlap: int) -> None:
+    if not 16 <= chunk_size <= 4096:
+        raise CorpusError("chunk size must be between 16 and 4096 tokens")
+    if not 0 <= chunk_overlap < chunk_size // 2 + 1:
+        raise CorpusError("chunk overlap must be at least 0 and at most half the chunk size")
+
+
+def kb_create(*, name: str, slug: str = "", description: str = "", chunk_size: int = 300, chunk_overlap: int = 30,
+              embedding_model: str = "", allowed_groups: Iterable[Group | str] = (), user: Any = None) -> KnowledgeBase:
+    name = (name or "").strip()
+    if not name:
+        raise CorpusError("a knowledge base needs a name")
+    _check_chunking(chunk_size, chunk_overlap)
+    slug = slugify(slug) if slug else _unique_slug(name)
+    if not slug:
+        raise CorpusError("the slug must contain letters or digits")
+    if KnowledgeBase.objects.filter(slug=slug).exists():
+        raise CorpusError(f"a knowledge base with slug {slug!r} already exists", code="conflict")
+    with transaction.atomic():
+        kb = KnowledgeBase.objects.create(
+            slug=slug, name=name[:200], description=description, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
+            embedding_model=embedding_model.strip(), created_by=user if getattr(user, "pk", None) else None,
+        )
+        _set_groups(kb, allowed_groups)
+        EmbeddingIndex.objects.create(kb=kb, version=BASE_VERSION, model=embedding_model.strip())
+    return kb
+
+
+def _set_groups(kb: KnowledgeBase, groups: Iterable[Group | str]) -> None:
+    resolved = []
+    for g in groups:
+        if isinstance(g, Group):
+            resolved.append(g)
+        else:
+            group = Group.objects.filter(name=g).first()
+            if group is None:
+                raise CorpusError(f"unknown group {g!r}")
+            resolved.append(group)
+    kb.allowed_groups.set(resolved)
+
+
+def kb_update(*, kb: KnowledgeBase, name: str | None = None, description: str | None = None,
+              chunk_size: int | None = None, chunk_overlap: int | None = None,
+              allowed_groups: Iterable[Group | str] | None = None) -> KnowledgeBase:
+    """Rename / describe / re-parametrise. New chunking applies on the next re-index."""
+    if name is not None:
+        if not name.strip():
+            raise CorpusError("a knowledge base needs a name")
+        kb.name = name.strip()[:200]
+    if description is not None:
+        kb.description = description
+    size = kb.chunk_size if chunk_size is None else chunk_size
+    overlap = kb.chunk_overlap if chunk_overlap is None else chunk_overlap
+    _check_chunking(size, overlap)
+    kb.chunk_size, kb.chunk_overlap = size, overlap
+    kb.save()
+    if allowed_groups is not None:
+        _set_groups(kb, allowed_groups)
+    return kb
+
+
+def kb_delete(*, kb: KnowledgeBase) -> None:
+    """Delete the KB with its documents, chunks, vectors (every version), BM25 index and files."""
+    store = vector_store()
+    for idx in kb.embedding_indexes.all():
+        try:
+            store.drop(collection_name(kb.index_key, idx.version))
+        except VectorStoreError as exc:
+            raise CorpusError(f"cannot delete the vectors: {exc}", code="unavailable") from exc
+    index = bm25_index(kb)
+    index.delete_files()
+    with _bm25_lock:
+        _bm25_cache.pop(str(bm25_path(kb)), None)
+    folder = upload_root() / f"kb_{kb.pk}"
+    kb.delete()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- upload
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    document: Document
+    created: bool  # False: identical bytes were already in this KB (nothing indexed twice)
+    replaced: Document | None = None  # the previous version of the same file name
+
+
+def document_upload(*, kb: KnowledgeBase, name: str, chunks: Iterable[bytes], user: Any = None,
+                    max_bytes: int | None = None, enqueue: bool = True) -> UploadResult:
+    """Store an uploaded file (streamed, size-limited, deduplicated by content) and queue it.
+
+    Raises UploadTooLarge (nothing kept), CorpusError for an empty file.
+    """
+    limit = max_bytes or max_upload_bytes()
+    safe = sanitize_filename(name)
+    root = upload_root()
+    tmp, digest, size = stream_to_temp(chunks, directory=root / "tmp", limit=limit)
+    try:
+        if size == 0:
+            raise CorpusError(f"{safe}: the file is empty", code="empty")
+        existing = Document.objects.filter(kb=kb, content_hash=digest).first()
+        if existing is not None:
+            if existing.status == Document.Status.FAILED and enqueue:
+                document_retry(document=existing)  # uploading it again is the natural retry
+            return UploadResult(existing, created=False)
+        rel = Path(f"kb_{kb.pk}") / digest[:2] / f"{digest}{Path(safe).suffix[:12]}"
+        final = root / rel
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with transaction.atomic():
+                previous = (Document.objects.select_for_update().filter(kb=kb, name=safe)
+                            .order_by("-version").first())
+                version = (previous.version + 1) if previous else 1
+                document = Document.objects.create(
+                    kb=kb, name=safe, original_filename=sanitize_filename(name), file_path=str(rel),
+                    content_hash=digest, version=version, replaces=previous, size=size,
+                    created_by=user if getattr(user, "pk", None) else None,
+                )
+        except IntegrityError:
+            # A concurrent upload of the same bytes won the race: that row is the document.
+            existing = Document.objects.filter(kb=kb, content_hash=digest).first()
+            if existing is None:
+                raise
+            return UploadResult(existing, created=False)
+        tmp.replace(final)  # content-addressed: concurrent duplicates write the same name
+        if enqueue:
+            _enqueue_ingest(document.pk)
+        return UploadResult(document, created=True, replaced=previous)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _enqueue_ingest(document_id: int) -> None:
+    from corpus.tasks import document_ingest_task
+
+    transaction.on_commit(lambda: document_ingest_task(document_id))
+
+
+# --------------------------------------------------------------------------- ingestion
+def _set_status(document: Document, status: str, *, progress: int | None = None, error: str = "") -> None:
+    document.status = status
+    document.error = error
+    fields = ["status", "error", "updated_at"]
+    if progress is not None:
+        document.progress = progress
+        fields.append("progress")
+    document.save(update_fields=fields)
+
+
+def _chunk_records(document: Document, chunks: Sequence[Chunk]) -> list[IndexedChunk]:
+    return [IndexedChunk(chunk_id=str(c.pk), document_id=document.pk, document_name=document.name, text=c.text,
+                         page=c.page, start=c.start, end=c.end, index_text=c.index_text) for c in chunks]
+
+
+def _metadata(document: Document, chunk: Chunk) -> dict[str, Any]:
+    meta: dict[str, Any] = {"document_id": document.pk, "ordinal": chunk.ordinal}
+    if chunk.page is not None:
+        meta["page"] = chunk.page
+    return meta
+
+
+def document_ingest(*, document_id: int, force: bool = False) -> Document:
+    """Parse → chunk → embed in batches → index one document. Idempotent and resumable: chunks
+    already embedded are skipped, a ready document is left alone unless ``force``. Any failure
+    marks only this document failed, with the reason; calling again retries."""
+    document = Document.objects.select_related("kb").get(pk=document_id)
+    if document.status == Document.Status.READY and not force:
+        return document
+    kb = document.kb
+    try:
+        _set_status(document, Document.Status.PARSING, progress=2)
+        data = (upload_root() / document.file_path).read_bytes()
+        parsed = parse_bytes(data, document.name)
+        embedder = kb_embedder(kb)
+        pieces = chunk_document(parsed, size=kb.chunk_size, overlap=kb.chunk_overlap,
+                                token_offsets=embedder.token_offsets)
+        if not pieces:
+            raise ParseError("no text to index")
+        store = vector_store()
+        coll = collection_name(kb.index_key, BASE_VERSION)
+        bm25 = bm25_index(kb)
+        chunks = list(document.chunks.order_by("ordinal"))
+        if force or [c.hash for c in chunks] != [p.hash for p in pieces]:
+            # Different text (or forced): the old chunks, vectors and postings all go.
+            bm25.remove_document(document.pk)
+            store.delete_document(coll, document.pk)
+            with transaction.atomic():
+                document.chunks.all().delete()
+                Chunk.objects.bulk_create([
+                    Chunk(document=document, ordinal=p.ordinal, text=p.text, title=p.title[:300], page=p.page,
+                          start=p.start, end=p.end, hash=p.hash, token_count=p.token_count) for p in pieces
+                ], batch_size=500)
+            chunks = list(document.chunks.order_by("ordinal"))
+        document.kind = parsed.kind
+        document.pages = parsed.pages
+        document.chunk_count = len(chunks)
+        document.save(update_fields=["kind", "pages", "chunk_count", "updated_at"])
+        _set_status(document, Document.Status.EMBEDDING, progress=5)
+        todo = [c for c in chunks if not c.embedded]
+        done = len(chunks) - len(todo)
+        for i in range(0, len(todo), EMBED_BATCH):
+            batch = todo[i:i + EMBED_BATCH]
+            vectors = embedder.encode([c.index_text for c in batch], batch_size=EMBED_BATCH)
+            store.upsert(coll, [str(c.pk) for c in batch], vectors, [_metadata(document, c) for c in batch])
+            Chunk.objects.filter(pk__in=[c.pk for c in batch]).update(embedded=True)
+            done += len(batch)
+            Document.objects.filter(pk=document.pk).update(progress=5 + int(90 * done / max(1, len(chunks))))
+        # BM25 last: it also holds the hit metadata, so the document becomes searchable
+        # only once every vector is in (a half-embedded document never shows up).
+        bm25.add(_chunk_records(document, chunks))
+        _set_status(document, Document.Status.READY, progress=100)
+        _index_other_versions(document, chunks)
+    except ParseError as exc:
+        _fail(document, str(exc))
+        return document
+    except VectorStoreError as exc:
+        _fail(document, f"{exc} — retry when the vector store is back")
+        return document
+    except ModelNotFound as exc:
+        _fail(document, str(exc))
+        return document
+    except FileNotFoundError:
+        _fail(document, "the uploaded file is missing from storage; upload it again")
+        return document
+    except Exception as exc:  # one broken document must never stop the others
+        log.exception("ingest of document %s failed", document.pk)
+        _fail(document, f"{type(exc).__name__}: {exc}")
+        return document
+    if document.replaces_id:
+        old = Document.objects.filter(pk=document.replaces_id).first()
+        if old is not None:
+            document_delete(document=old)
+    return document
+
+
+def _fail(document: Document, reason: str) -> None:
+    _set_status(document, Document.Status.FAILED, error=reason[:2000])
+
+
+def _index_other_versions(document: Document, chunks: Sequence[Chunk]) -> None:
+    """Keep tuned embedding versions in step with the base index."""
+    for idx in document.kb.embedding_indexes.exclude(version=BASE_VERSION).filter(status=EmbeddingIndex.Status.READY):
+        embedder = kb_embedder(document.kb, idx.model)
+        coll = collection_name(document.kb.index_key, idx.version)
+        for i in range(0, len(chunks), EMBED_BATCH):
+            batch = chunks[i:i + EMBED_BATCH]
+            vectors = embedder.encode([c.index_text for c in batch], batch_size=EMBED_BATCH)
+            vector_store().upsert(coll, [str(c.pk) for c in batch], vectors, [_metadata(document, c) for c in batch])
+
+
+def document_retry(*, document: Document) -> Document:
+    if document.status != Document.Status.FAILED:
+        raise CorpusError("only failed documents can be retried")
+    _set_status(document, Document.Status.QUEUED, progress=0)
+    _enqueue_ingest(document.pk)
+    return document
+
+
+def document_delete(*, document: Document) -> None:
+    """Remove a document: BM25 postings first (it disappears from search), then vectors of every
+    embedding version, then rows and the stored file (unless another row shares the bytes)."""
+    kb = document.kb
+    bm25_index(kb).remove_document(document.pk)
+    store = vector_store()
+    for version in kb.embedding_indexes.values_list("version", flat=True):
+        store.delete_document(collection_name(kb.index_key, version), document.pk)
+    path = upload_root() / document.file_path
+    document.delete()
+    if not Document.objects.filter(file_path=str(document.file_path)).exists():
+        path.unlink(missing_ok=True)
+
+
+def kb_reindex(*, kb: KnowledgeBase, enqueue: bool = True) -> int:
+    """Re-parse, re-chunk (current chunk settings) and re-embed every document; returns how many."""
+    store = vector_store()
+    store.drop(collection_name(kb.index_key, BASE_VERSION))
+    bm25_index(kb).clear()
+    Chunk.objects.filter(document__kb=kb).update(embedded=False)
+    ids = list(kb.documents.values_list("pk", flat=True))
+    kb.documents.update(status=Document.Status.QUEUED, progress=0, error="")
+    for pk in ids:
+        if enqueue:
+            _enqueue_ingest(pk)
+        else:
+            document_ingest(document_id=pk, force=True)
+    return len(ids)
+
+
+# --------------------------------------------------------------------------- embedding versions
+def kb_embedding_add(*, kb: KnowledgeBase, version: str, model: str, activate: bool = False) -> EmbeddingIndex:
+    """Index every chunk of ``kb`` with another embedding model (e.g. a fine-tuned one) into its
+    own collection, beside the base one, so the two can be compared."""
+    version = slugify(version)[:100]
+    if not version or version in (BASE_VERSION, "active"):
+        raise CorpusError("choose a version label other than 'base' or 'active'")
+    index, _ = EmbeddingIndex.objects.update_or_create(
+        kb=kb, version=version, defaults={"model": model, "status": EmbeddingIndex.Status.BUILDING, "error": ""})
+    try:
+        embedder = kb_embedder(kb, model)
+        store = vector_store()
+        coll = collection_name(kb.index_key, version)
+        store.drop(coll)
+        for document in kb.documents.filter(status=Document.Status.READY):
+            chunks = list(document.chunks.order_by("ordinal"))
+            for i in range(0, len(chunks), EMBED_BATCH):
+                batch = chunks[i:i + EMBED_BATCH]
+                store.upsert(coll, [str(c.pk) for c in batch], embedder.encode([c.index_text for c in batch]),
+                             [_metadata(document, c) for c in batch])
+    except (ModelNotFound, VectorStoreError) as exc:
+        index.status, index.error = EmbeddingIndex.Status.FAILED, str(exc)
+        index.save(update_fields=["status", "error"])
+        raise CorpusError(str(exc), code="unavailable") from exc
+    index.status = EmbeddingIndex.Status.READY
+    index.save(update_fields=["status"])
+    if activate:
+        kb.embedding_version = version
+        kb.save(update_fields=["embedding_version", "updated_at"])
+    return index
+
+
+def kb_embedding_activate(*, kb: KnowledgeBase, version: str) -> KnowledgeBase:
+    if not kb.embedding_indexes.filter(version=version, status=EmbeddingIndex.Status.READY).exists():
+        raise CorpusError(f"no ready embedding version {version!r} for this knowledge base", code="not_found")
+    kb.embedding_version = version
+    kb.save(update_fields=["embedding_version", "updated_at"])
+    return kb
+
+
+def resolve_embedding_version(kb: KnowledgeBase, embedding_version: str | None) -> EmbeddingIndex:
+    """``None``/"active" → the KB's active version, "base" → base, else that label."""
+    version = kb.embedding_version if embedding_version in (None, "", "active") else embedding_version
+    index = kb.embedding_indexes.filter(version=version).first()
+    if index is None:
+        if version == BASE_VERSION:
+            index, _ = EmbeddingIndex.objects.get_or_create(kb=kb, version=BASE_VERSION,
+                                                            defaults={"model": kb.embedding_model})
+        else:
+            raise CorpusError(f"unknown embedding version {version!r}", code="not_found")
+    return index
+
+
+# --------------------------------------------------------------------------- search
+def kb_search(*, kb: KnowledgeBase, query: str, mode: str = "hybrid", k: int = 5,
+              document_ids: Sequence[int] | None = None, embedding_version: str | None = None) -> list[SearchHit]:
+    """Search one knowledge base. Hits carry ``chunk_id == str(Chunk.pk)``."""
+    if mode not in ("hybrid", "dense", "bm25"):
+        raise CorpusError(f"unknown search mode {mode!r}; use hybrid, dense or bm25")
+    k = max(1, min(int(k), 200))
+    index = resolve_embedding_version(kb, embedding_version)
+    embedder = kb_embedder(kb, index.model or None) if mode != "bm25" else None
+    retriever = Retriever(store=vector_store(), collection=collection_name(kb.index_key, index.version),
+                          bm25=bm25_index(kb), embedder=embedder)  # type: ignore[arg-type]
+    try:
+        return retriever.search(query, mode=mode, k=k, document_ids=document_ids)
+    except VectorStoreError as exc:
+        raise CorpusError(str(exc), code="unavailable") from exc
+
+
+__all__ = [
+    "CorpusError", "UploadResult", "UploadTooLarge", "bm25_index", "document_delete", "document_ingest",
+    "document_retry", "document_upload", "kb_create", "kb_delete", "kb_embedding_activate", "kb_embedding_add",
+    "kb_reindex", "kb_search", "kb_update", "resolve_embedding_version", "vector_store",
+]
