@@ -94,7 +94,7 @@ def embedding_health(spec: Any) -> Any:
 
 async def check_models() -> dict[str, Check]:
     from raftweb.core.services import profile_to_spec, profiles_ensure
-    from raftweb.llm import get_backend
+    from raftweb.llm import backend_class
 
     profiles = await sync_to_async(profiles_ensure)()
 
@@ -105,7 +105,13 @@ async def check_models() -> dict[str, Check]:
             if profile.role == "embedding":
                 health = await asyncio.to_thread(embedding_health, spec)
             else:
-                health = await asyncio.wait_for(get_backend(spec).health(), CHECK_TIMEOUT_S)
+                # A fresh, unshared instance (nothing is loaded by health()): the shared one may
+                # serve several roles and would name another role's setting in its message.
+                backend = backend_class(spec.backend, setting=spec.setting)(spec)
+                try:
+                    health = await asyncio.wait_for(backend.health(), CHECK_TIMEOUT_S)
+                finally:
+                    await backend.aclose()
             return profile.role, Check(health.ok, health.detail, {"model": label})
         except TimeoutError:
             return profile.role, Check(False, f"no answer within {CHECK_TIMEOUT_S:.0f}s", {"model": label})

@@ -118,7 +118,8 @@ def profiles_ensure() -> list[ModelProfile]:
                 "adapter_path": spec.adapter_path,
             },
         )
-    return list(ModelProfile.objects.all())
+    # Pipeline order (teacher, judge, student, embedding) reads better than alphabetical.
+    return sorted(ModelProfile.objects.all(), key=lambda p: ROLES.index(p.role))
 
 
 def profile_get(role: str) -> ModelProfile:
