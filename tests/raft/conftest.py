@@ -47,9 +47,10 @@ def default_reply(kind: str, messages: Sequence[ChatMessage]) -> str:
     user = messages[-1].content
     if kind == "questions":
         n = int(re.search(r"generate (\d+)", messages[0].content).group(1))  # type: ignore[union-attr]
-        sents = _sentences(user) or [user]
-        return json.dumps([f"What does the text say in part {i + 1} about {' '.join(s.split()[:6])}?"
-                           for i, s in enumerate(sents[:n])])
+        words = user.split() or ["nothing"]
+        ordinals = ["first", "second", "third", "fourth", "fifth", "sixth"]
+        return json.dumps([f"In the {ordinals[i % 6]} place, what is said about "
+                           f"{' '.join(words[i * 4:i * 4 + 4] or words[:2])}?" for i in range(n)])
     if kind == "answer":
         context = user.split("Context: ", 1)[1].split("\n\nAnswer this question", 1)[0]
         first = (_sentences(context) or [context])[0]
@@ -103,5 +104,69 @@ if "scripted" not in _REGISTRY:
 def scripted() -> Callable[..., ScriptedBackend]:
     def make(**extra: Any) -> ScriptedBackend:
         return ScriptedBackend(ModelSpec(backend="scripted", model="scripted", extra=extra))
+
+    return make
+
+
+# ----------------------------------------------------------------------------- Django helpers
+
+MANUAL = {
+    "power.txt": [
+        "To turn the phone off, press and hold the Side key and the Volume down key together. "
+        "Then tap Power off on the screen to confirm.",
+        "To restart the device, open the power menu and tap Restart. The phone boots again in "
+        "about thirty seconds.",
+    ],
+    "camera.txt": [
+        "The camera app opens when you press the Side key twice quickly. Swipe up or down on the "
+        "preview screen to switch between the front and rear cameras.",
+        "Scene optimizer adjusts colour settings automatically when it recognises food, sky or "
+        "landscapes in the frame.",
+    ],
+    "battery.txt": [
+        "Wireless PowerShare lets you charge a watch or earbuds from the back of the phone. The "
+        "feature stops when the battery falls below thirty percent.",
+        "Fast cable charging needs the supplied adapter; a full charge takes around seventy minutes.",
+    ],
+}
+
+
+@pytest.fixture
+def manual_kb(db: object) -> Any:
+    """A KB with three ready documents and two chunks each, created directly in the database."""
+    import hashlib
+
+    from corpus.models import Chunk, Document, KnowledgeBase
+
+    kb = KnowledgeBase.objects.create(slug="manual", name="Manual")
+    for name, texts in MANUAL.items():
+        doc = Document.objects.create(kb=kb, name=name, original_filename=name, file_path=name,
+                                      content_hash=hashlib.sha256(name.encode()).hexdigest(),
+                                      status=Document.Status.READY, chunk_count=len(texts))
+        pos = 0
+        for i, text in enumerate(texts):
+            Chunk.objects.create(document=doc, ordinal=i, text=text, start=pos, end=pos + len(text),
+                                 hash=hashlib.sha256(text.encode()).hexdigest())
+            pos += len(text)
+    return kb
+
+
+@pytest.fixture
+def scripted_profiles(db: object) -> Callable[..., tuple[ScriptedBackend, ScriptedBackend]]:
+    """Point the teacher and judge profiles at fresh scripted backends; returns them."""
+    import uuid
+
+    from raftweb.core.services import profile_spec, profile_update
+    from raftweb.llm import get_backend
+
+    def make(price_in: float = 0.0, price_out: float = 0.0) -> tuple[ScriptedBackend, ScriptedBackend]:
+        out = []
+        for role in ("teacher", "judge"):
+            profile_update(role=role, user=None, backend="scripted", model=f"{role}-{uuid.uuid4().hex[:8]}",
+                           price_in_per_1k=price_in, price_out_per_1k=price_out)
+            backend = get_backend(profile_spec(role))
+            assert isinstance(backend, ScriptedBackend)
+            out.append(backend)
+        return out[0], out[1]
 
     return make

@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import pytest
+
+from corpus import services_qa
+from corpus.models.qa import DocumentSplit, GenerationJob, GenerationUnit, ModelCall, QAPair
+from corpus.services_qa import (
+    QAError,
+    generation_job_cancel,
+    generation_job_create,
+    generation_job_resume,
+    generation_job_run,
+)
+from raftweb.llm.base import BackendUnavailable
+
+FAST = {"questions_per_chunk": 2, "hard_negative_share": 0.0, "num_distractors": 2, "seed": 3}
+
+
+@pytest.fixture(autouse=True)
+def _no_hook():  # type: ignore[no-untyped-def]
+    yield
+    services_qa.after_unit_saved = None
+
+
+def _rows(job: GenerationJob) -> list[tuple[int, int, tuple[int, ...], int | None]]:
+    return sorted((p.oracle_chunk_id, p.question_index, tuple(p.context_chunk_ids), p.oracle_index)
+                  for p in QAPair.objects.filter(job=job))
+
+
+def test_it_runs_a_job_and_records_rows_tokens_cost_and_splits(manual_kb, scripted_profiles) -> None:  # type: ignore[no-untyped-def]
+    teacher, judge = scripted_profiles(price_in=1.0, price_out=2.0)
+    job = generation_job_create(kb=manual_kb, config={**FAST, "p": 1.0}, enqueue=False)
+    assert job.chunks_total == 6 and job.units.count() == 6
+    job = generation_job_run(job_id=job.pk)
+    assert job.status == "finished" and job.chunks_done == 6 and job.rows == 12
+    pairs = list(QAPair.objects.filter(job=job))
+    assert len(pairs) == 12
+    assert all(p.status == "pending" and p.quote_status == "verified" and p.judge_score == 4 for p in pairs)
+    assert all(p.context_texts[p.oracle_index] == p.oracle_text for p in pairs)
+    assert job.calls == ModelCall.objects.filter(job=job).count() == 6 + 12 + 12
+    assert job.tokens_in == sum(c.prompt_tokens for c in ModelCall.objects.filter(job=job))
+    assert job.cost == pytest.approx(job.tokens_in / 1000 * 1.0 + job.tokens_out / 1000 * 2.0)
+    # split by document: one of three documents is held out, and all its rows are eval
+    splits = dict(DocumentSplit.objects.filter(kb=manual_kb).values_list("document_id", "split"))
+    assert list(splits.values()).count("eval") == 1
+    assert all(p.split == splits[p.document_id] for p in pairs)
+
+
+def test_it_resumes_a_killed_job_with_no_duplicate_and_no_lost_row(manual_kb, scripted_profiles) -> None:  # type: ignore[no-untyped-def]
+    scripted_profiles()
+    reference = generation_job_run(job_id=generation_job_create(kb=manual_kb, config=FAST, enqueue=False).pk)
+    job = generation_job_create(kb=manual_kb, config=FAST, enqueue=False)
+    saved = []
+
+    def kill(job_, unit):  # type: ignore[no-untyped-def]
+        saved.append(unit.pk)
+        if len(saved) == 2:
+            raise KeyboardInterrupt("worker killed")
+
+    services_qa.after_unit_saved = kill
+    with pytest.raises(KeyboardInterrupt):
+        generation_job_run(job_id=job.pk)
+    job.refresh_from_db()
+    assert job.status == "running"
+    assert job.units.filter(state="done").count() == 2
+    assert QAPair.objects.filter(job=job).count() == 4
+    services_qa.after_unit_saved = None
+    job = generation_job_run(job_id=job.pk)
+    assert job.status == "finished" and job.chunks_done == 6 and job.rows == 12
+    assert len(_rows(job)) == len(set(_rows(job))) == 12
+    assert _rows(job) == _rows(reference)  # the same rows as an uninterrupted run
+    assert generation_job_run(job_id=job.pk).rows == 12  # running a finished job is a no-op
+
+
+def test_it_cancels_a_running_job(manual_kb, scripted_profiles) -> None:  # type: ignore[no-untyped-def]
+    scripted_profiles()
+    job = generation_job_create(kb=manual_kb, config={**FAST, "max_concurrency": 1}, enqueue=False)
+    GenerationJob.objects.filter(pk=job.pk).update(status="running")
+    services_qa.after_unit_saved = lambda j, u: generation_job_cancel(job=GenerationJob.objects.get(pk=j.pk))
+    job = generation_job_run(job_id=job.pk)
+    assert job.status == "cancelled"
+    assert job.units.filter(state="pending").exists()
+    with pytest.raises(QAError):
+        generation_job_cancel(job=job)
+
+
+def test_it_fails_clearly_when_the_teacher_is_down_and_resumes_later(manual_kb, scripted_profiles) -> None:  # type: ignore[no-untyped-def]
+    teacher, _ = scripted_profiles()
+
+    def down(messages):  # type: ignore[no-untyped-def]
+        raise BackendUnavailable("The model server at http://127.0.0.1:9 could not be reached.")
+
+    teacher.script["questions"] = down
+    job = generation_job_run(job_id=generation_job_create(kb=manual_kb, config=FAST, enqueue=False).pk)
+    assert job.status == "failed" and "could not be reached" in job.error
+    assert job.units.filter(state="failed").count() == 6 and job.chunks_failed == 6
+    teacher.script.clear()
+    generation_job_resume(job=job, enqueue=False)
+    job = generation_job_run(job_id=job.pk)
+    assert job.status == "finished" and job.chunks_done == 6 and job.chunks_failed == 0
+    assert QAPair.objects.filter(job=job).count() == 12
+
+
+def test_it_rejects_bad_configs_and_empty_kbs(manual_kb, scripted_profiles) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(QAError, match="p must be between"):
+        generation_job_create(kb=manual_kb, config={"p": 1.5}, enqueue=False)
+    with pytest.raises(QAError, match="unknown generation setting"):
+        generation_job_create(kb=manual_kb, config={"nope": 1}, enqueue=False)
+    with pytest.raises(QAError, match="no ready chunks"):
+        generation_job_create(kb=manual_kb, config={"document_ids": [999999]}, enqueue=False)
+    job = generation_job_create(kb=manual_kb, config={"limit_chunks": 2}, enqueue=False)
+    assert job.chunks_total == 2 and GenerationUnit.objects.filter(job=job).count() == 2
