@@ -1,10 +1,24 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from tests.chat.scripted_llm import ScriptedLLM
+
+MANUAL = (
+    "To reset the television, hold the power button for ten seconds. "
+    "The screen turns off and on again, and the factory settings are restored.\n\n"
+    "Picture settings can be changed in the Settings menu under Picture."
+)
+WARRANTY = (
+    "The warranty covers two years of normal use. Water damage is not covered by the warranty. "
+    "Claims are made through the retailer."
+)
 
 
 @pytest.fixture
@@ -15,3 +29,75 @@ def scripted_llm() -> Iterator[ScriptedLLM]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def student_llm(db: Any, scripted_llm: ScriptedLLM) -> ScriptedLLM:
+    """The "student" model profile (the one chat uses) pointed at the scripted server."""
+    from raftweb.core.services import profile_update
+
+    profile_update(
+        role="student", user=None, backend="openai", model=scripted_llm.model,
+        base_url=scripted_llm.base_url, max_concurrency=64, timeout_s=10.0,
+    )  # fmt: skip
+    return scripted_llm
+
+
+@pytest.fixture
+def make_kb(db: Any) -> Callable[..., Any]:
+    """A knowledge base with the given text documents, parsed, chunked and indexed."""
+    from corpus.services import document_ingest, document_upload, kb_create
+
+    def make(slug: str = "tv", docs: dict[str, str] | None = None, groups: tuple[str, ...] = ()) -> Any:
+        kb = kb_create(name=slug.upper(), slug=slug, allowed_groups=groups)
+        for name, text in (docs if docs is not None else {"manual.txt": MANUAL, "warranty.txt": WARRANTY}).items():
+            result = document_upload(kb=kb, name=name, chunks=[text.encode()], enqueue=False)
+            document_ingest(document_id=result.document.pk)
+        return kb
+
+    return make
+
+
+@pytest.fixture
+def chat_kb(make_kb: Callable[..., Any]) -> Any:
+    return make_kb()
+
+
+@pytest.fixture
+def conversation_for(db: Any) -> Callable[[Any, Any], Any]:
+    from chat.services import conversation_create
+
+    def make(user: Any, kb: Any) -> Any:
+        return conversation_create(owner=user, kb=kb)
+
+    return make
+
+
+@pytest.fixture
+def live_app(transactional_db: Any) -> Iterator[str]:
+    """The real ASGI application (HTTP + WebSockets) served by uvicorn on a loopback port,
+    against the test database, so clients really go over the network."""
+    import uvicorn
+
+    from raftweb.asgi import application
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(application, lifespan="off", log_level="warning", ws="websockets")
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test ASGI server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

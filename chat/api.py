@@ -1,0 +1,268 @@
+"""OpenAI-compatible chat endpoint: ``model`` is a knowledge-base slug.
+
+``POST /api/v1/chat/completions`` answers exactly as the chat page does (same pipeline: follow-up
+rewrite, hybrid retrieval, RAFT prompt, quote verification). ``message.content`` is the model's
+full RAFT answer (reasoning, quotes, ``<ANSWER>:``); the verified citations travel in an extra
+top-level field ``citations`` and the parsed parts in ``raft``. Streaming uses server-sent
+events like OpenAI's, with ``citations``/``raft`` on the last chunk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, StreamingHttpResponse
+from ninja import Field, Router, Schema
+
+from chat.pipeline import ChatResult, Finished, PipelineConfig, PipelineEvent, Token, answer_stream
+from chat.selectors import chat_kb_get, chat_kbs_for, user_can_chat
+from chat.services import ChatEngine, ChatError, chat_engine_for, openai_history
+from raftweb.core.errors import ApiError
+from raftweb.llm.base import GenerationParams
+
+router = Router(tags=["chat"])
+
+
+class ChatMessageIn(Schema):
+    role: str
+    content: Any = None
+
+
+class StreamOptionsIn(Schema):
+    include_usage: bool = False
+
+
+class ChatCompletionIn(Schema):
+    model: str = Field(..., description="The knowledge base slug (see GET /api/v1/models).")
+    messages: list[ChatMessageIn]
+    stream: bool = False
+    stream_options: StreamOptionsIn | None = None
+    max_tokens: int | None = Field(None, ge=1, le=8192)
+    max_completion_tokens: int | None = Field(None, ge=1, le=8192)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+
+
+class ModelOut(Schema):
+    id: str
+    object: str = "model"
+    created: int
+    owned_by: str = "raftweb"
+    name: str
+
+
+class ModelListOut(Schema):
+    object: str = "list"
+    data: list[ModelOut]
+
+
+@router.get("/v1/models", response=ModelListOut, summary="Knowledge bases this token may chat with")
+def models_list(request: HttpRequest) -> dict[str, Any]:
+    kbs = chat_kbs_for(request.user).order_by("slug")
+    return {
+        "object": "list",
+        "data": [
+            {"id": kb.slug, "created": int(kb.created_at.timestamp()), "name": kb.name}
+            for kb in kbs
+        ],
+    }
+
+
+@router.post(
+    "/v1/chat/completions",
+    summary="OpenAI-compatible chat completion over a knowledge base",
+    response={200: dict},
+)
+async def chat_completions(request: HttpRequest, payload: ChatCompletionIn) -> Any:
+    user = request.user
+    if not await sync_to_async(user_can_chat)(user):
+        raise ApiError(403, "forbidden", "Your role does not allow chatting.")
+    kb = await sync_to_async(chat_kb_get)(user=user, slug=payload.model)
+    if kb is None:
+        raise ApiError(
+            404, "model_not_found", f"No knowledge base {payload.model!r} is available to you."
+        )
+    try:
+        question, history = openai_history(
+            [{"role": m.role, "content": _text(m.content)} for m in payload.messages]
+        )
+    except ChatError as exc:
+        raise ApiError(400, "invalid_messages", str(exc)) from exc
+    engine = await chat_engine_for(kb=kb)
+    stream = answer_stream(
+        question=question,
+        history=history,
+        search=engine.search,
+        backend=engine.backend,
+        rewrite_backend=engine.rewrite_backend,
+        config=PipelineConfig(params=_params(payload)),
+    )
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    # Read up to the first token before answering, so a model server that is down becomes a
+    # plain 503 rather than a stream that breaks after its headers were sent.
+    head: list[PipelineEvent] = []
+    async for event in stream:
+        head.append(event)
+        if isinstance(event, (Token, Finished)):
+            break
+    last = head[-1] if head else None
+    if isinstance(last, Finished) and last.result.status == "error":
+        await stream.aclose()
+        raise _error_for(last.result)
+    if payload.stream:
+        include_usage = bool(payload.stream_options and payload.stream_options.include_usage)
+        sse = _sse(stream, head, completion_id, created, kb.slug, include_usage)
+        response = StreamingHttpResponse(sse, content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+    result = await _drain(stream, head)
+    if result.status == "error":
+        raise _error_for(result)
+    return _completion_body(result, completion_id, created, kb.slug, engine)
+
+
+async def _drain(stream: AsyncIterator[PipelineEvent], head: list[PipelineEvent]) -> ChatResult:
+    for event in head:
+        if isinstance(event, Finished):
+            return event.result
+    async for event in stream:
+        if isinstance(event, Finished):
+            return event.result
+    raise RuntimeError("the pipeline ended without a result")
+
+
+async def _sse(
+    stream: AsyncIterator[PipelineEvent],
+    head: list[PipelineEvent],
+    completion_id: str,
+    created: int,
+    model: str,
+    include_usage: bool,
+) -> AsyncIterator[str]:
+    async def events() -> AsyncIterator[PipelineEvent]:
+        for event in head:
+            yield event
+        async for event in stream:
+            yield event
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        body = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **extra,
+        }
+        return f"data: {json.dumps(body)}\n\n"
+
+    first = True
+    async with contextlib.aclosing(stream):  # type: ignore[type-var]
+        async for event in events():
+            if isinstance(event, Token):
+                delta = {"role": "assistant", "content": event.delta} if first else {"content": event.delta}
+                first = False
+                yield chunk(delta)
+            elif isinstance(event, Finished):
+                result = event.result
+                if result.status == "error":
+                    err = _error_for(result)
+                    yield f"data: {json.dumps(err.as_body())}\n\n"
+                    break
+                if first and result.raw:  # answered without the model (nothing retrieved)
+                    yield chunk({"role": "assistant", "content": result.raw})
+                yield chunk({}, "stop", citations=_citations(result), raft=_raft(result))
+                if include_usage:
+                    body = {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": _usage(result),
+                    }
+                    yield f"data: {json.dumps(body)}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def _completion_body(
+    result: ChatResult, completion_id: str, created: int, model: str, engine: ChatEngine
+) -> dict[str, Any]:
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": engine.model_version[-60:],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.raw},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": _usage(result),
+        "citations": _citations(result),
+        "raft": _raft(result),
+    }
+
+
+def _citations(result: ChatResult) -> list[dict[str, Any]]:
+    return [c.as_dict() for c in result.citations]
+
+
+def _raft(result: ChatResult) -> dict[str, Any]:
+    return {
+        "final": result.final,
+        "reasoning": result.reasoning,
+        "outcome": result.outcome,
+        "question": result.search_question,
+        "retrieved": [
+            {"chunk_id": h.chunk_id, "document": h.document_name, "page": h.page, "score": h.score}
+            for h in result.hits
+        ],
+    }
+
+
+def _usage(result: ChatResult) -> dict[str, int]:
+    return {
+        "prompt_tokens": result.usage.prompt_tokens,
+        "completion_tokens": result.usage.completion_tokens,
+        "total_tokens": result.usage.total_tokens,
+    }
+
+
+def _error_for(result: ChatResult) -> ApiError:
+    if result.error_kind in ("unavailable", "retrieval"):
+        return ApiError(503, "unavailable", result.error)
+    return ApiError(502, "model_error", result.error)
+
+
+def _params(payload: ChatCompletionIn) -> GenerationParams:
+    defaults = PipelineConfig().params
+    return GenerationParams(
+        max_tokens=payload.max_completion_tokens or payload.max_tokens or defaults.max_tokens,
+        temperature=defaults.temperature if payload.temperature is None else payload.temperature,
+        top_p=defaults.top_p if payload.top_p is None else payload.top_p,
+    )
+
+
+def _text(content: Any) -> str:
+    """OpenAI message content: a string, or a list of parts of which text parts count."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
+        )
+    return str(content)

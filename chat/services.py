@@ -1,0 +1,291 @@
+"""Chat business logic: conversations, answering a turn, feedback.
+
+The answering itself is :func:`chat.pipeline.answer_stream`; this module binds it to a
+knowledge base (search, model profile) and to the database (messages saved with their
+citations, model, latency and tokens, also when a turn is stopped or fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import transaction
+from django.utils import timezone
+
+from chat.models import Conversation, Feedback, Message
+from chat.pipeline import ChatResult, Finished, PipelineEvent, SearchFn, Token, answer_stream
+from chat.selectors import history_for, question_for_answer
+from corpus.models import KnowledgeBase
+from raftweb.core.services import aprofile_spec
+from raftweb.llm import get_backend
+from raftweb.llm.base import ChatBackend, ChatMessage
+
+CHAT_PROFILE = "student"
+TOP_K = 5
+TITLE_CHARS = 80
+# No answer takes this long; one still pending after it was orphaned by a dead process.
+STALE_PENDING = timedelta(minutes=15)
+
+
+class ChatError(Exception):
+    """A chat action that cannot be done; ``str()`` is fit for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatEngine:
+    """What answering for one knowledge base needs: its search and its model."""
+
+    search: SearchFn
+    backend: ChatBackend
+    rewrite_backend: ChatBackend | None
+    profile: str
+    model_name: str
+    model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """The answer is stored (ok, error or cancelled); render it from the database row."""
+
+    answer: Message
+
+
+TurnEvent = PipelineEvent | Queued | Saved
+Emit = Callable[[TurnEvent], Awaitable[None]]
+
+
+# --- conversations -----------------------------------------------------------------------
+
+
+def conversation_create(*, owner: Any, kb: KnowledgeBase, title: str = "") -> Conversation:
+    return Conversation.objects.create(owner=owner, kb=kb, title=title[:TITLE_CHARS])
+
+
+def conversation_delete(*, conversation: Conversation) -> None:
+    conversation.delete()
+
+
+async def turn_start(*, conversation: Conversation, question: str) -> tuple[Message, Message]:
+    """Store the user's question and a pending answer; names an untitled conversation."""
+    question = question.strip()
+    if not question:
+        raise ChatError("Type a question first.")
+    now = timezone.now()
+    user_msg = await Message.objects.acreate(
+        conversation=conversation, role=Message.Role.USER, content=question, created_at=now
+    )
+    answer = await Message.objects.acreate(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.PENDING,
+        created_at=now,
+    )
+    fields = {"updated_at": now}
+    if not conversation.title:
+        conversation.title = " ".join(question.split())[:TITLE_CHARS]
+        fields["title"] = conversation.title
+    await Conversation.objects.filter(pk=conversation.pk).aupdate(**fields)
+    return user_msg, answer
+
+
+async def turn_retry_start(*, answer: Message) -> Message:
+    """Re-arm a failed or stopped answer; returns the question it answers."""
+    if answer.role != Message.Role.ASSISTANT or answer.status not in (
+        Message.Status.ERROR,
+        Message.Status.CANCELLED,
+    ):
+        raise ChatError("Only a failed or stopped answer can be retried.")
+    question = await sync_to_async(question_for_answer)(answer)
+    if question is None:
+        raise ChatError("This answer has no question to retry.")
+    answer.status = Message.Status.PENDING
+    answer.error = ""
+    await answer.asave(update_fields=["status", "error"])
+    return question
+
+
+async def answers_expire_stale(*, conversation: Conversation) -> int:
+    """Mark answers stuck in "pending" (their server process died) as failed, so they can be
+    retried instead of spinning forever."""
+    cutoff = timezone.now() - STALE_PENDING
+    return await Message.objects.filter(
+        conversation=conversation, status=Message.Status.PENDING, created_at__lt=cutoff
+    ).aupdate(status=Message.Status.ERROR, error="The answer was interrupted (server restart).")
+
+
+# --- answering ---------------------------------------------------------------------------
+
+
+async def chat_engine_for(*, kb: KnowledgeBase) -> ChatEngine:
+    from corpus.services import kb_search
+
+    spec = await aprofile_spec(CHAT_PROFILE)
+    backend = get_backend(spec)
+    # Searching is CPU and database work; off the event loop, and not serialised with other
+    # ORM calls, so many conversations can search at once.
+    search_sync = sync_to_async(kb_search, thread_sensitive=False)
+
+    async def search(query: str) -> Sequence[Any]:
+        return await search_sync(kb=kb, query=query, mode="hybrid", k=TOP_K)
+
+    version = spec.adapter_path or spec.model
+    return ChatEngine(
+        search=search,
+        backend=backend,
+        rewrite_backend=backend,
+        profile=CHAT_PROFILE,
+        model_name=spec.model,
+        model_version=version[-200:],
+    )
+
+
+async def chat_turn_run(
+    *,
+    answer: Message,
+    question: Message,
+    engine: ChatEngine,
+    emit: Emit,
+) -> Message:
+    """Answer ``question`` into the pending ``answer`` row, emitting events as they come.
+
+    The row is saved whatever happens: ok, error (model or search down) or cancelled (the
+    task was cancelled, e.g. by the stop button) with the text generated so far.
+    """
+    history = await sync_to_async(history_for)(question.conversation, before_id=question.id)
+
+    async def on_queue(position: int) -> None:
+        await emit(Queued(position))
+
+    parts: list[str] = []
+    stream = answer_stream(
+        question=question.content,
+        history=history,
+        search=engine.search,
+        backend=engine.backend,
+        rewrite_backend=engine.rewrite_backend,
+        on_queue=on_queue,
+    )
+    try:
+        async with contextlib.aclosing(stream):
+            async for event in stream:
+                if isinstance(event, Finished):
+                    await _save_result(answer, event.result, engine)
+                    await emit(Saved(answer))
+                    continue
+                if isinstance(event, Token):
+                    parts.append(event.delta)
+                await emit(event)
+    except asyncio.CancelledError:
+        answer.status = Message.Status.CANCELLED
+        answer.content = answer.final = "".join(parts)
+        answer.outcome = ""
+        _stamp(answer, engine)
+        await answer.asave()
+        # Tell the (possibly still open) socket before the cancellation goes on.
+        with contextlib.suppress(Exception):
+            await emit(Saved(answer))
+        raise
+    return answer
+
+
+async def _save_result(answer: Message, result: ChatResult, engine: ChatEngine) -> None:
+    answer.status = result.status
+    answer.outcome = result.outcome
+    answer.question = result.search_question
+    answer.content = result.raw
+    answer.final = result.final
+    answer.reasoning = result.reasoning
+    answer.citations = [c.as_dict() for c in result.citations]
+    answer.retrieved = [
+        {
+            "chunk_id": h.chunk_id,
+            "document_id": h.document_id,
+            "document": h.document_name,
+            "page": h.page,
+            "score": h.score,
+        }
+        for h in result.hits
+    ]
+    answer.error = result.error
+    answer.latency_s = result.latency_s
+    answer.ttft_s = result.ttft_s
+    answer.retrieval_s = result.retrieval_s
+    answer.tokens_in = result.usage.prompt_tokens
+    answer.tokens_out = result.usage.completion_tokens
+    _stamp(answer, engine)
+    await answer.asave()
+
+
+def _stamp(answer: Message, engine: ChatEngine) -> None:
+    answer.model_profile = engine.profile
+    answer.model_name = engine.model_name[-500:]
+    answer.model_version = engine.model_version
+
+
+def openai_history(messages: Sequence[dict[str, str]]) -> tuple[str, list[ChatMessage]]:
+    """Split OpenAI-style messages into (last user question, earlier user/assistant turns)."""
+    turns = [
+        ChatMessage(m["role"], str(m.get("content") or ""))  # type: ignore[arg-type]
+        for m in messages
+        if m.get("role") in ("user", "assistant")
+    ]
+    if not turns or turns[-1].role != "user" or not turns[-1].content.strip():
+        raise ChatError("The last message must be a non-empty user message.")
+    return turns[-1].content, turns[:-1]
+
+
+# --- feedback ----------------------------------------------------------------------------
+
+
+def feedback_submit(*, message: Message, user: Any, value: str, comment: str = "") -> Feedback:
+    if message.role != Message.Role.ASSISTANT or message.status != Message.Status.OK:
+        raise ChatError("Feedback can only be given on a finished answer.")
+    if value not in Feedback.Value.values:
+        raise ChatError("Feedback is either up or down.")
+    feedback, _ = Feedback.objects.update_or_create(
+        message=message,
+        user=user,
+        defaults={"value": value, "comment": comment.strip()[:4000], "updated_at": timezone.now()},
+    )
+    return feedback
+
+
+def feedback_send_to_review(*, feedback: Feedback, user: Any) -> Feedback:
+    """Turn a thumbs-down answer into a candidate Q&A pair for reviewers to correct."""
+    if feedback.value != Feedback.Value.DOWN:
+        raise ChatError("Only a thumbs-down answer can be sent to review.")
+    if feedback.sent_to_review:
+        return feedback
+    try:
+        from corpus.services_qa import qa_pair_create_from_chat
+    except ImportError as exc:  # the review app is not installed in this build
+        raise ChatError("The review queue is not available.") from exc
+    answer = feedback.message
+    question = question_for_answer(answer)
+    with transaction.atomic():
+        locked = Feedback.objects.select_for_update().get(pk=feedback.pk)
+        if locked.sent_to_review:
+            return locked
+        pair = qa_pair_create_from_chat(
+            kb=answer.conversation.kb,
+            question=answer.question or (question.content if question else ""),
+            answer=answer.content,
+            chunk_ids=[r["chunk_id"] for r in answer.retrieved or []],
+            comment=feedback.comment,
+            user=user,
+        )
+        locked.sent_to_review = True
+        locked.qa_pair_id = pair.pk
+        locked.save(update_fields=["sent_to_review", "qa_pair_id"])
+    return locked
