@@ -1,0 +1,61 @@
+"""`manage.py raft_generate <kb-slug>`: launch a RAFT generation job (or run it here with --wait)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from corpus.management.commands._qa_common import kb_or_error
+from corpus.services_qa import QAError, generation_job_create, generation_job_run
+
+
+class Command(BaseCommand):
+    help = ("Generate RAFT Q&A pairs for a knowledge base. Without --wait the job is queued for the "
+            "worker; with --wait it runs in this process and prints progress. The last line is JSON.")
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("kb_slug")
+        parser.add_argument("--limit-chunks", type=int, help="only the first N chunks")
+        parser.add_argument("--questions-per-chunk", type=int)
+        parser.add_argument("--distractors", type=int, dest="num_distractors")
+        parser.add_argument("--p", type=float, help="probability that the oracle is in the context")
+        parser.add_argument("--seed", type=int)
+        parser.add_argument("--max-concurrency", type=int)
+        parser.add_argument("--no-judge", action="store_true")
+        parser.add_argument("--config", default="{}", help="more settings as a JSON object")
+        parser.add_argument("--wait", action="store_true", help="run here and wait for the end")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        kb = kb_or_error(opts["kb_slug"])
+        try:
+            config = json.loads(opts["config"])
+        except ValueError as exc:
+            raise CommandError(f"--config is not valid JSON: {exc}") from None
+        if not isinstance(config, dict):
+            raise CommandError("--config must be a JSON object")
+        for key in ("limit_chunks", "questions_per_chunk", "num_distractors", "p", "seed", "max_concurrency"):
+            if opts.get(key) is not None:
+                config[key] = opts[key]
+        if opts["no_judge"]:
+            config["judge_enabled"] = False
+        try:
+            job = generation_job_create(kb=kb, config=config, enqueue=not opts["wait"])
+        except QAError as exc:
+            raise CommandError(exc.message) from None
+        if opts["wait"]:
+            self.stdout.write(f"Job {job.pk}: generating from {job.chunks_total} chunk(s)…")
+            job = generation_job_run(job_id=job.pk)
+            for note in job.notes or []:
+                self.stdout.write(f"note: {note}")
+            if job.error:
+                self.stderr.write(job.error)
+        summary = {
+            "job": job.pk, "status": job.status, "chunks": job.chunks_total, "chunks_done": job.chunks_done,
+            "chunks_failed": job.chunks_failed, "rows": job.rows, "rejected": job.rows_rejected,
+            "tokens_in": job.tokens_in, "tokens_out": job.tokens_out, "cost": round(job.cost, 6),
+        }
+        self.stdout.write(json.dumps(summary))
+        if opts["wait"] and job.status == "failed":
+            raise CommandError(job.error or "the job failed")
