@@ -262,30 +262,61 @@ def feedback_submit(*, message: Message, user: Any, value: str, comment: str = "
 
 
 def feedback_send_to_review(*, feedback: Feedback, user: Any) -> Feedback:
-    """Turn a thumbs-down answer into a candidate Q&A pair for reviewers to correct."""
+    """Turn a thumbs-down answer into a candidate Q&A pair that a reviewer corrects.
+
+    The pair keeps the (stand-alone) question, the chunks the model saw as its context, the
+    chunk it quoted (if any) as the oracle, and the model's answer to be edited. Sending twice
+    creates one pair.
+    """
     if feedback.value != Feedback.Value.DOWN:
         raise ChatError("Only a thumbs-down answer can be sent to review.")
-    if feedback.sent_to_review:
-        return feedback
-    try:
-        from corpus.services_qa import qa_pair_create_from_chat
-    except ImportError as exc:  # the review app is not installed in this build
-        raise ChatError("The review queue is not available.") from exc
-    answer = feedback.message
-    question = question_for_answer(answer)
     with transaction.atomic():
-        locked = Feedback.objects.select_for_update().get(pk=feedback.pk)
+        locked = Feedback.objects.select_for_update().select_related(
+            "message", "message__conversation", "message__conversation__kb"
+        ).get(pk=feedback.pk)
         if locked.sent_to_review:
             return locked
-        pair = qa_pair_create_from_chat(
-            kb=answer.conversation.kb,
-            question=answer.question or (question.content if question else ""),
-            answer=answer.content,
-            chunk_ids=[r["chunk_id"] for r in answer.retrieved or []],
-            comment=feedback.comment,
-            user=user,
-        )
+        pair = qa_pair_from_chat(answer=locked.message, comment=locked.comment, user=user)
         locked.sent_to_review = True
         locked.qa_pair_id = pair.pk
         locked.save(update_fields=["sent_to_review", "qa_pair_id"])
     return locked
+
+
+def qa_pair_from_chat(*, answer: Message, comment: str = "", user: Any = None) -> Any:
+    """A pending ``QAPair`` (source ``chat_feedback``) built from a chat answer."""
+    from corpus.models import Chunk, DocumentSplit, QAPair
+    from corpus.services_qa import reverify_quotes
+
+    question = answer.question or getattr(question_for_answer(answer), "content", "")
+    wanted = [int(r["chunk_id"]) for r in answer.retrieved or [] if str(r.get("chunk_id", "")).isdigit()]
+    chunks = Chunk.objects.in_bulk(wanted)
+    ids = [i for i in wanted if i in chunks]  # chunks deleted since the answer are dropped
+    quoted = [c["chunk_id"] for c in answer.citations or [] if c.get("verified") and c.get("chunk_id")]
+    oracle = chunks.get(int(quoted[0])) if quoted and str(quoted[0]).isdigit() else None
+    # A question about an eval document must never become training data.
+    doc_ids = {chunks[i].document_id for i in ids}
+    in_eval = DocumentSplit.objects.filter(document_id__in=doc_ids, split="eval").exists()
+    notes = [f"from chat feedback on message {answer.pk}"]
+    if comment:
+        notes.append(f"user comment: {comment[:500]}")
+    pair = QAPair(
+        kb=answer.conversation.kb,
+        source=QAPair.Source.CHAT_FEEDBACK,
+        status=QAPair.Status.PENDING,
+        question=question,
+        cot_answer=answer.content,
+        final_answer=answer.final,
+        context_chunk_ids=ids,
+        context_texts=[chunks[i].text for i in ids],
+        context_titles=[chunks[i].title for i in ids],
+        oracle_chunk=oracle,
+        document=oracle.document if oracle else None,
+        oracle_index=ids.index(oracle.pk) if oracle else None,
+        oracle_text=oracle.text if oracle else "",
+        split="eval" if in_eval else "train",
+        notes=notes,
+    )
+    reverify_quotes(pair)
+    pair.save()
+    return pair

@@ -101,3 +101,26 @@ def live_app(transactional_db: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+@pytest.fixture
+def ask_sync(transactional_db: Any, student_llm: ScriptedLLM) -> Callable[[Any, str], Any]:
+    """Answer a question in a conversation through the real turn service; returns the answer."""
+    from asgiref.sync import async_to_sync
+
+    from chat.services import chat_engine_for, chat_turn_run, turn_start
+
+    async def run(conversation: Any, question: str) -> Any:
+        question_msg, answer = await turn_start(conversation=conversation, question=question)
+
+        async def ignore(event: object) -> None:
+            return None
+
+        engine = await chat_engine_for(kb=conversation.kb)
+        return await chat_turn_run(answer=answer, question=question_msg, engine=engine, emit=ignore)
+
+    def ask(conversation: Any, question: str) -> Any:
+        conversation.kb  # noqa: B018 - load the relation here, not inside the event loop
+        return async_to_sync(run)(conversation, question)
+
+    return ask
