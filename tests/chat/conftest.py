@@ -86,7 +86,7 @@ def live_app(transactional_db: Any) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(application, lifespan="off", log_level="warning", ws="websockets")
+        uvicorn.Config(application, lifespan="off", log_level="warning", ws="websockets-sansio")
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
