@@ -1,0 +1,52 @@
+"""A support user chats in a real Chromium: the answer streams in pieces, a citation opens its
+source with the quote highlighted."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+# Records every distinct length of the streaming answer text, so the test can tell an answer
+# that arrived in pieces from one that appeared at once.
+RECORD_PIECES = """
+window.__pieces = [];
+new MutationObserver(function () {
+  document.querySelectorAll('.answer-stream').forEach(function (el) {
+    var n = el.textContent.length;
+    var last = window.__pieces[window.__pieces.length - 1];
+    if (n > 0 && n !== last) { window.__pieces.push(n); }
+  });
+}).observe(document, {subtree: true, childList: true, characterData: true});
+"""
+
+
+def test_it_streams_an_answer_and_opens_the_cited_source(
+    sam, chat_kb, student_llm, live_app, browser_login
+) -> None:
+    student_llm.token_delay_s = 0.03
+    page = browser_login(live_app, "sam", "pw-sam")
+    page.goto(f"{live_app}/chat/")
+    page.click("#chat-kbs button[type=submit]")
+    page.wait_for_url("**/chat/c/*/")
+    page.evaluate(RECORD_PIECES)
+    page.wait_for_selector("#chat-connection[data-state=open]")
+    page.wait_for_selector("#ask-button:not([disabled])")
+
+    page.fill("#chat-question", "How do I reset the television?")
+    page.press("#chat-question", "Enter")
+    page.wait_for_selector(".msg-user >> text=How do I reset the television?")
+    page.wait_for_selector("article.msg-assistant[data-status=ok]", timeout=20_000)
+
+    pieces = page.evaluate("window.__pieces")
+    assert len(pieces) >= 5, f"the answer should arrive in several pieces, saw lengths {pieces}"
+    assert pieces == sorted(pieces)
+    final = page.inner_text("article.msg-assistant .answer-final")
+    assert "To reset the television" in final
+    assert page.input_value("#chat-question") == ""
+
+    page.click("ol.citations a.cite-link")
+    page.wait_for_url("**/chat/source/**")
+    assert page.inner_text("#source-title") == "manual.txt"
+    marked = page.inner_text("mark#quote-0")
+    assert marked.startswith("To reset the television, hold the power button")
