@@ -170,3 +170,30 @@ def scripted_profiles(db: object) -> Callable[..., tuple[ScriptedBackend, Script
         return out[0], out[1]
 
     return make
+
+
+@pytest.fixture
+def make_pair(manual_kb: Any) -> Callable[..., Any]:
+    """Create a generated-looking pair on the manual KB's first chunk."""
+    from corpus.models import Chunk
+    from corpus.models.qa import QAPair
+    from corpus.services_qa import reverify_quotes
+
+    def make(**fields: Any) -> QAPair:
+        chunk = Chunk.objects.filter(document__kb=manual_kb).order_by("pk").first()
+        other = Chunk.objects.filter(document__kb=manual_kb).exclude(pk=chunk.pk).order_by("pk").first()
+        defaults: dict[str, Any] = dict(
+            kb=manual_kb, oracle_chunk=chunk, document=chunk.document, question="How do I turn the phone off?",
+            cot_answer="It says ##begin_quote##press and hold the Side key and the Volume down key together##end_quote##."
+                       "\n<ANSWER>: Hold the Side and Volume down keys",
+            context_chunk_ids=[other.pk, chunk.pk], context_texts=[other.text, chunk.text],
+            context_titles=[other.document.name, chunk.document.name], oracle_index=1, oracle_text=chunk.text,
+            judge_score=4, judge_reason="fine",
+        )
+        defaults.update(fields)
+        pair = QAPair(**defaults)
+        reverify_quotes(pair)
+        pair.save()
+        return pair
+
+    return make

@@ -1,0 +1,171 @@
+"""Generation pages (admin): launch a job, watch its progress (htmx polling), cancel, resume;
+and a KB's import/export page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from corpus.models import KnowledgeBase
+from corpus.models.qa import GenerationJob
+from corpus.selectors_qa import kb_jobs
+from corpus.services_qa import (
+    QAError,
+    generation_job_cancel,
+    generation_job_create,
+    generation_job_resume,
+    job_is_stale,
+    qa_export_lines,
+    qa_import,
+)
+from raftweb.core.roles import Role, role_required
+from raftweb.raft.formats import EXPORTERS
+from raftweb.raft.pipeline import GenerationConfig
+
+DEFAULTS = GenerationConfig()
+
+
+class GenerationForm(forms.Form):
+    kb = forms.ModelChoiceField(queryset=KnowledgeBase.objects.order_by("name"), to_field_name="slug",
+                                label="Knowledge base")
+    questions_per_chunk = forms.IntegerField(min_value=1, max_value=50, initial=DEFAULTS.questions_per_chunk)
+    num_distractors = forms.IntegerField(min_value=0, max_value=20, initial=DEFAULTS.num_distractors,
+                                         label="Distractors per row")
+    p = forms.FloatField(min_value=0, max_value=1, initial=DEFAULTS.p, label="p (oracle in context)")
+    hard_negative_share = forms.FloatField(min_value=0, max_value=1, initial=DEFAULTS.hard_negative_share,
+                                           label="Share of hard-negative distractors")
+    refusal_share = forms.FloatField(min_value=0, max_value=1, initial=DEFAULTS.refusal_share,
+                                     label="Share of refusal rows among rows without the oracle")
+    limit_chunks = forms.IntegerField(min_value=1, required=False, label="Only the first N chunks")
+    document_ids = forms.CharField(required=False, label="Only these document ids (comma separated)")
+    max_concurrency = forms.IntegerField(min_value=1, max_value=256, initial=DEFAULTS.max_concurrency)
+    max_new_tokens = forms.IntegerField(min_value=16, initial=DEFAULTS.max_new_tokens)
+    judge_enabled = forms.BooleanField(required=False, initial=True, label="Judge every row")
+    judge_threshold = forms.IntegerField(min_value=1, max_value=5, initial=DEFAULTS.judge_threshold)
+    reject_unverified_quotes = forms.BooleanField(required=False, initial=True)
+    teacher_profile = forms.ChoiceField(choices=[("teacher", "teacher"), ("judge", "judge"), ("student", "student")],
+                                        initial="teacher")
+    judge_profile = forms.ChoiceField(choices=[("judge", "judge"), ("teacher", "teacher"), ("student", "student")],
+                                      initial="judge")
+    eval_share = forms.FloatField(min_value=0, max_value=0.9, initial=DEFAULTS.eval_share,
+                                  label="Share of documents held out for eval")
+    seed = forms.IntegerField(initial=DEFAULTS.seed)
+
+    def config(self) -> dict[str, Any]:
+        data = dict(self.cleaned_data)
+        data.pop("kb")
+        raw = data.pop("document_ids") or ""
+        try:
+            data["document_ids"] = [int(x) for x in raw.replace(" ", "").split(",") if x]
+        except ValueError:
+            raise forms.ValidationError("document ids must be numbers") from None
+        return {k: v for k, v in data.items() if v is not None}
+
+
+@role_required(Role.ADMIN)
+def generation_list(request: HttpRequest) -> HttpResponse:
+    jobs = kb_jobs()[:100]
+    template = "corpus/generation/partials/jobs_table.html" if request.htmx else "corpus/generation/list.html"
+    return render(request, template, {"jobs": jobs, "any_active": any(j.is_active for j in jobs)})
+
+
+@role_required(Role.ADMIN)
+def generation_new(request: HttpRequest) -> HttpResponse:
+    initial = {"kb": request.GET.get("kb")} if request.GET.get("kb") else {}
+    form = GenerationForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            job = generation_job_create(kb=form.cleaned_data["kb"], user=request.user, config=form.config())
+        except (QAError, forms.ValidationError) as exc:
+            form.add_error(None, getattr(exc, "message", str(exc)))
+        else:
+            messages.success(request, f"Generation job {job.pk} queued ({job.chunks_total} chunks).")
+            return HttpResponseRedirect(reverse("review:generation_detail", args=[job.pk]))
+    return render(request, "corpus/generation/new.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@role_required(Role.ADMIN)
+def generation_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(GenerationJob.objects.select_related("kb", "created_by"), pk=pk)
+    ctx = {"job": job, "stale": job_is_stale(job),
+           "failed_units": job.units.filter(state="failed").select_related("chunk")[:20]}
+    if request.htmx and request.GET.get("fragment") == "progress":
+        return render(request, "corpus/generation/partials/progress.html", ctx)
+    return render(request, "corpus/generation/detail.html", ctx)
+
+
+@role_required(Role.ADMIN)
+@require_POST
+def generation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(GenerationJob, pk=pk)
+    try:
+        generation_job_cancel(job=job)
+    except QAError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Cancelling job {job.pk}.")
+    return HttpResponseRedirect(reverse("review:generation_detail", args=[job.pk]))
+
+
+@role_required(Role.ADMIN)
+@require_POST
+def generation_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(GenerationJob, pk=pk)
+    try:
+        generation_job_resume(job=job)
+    except QAError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Job {job.pk} queued again; finished chunks are kept.")
+    return HttpResponseRedirect(reverse("review:generation_detail", args=[job.pk]))
+
+
+@role_required(Role.ADMIN)
+def kb_dataset(request: HttpRequest, slug: str) -> HttpResponse:
+    """Import a file of pairs, or export the dataset (download)."""
+    kb = get_object_or_404(KnowledgeBase, slug=slug)
+    result = None
+    status = 200
+    if request.method == "POST":
+        upload = request.FILES.get("file")
+        if upload is None:
+            messages.error(request, "Choose a file to import.")
+            status = 400
+        else:
+            try:
+                result = qa_import(kb=kb, data=upload.read(), filename=upload.name, user=request.user,
+                                   status=request.POST.get("status", "pending"),
+                                   split=request.POST.get("split") or None)
+            except QAError as exc:
+                messages.error(request, exc.message)
+                status = 400
+            else:
+                messages.success(request, f"Imported {result['imported']} pair(s); skipped "
+                                          f"{len(result['skipped'])} line(s).")
+    return render(request, "corpus/generation/dataset.html",
+                  {"kb": kb, "result": result, "formats": sorted(EXPORTERS)}, status=status)
+
+
+@role_required(Role.ADMIN)
+def kb_export(request: HttpRequest, slug: str) -> HttpResponse:
+    kb = get_object_or_404(KnowledgeBase, slug=slug)
+    fmt = request.GET.get("format", "hf")
+    split = request.GET.get("split", "train")
+    status = request.GET.get("status", "approved")
+    try:
+        count, lines = qa_export_lines(kb=kb, fmt=fmt, split=split, status=status)
+    except QAError as exc:
+        if exc.code == "empty":
+            messages.warning(request, exc.message)
+            return HttpResponseRedirect(reverse("review:kb_dataset", args=[kb.slug]))
+        raise Http404(exc.message) from None
+    response = StreamingHttpResponse(lines, content_type="application/x-ndjson; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{kb.slug}-{fmt}-{split}.jsonl"'
+    response["X-Row-Count"] = str(count)
+    return response
