@@ -257,6 +257,71 @@ def _metadata(document: Document, chunk: Chunk) -> dict[str, Any]:
     return meta
 
 
+def _failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, VectorStoreError):
+        return f"{exc} — retry when the vector store is back"
+    if isinstance(exc, (ParseError, ModelNotFound)):
+        return str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return "the uploaded file is missing from storage; upload it again"
+    log.error("ingest failed", exc_info=exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _prepare(document: Document, *, force: bool) -> list[Chunk]:
+    """Parse and chunk; (re)create Chunk rows only when the text changed (resumability)."""
+    kb = document.kb
+    _set_status(document, Document.Status.PARSING, progress=2)
+    data = (upload_root() / document.file_path).read_bytes()
+    parsed = parse_bytes(data, document.name)
+    embedder = kb_embedder(kb)
+    pieces = chunk_document(parsed, size=kb.chunk_size, overlap=kb.chunk_overlap, token_offsets=embedder.token_offsets)
+    if not pieces:
+        raise ParseError("no text to index")
+    chunks = list(document.chunks.order_by("ordinal"))
+    if force or [c.hash for c in chunks] != [p.hash for p in pieces]:
+        # Different text (or forced): the old chunks, vectors and postings all go.
+        bm25_index(kb).remove_document(document.pk)
+        vector_store().delete_document(collection_name(kb.index_key, BASE_VERSION), document.pk)
+        with transaction.atomic():
+            document.chunks.all().delete()
+            Chunk.objects.bulk_create([
+                Chunk(document=document, ordinal=p.ordinal, text=p.text, title=p.title[:300], page=p.page,
+                      start=p.start, end=p.end, hash=p.hash, token_count=p.token_count) for p in pieces
+            ], batch_size=500)
+        chunks = list(document.chunks.order_by("ordinal"))
+    document.kind = parsed.kind
+    document.pages = parsed.pages
+    document.chunk_count = len(chunks)
+    document.save(update_fields=["kind", "pages", "chunk_count", "updated_at"])
+    _set_status(document, Document.Status.EMBEDDING, progress=5)
+    return chunks
+
+
+def _embed(kb: KnowledgeBase, items: Sequence[tuple[Document, Chunk]]) -> None:
+    """Embed one batch (possibly spanning documents) into the base collection."""
+    if not items:
+        return
+    vectors = kb_embedder(kb).encode([c.index_text for _, c in items], batch_size=EMBED_BATCH)
+    vector_store().upsert(collection_name(kb.index_key, BASE_VERSION), [str(c.pk) for _, c in items], vectors,
+                          [_metadata(d, c) for d, c in items])
+    Chunk.objects.filter(pk__in=[c.pk for _, c in items]).update(embedded=True)
+    for _, c in items:
+        c.embedded = True
+
+
+def _finish(document: Document, chunks: Sequence[Chunk]) -> None:
+    # BM25 last: it also holds the hit metadata, so the document becomes searchable
+    # only once every vector is in (a half-embedded document never shows up).
+    bm25_index(document.kb).add(_chunk_records(document, chunks))
+    _set_status(document, Document.Status.READY, progress=100)
+    _index_other_versions(document, chunks)
+    if document.replaces_id:
+        old = Document.objects.filter(pk=document.replaces_id).first()
+        if old is not None:
+            document_delete(document=old)
+
+
 def document_ingest(*, document_id: int, force: bool = False) -> Document:
     """Parse → chunk → embed in batches → index one document. Idempotent and resumable: chunks
     already embedded are skipped, a ready document is left alone unless ``force``. Any failure
@@ -264,71 +329,79 @@ def document_ingest(*, document_id: int, force: bool = False) -> Document:
     document = Document.objects.select_related("kb").get(pk=document_id)
     if document.status == Document.Status.READY and not force:
         return document
-    kb = document.kb
     try:
-        _set_status(document, Document.Status.PARSING, progress=2)
-        data = (upload_root() / document.file_path).read_bytes()
-        parsed = parse_bytes(data, document.name)
-        embedder = kb_embedder(kb)
-        pieces = chunk_document(parsed, size=kb.chunk_size, overlap=kb.chunk_overlap,
-                                token_offsets=embedder.token_offsets)
-        if not pieces:
-            raise ParseError("no text to index")
-        store = vector_store()
-        coll = collection_name(kb.index_key, BASE_VERSION)
-        bm25 = bm25_index(kb)
-        chunks = list(document.chunks.order_by("ordinal"))
-        if force or [c.hash for c in chunks] != [p.hash for p in pieces]:
-            # Different text (or forced): the old chunks, vectors and postings all go.
-            bm25.remove_document(document.pk)
-            store.delete_document(coll, document.pk)
-            with transaction.atomic():
-                document.chunks.all().delete()
-                Chunk.objects.bulk_create([
-                    Chunk(document=document, ordinal=p.ordinal, text=p.text, title=p.title[:300], page=p.page,
-                          start=p.start, end=p.end, hash=p.hash, token_count=p.token_count) for p in pieces
-                ], batch_size=500)
-            chunks = list(document.chunks.order_by("ordinal"))
-        document.kind = parsed.kind
-        document.pages = parsed.pages
-        document.chunk_count = len(chunks)
-        document.save(update_fields=["kind", "pages", "chunk_count", "updated_at"])
-        _set_status(document, Document.Status.EMBEDDING, progress=5)
+        chunks = _prepare(document, force=force)
         todo = [c for c in chunks if not c.embedded]
         done = len(chunks) - len(todo)
         for i in range(0, len(todo), EMBED_BATCH):
             batch = todo[i:i + EMBED_BATCH]
-            vectors = embedder.encode([c.index_text for c in batch], batch_size=EMBED_BATCH)
-            store.upsert(coll, [str(c.pk) for c in batch], vectors, [_metadata(document, c) for c in batch])
-            Chunk.objects.filter(pk__in=[c.pk for c in batch]).update(embedded=True)
+            _embed(document.kb, [(document, c) for c in batch])
             done += len(batch)
             Document.objects.filter(pk=document.pk).update(progress=5 + int(90 * done / max(1, len(chunks))))
-        # BM25 last: it also holds the hit metadata, so the document becomes searchable
-        # only once every vector is in (a half-embedded document never shows up).
-        bm25.add(_chunk_records(document, chunks))
-        _set_status(document, Document.Status.READY, progress=100)
-        _index_other_versions(document, chunks)
-    except ParseError as exc:
-        _fail(document, str(exc))
-        return document
-    except VectorStoreError as exc:
-        _fail(document, f"{exc} — retry when the vector store is back")
-        return document
-    except ModelNotFound as exc:
-        _fail(document, str(exc))
-        return document
-    except FileNotFoundError:
-        _fail(document, "the uploaded file is missing from storage; upload it again")
-        return document
+        _finish(document, chunks)
     except Exception as exc:  # one broken document must never stop the others
-        log.exception("ingest of document %s failed", document.pk)
-        _fail(document, f"{type(exc).__name__}: {exc}")
-        return document
-    if document.replaces_id:
-        old = Document.objects.filter(pk=document.replaces_id).first()
-        if old is not None:
-            document_delete(document=old)
+        _fail(document, _failure_reason(exc))
     return document
+
+
+def documents_ingest(*, document_ids: Sequence[int], force: bool = False, batch_size: int = 256) -> list[Document]:
+    """Bulk ingestion (CLI, re-index): the same steps as :func:`document_ingest`, but embedding
+    batches span documents, so hundreds of small files embed as fast as one big one.
+    A document that fails to parse fails alone; a failed batch fails the documents in it."""
+    documents = {d.pk: d for d in Document.objects.select_related("kb").filter(pk__in=document_ids)}
+    ordered = [documents[i] for i in document_ids if i in documents]
+    pending: dict[int, list[Chunk]] = {}  # document id -> its chunks, until all are embedded
+    buffer: list[tuple[Document, Chunk]] = []
+    failed: set[int] = set()
+
+    def flush(final: bool = False) -> None:
+        while buffer and (final or len(buffer) >= batch_size):
+            batch = buffer[:batch_size]
+            del buffer[:batch_size]
+            kb = batch[0][0].kb
+            try:
+                _embed(kb, batch)
+            except Exception as exc:
+                for doc in {d.pk: d for d, _ in batch}.values():
+                    failed.add(doc.pk)
+                    _fail(doc, _failure_reason(exc))
+                    pending.pop(doc.pk, None)
+                buffer[:] = [(d, c) for d, c in buffer if d.pk not in failed]
+                continue
+            for doc_id in {d.pk for d, _ in batch}:
+                chunks = pending.get(doc_id)
+                if chunks is not None and all(c.embedded for c in chunks):
+                    try:
+                        _finish(documents[doc_id], chunks)
+                    except Exception as exc:
+                        _fail(documents[doc_id], _failure_reason(exc))
+                    pending.pop(doc_id, None)
+
+    for document in ordered:
+        if document.status == Document.Status.READY and not force:
+            continue
+        try:
+            chunks = _prepare(document, force=force)
+        except Exception as exc:
+            _fail(document, _failure_reason(exc))
+            continue
+        pending[document.pk] = chunks
+        todo = [c for c in chunks if not c.embedded]
+        if not todo:
+            try:
+                _finish(document, chunks)
+            except Exception as exc:
+                _fail(document, _failure_reason(exc))
+            pending.pop(document.pk, None)
+            continue
+        if buffer and buffer[0][0].kb_id != document.kb_id:
+            flush(final=True)
+        buffer.extend((document, c) for c in todo)
+        flush()
+    flush(final=True)
+    for document in ordered:
+        document.refresh_from_db()
+    return ordered
 
 
 def _fail(document: Document, reason: str) -> None:
@@ -376,11 +449,11 @@ def kb_reindex(*, kb: KnowledgeBase, enqueue: bool = True) -> int:
     Chunk.objects.filter(document__kb=kb).update(embedded=False)
     ids = list(kb.documents.values_list("pk", flat=True))
     kb.documents.update(status=Document.Status.QUEUED, progress=0, error="")
-    for pk in ids:
-        if enqueue:
+    if enqueue:
+        for pk in ids:
             _enqueue_ingest(pk)
-        else:
-            document_ingest(document_id=pk, force=True)
+    else:
+        documents_ingest(document_ids=ids, force=True)
     return len(ids)
 
 
@@ -456,6 +529,52 @@ def kb_search(*, kb: KnowledgeBase, query: str, mode: str = "hybrid", k: int = 5
 
 __all__ = [
     "CorpusError", "UploadResult", "UploadTooLarge", "bm25_index", "document_delete", "document_ingest",
-    "document_retry", "document_upload", "kb_create", "kb_delete", "kb_embedding_activate", "kb_embedding_add",
+    "document_retry", "document_upload", "documents_ingest", "kb_create", "kb_delete", "kb_embedding_activate", "kb_embedding_add",
     "kb_reindex", "kb_search", "kb_update", "resolve_embedding_version", "vector_store",
 ]
+
+
+# --------------------------------------------------------------------------- retrieval evaluation
+def _name_keys(name: str) -> set[str]:
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return {name, stem}
+
+
+def kb_retrieval_evaluate(*, kb: KnowledgeBase, questions: Sequence[dict[str, Any]], mode: str = "hybrid",
+                          k_values: Sequence[int] = (1, 5, 10), embedding_version: str | None = None,
+                          ) -> dict[str, Any]:
+    """Document-level recall@k and MRR. Each question is ``{"question": str, "gold": [names]}``;
+    a gold name matches a document's file name with or without its extension; documents are
+    ranked by their best chunk."""
+    from raftweb.metrics import mean, mrr, recall_at_k
+
+    ks = sorted({int(k) for k in k_values if int(k) > 0}) or [1, 5, 10]
+    depth = max(50, 10 * max(ks))  # enough chunks that max(k) distinct documents can appear
+    recalls: dict[int, list[float]] = {k: [] for k in ks}
+    rrs: list[float] = []
+    details: list[dict[str, Any]] = []
+    for q in questions:
+        text = str(q.get("question") or "").strip()
+        gold_raw = q.get("gold") or []
+        gold = {g for g in ([gold_raw] if isinstance(gold_raw, str) else gold_raw) if g}
+        if not text or not gold:
+            raise CorpusError(f"each line needs a non-empty 'question' and 'gold' list: {q!r}")
+        hits = kb_search(kb=kb, query=text, mode=mode, k=depth, embedding_version=embedding_version)
+        ranked_names: list[str] = []
+        seen: set[int] = set()
+        for hit in hits:
+            if hit.document_id not in seen:
+                seen.add(hit.document_id)
+                ranked_names.append(hit.document_name)
+        # Map each ranked document onto the gold label it satisfies (if any).
+        ranked = [next((g for g in gold if g in _name_keys(n)), f"\0{n}") for n in ranked_names]
+        for k in ks:
+            recalls[k].append(recall_at_k(ranked, gold, k))
+        rrs.append(mrr(ranked, gold))
+        details.append({"question": text, "gold": sorted(gold), "ranked": ranked_names[: max(ks)]})
+    result: dict[str, Any] = {"questions": len(details)}
+    for k in ks:
+        result[f"recall@{k}"] = round(mean(recalls[k]), 4)
+    result["mrr"] = round(mean(rrs), 4)
+    result["details"] = details
+    return result
