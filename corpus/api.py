@@ -1,0 +1,269 @@
+"""Knowledge-base API: KB CRUD, documents (multipart upload), search. Full paths; mounted at /api/."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.http import HttpRequest
+from ninja import Router, Schema
+
+from corpus import selectors, services
+from corpus.models import Document, KnowledgeBase
+from corpus.uploads import LimitedUploadHandler, human_size, max_upload_bytes
+from raftweb.api_auth import require_role
+from raftweb.core.errors import ApiError
+from raftweb.core.roles import Role, user_roles
+
+router = Router(tags=["knowledge bases"])
+
+
+class KBIn(Schema):
+    name: str
+    slug: str = ""
+    description: str = ""
+    chunk_size: int = 300
+    chunk_overlap: int = 30
+    allowed_groups: list[str] = []
+
+
+class KBPatch(Schema):
+    name: str | None = None
+    description: str | None = None
+    chunk_size: int | None = None
+    chunk_overlap: int | None = None
+    allowed_groups: list[str] | None = None
+
+
+class KBOut(Schema):
+    slug: str
+    name: str
+    description: str
+    chunk_size: int
+    chunk_overlap: int
+    embedding_model: str
+    embedding_version: str
+    allowed_groups: list[str]
+    documents: int
+    created_at: datetime
+
+
+class DocumentOut(Schema):
+    id: int
+    name: str
+    version: int
+    status: str
+    progress: int
+    error: str
+    kind: str
+    pages: int | None
+    size: int
+    chunk_count: int
+    content_hash: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class UploadFailureOut(Schema):
+    name: str
+    error: str
+
+
+class UploadOut(Schema):
+    documents: list[DocumentOut]
+    duplicates: list[int]
+    failed: list[UploadFailureOut]
+
+
+class QueuedOut(Schema):
+    queued: int
+
+
+class SearchIn(Schema):
+    query: str
+    mode: str = "hybrid"
+    k: int = 5
+    document_ids: list[int] | None = None
+    embedding_version: str | None = None
+
+
+class HitOut(Schema):
+    chunk_id: str
+    document_id: int
+    document_name: str
+    page: int | None
+    text: str
+    score: float
+    start: int
+    end: int
+
+
+def _kb_out(kb: KnowledgeBase) -> dict[str, Any]:
+    return {
+        "slug": kb.slug, "name": kb.name, "description": kb.description, "chunk_size": kb.chunk_size,
+        "chunk_overlap": kb.chunk_overlap, "embedding_model": kb.embedding_model,
+        "embedding_version": kb.embedding_version, "allowed_groups": sorted(g.name for g in kb.allowed_groups.all()),
+        "documents": kb.documents.count(), "created_at": kb.created_at,
+    }
+
+
+def _visible_kb(request: HttpRequest, slug: str) -> KnowledgeBase:
+    """Any role may read KBs it is allowed on; others get the same 404 as a missing KB."""
+    if not user_roles(request.user):
+        raise ApiError(403, "forbidden", "Your role does not allow this.")
+    kb = selectors.kb_visible_get(user=request.user, slug=slug)
+    if kb is None:
+        raise ApiError(404, "not_found", f"No knowledge base {slug!r}.")
+    return kb
+
+
+def _admin_kb(request: HttpRequest, slug: str) -> KnowledgeBase:
+    require_role(request, Role.ADMIN)
+    kb = KnowledgeBase.objects.filter(slug=slug).first()
+    if kb is None:
+        raise ApiError(404, "not_found", f"No knowledge base {slug!r}.")
+    return kb
+
+
+def _document(kb: KnowledgeBase, document_id: int) -> Document:
+    doc = kb.documents.filter(pk=document_id).first()
+    if doc is None:
+        raise ApiError(404, "not_found", f"No document {document_id} in {kb.slug!r}.")
+    return doc
+
+
+def _corpus_error(exc: services.CorpusError) -> ApiError:
+    status = {"conflict": 409, "not_found": 404, "unavailable": 503}.get(exc.code, 400)
+    return ApiError(status, exc.code, exc.message)
+
+
+@router.get("/kbs", response=list[KBOut], summary="Knowledge bases you may use")
+def kb_list(request: HttpRequest) -> list[dict[str, Any]]:
+    if not user_roles(request.user):
+        raise ApiError(403, "forbidden", "Your role does not allow this.")
+    return [_kb_out(kb) for kb in selectors.kbs_visible_to(request.user).prefetch_related("allowed_groups")]
+
+
+@router.post("/kbs", response={201: KBOut}, summary="Create a knowledge base (admin)")
+def kb_create(request: HttpRequest, payload: KBIn) -> tuple[int, dict[str, Any]]:
+    require_role(request, Role.ADMIN)
+    try:
+        kb = services.kb_create(name=payload.name, slug=payload.slug, description=payload.description,
+                                chunk_size=payload.chunk_size, chunk_overlap=payload.chunk_overlap,
+                                allowed_groups=payload.allowed_groups, user=request.user)
+    except services.CorpusError as exc:
+        raise _corpus_error(exc) from exc
+    return 201, _kb_out(kb)
+
+
+@router.get("/kbs/{slug}", response=KBOut)
+def kb_detail(request: HttpRequest, slug: str) -> dict[str, Any]:
+    return _kb_out(_visible_kb(request, slug))
+
+
+@router.patch("/kbs/{slug}", response=KBOut, summary="Rename, describe, re-parametrise (admin)")
+def kb_update(request: HttpRequest, slug: str, payload: KBPatch) -> dict[str, Any]:
+    kb = _admin_kb(request, slug)
+    try:
+        services.kb_update(kb=kb, **payload.dict(exclude_unset=True))
+    except services.CorpusError as exc:
+        raise _corpus_error(exc) from exc
+    return _kb_out(kb)
+
+
+@router.delete("/kbs/{slug}", response={204: None}, summary="Delete a knowledge base and everything in it (admin)")
+def kb_delete(request: HttpRequest, slug: str) -> tuple[int, None]:
+    kb = _admin_kb(request, slug)
+    try:
+        services.kb_delete(kb=kb)
+    except services.CorpusError as exc:
+        raise _corpus_error(exc) from exc
+    return 204, None
+
+
+@router.post("/kbs/{slug}/reindex", response={202: QueuedOut}, summary="Re-chunk and re-embed every document (admin)")
+def kb_reindex(request: HttpRequest, slug: str) -> tuple[int, dict[str, int]]:
+    kb = _admin_kb(request, slug)
+    with transaction.atomic():
+        queued = services.kb_reindex(kb=kb)
+    return 202, {"queued": queued}
+
+
+@router.get("/kbs/{slug}/documents", response=list[DocumentOut])
+def document_list(request: HttpRequest, slug: str) -> list[Document]:
+    return list(selectors.kb_documents(_admin_kb(request, slug)))
+
+
+@router.post("/kbs/{slug}/documents", response={201: UploadOut},
+             summary="Upload files (multipart field 'files', several allowed) (admin)")
+def document_upload(request: HttpRequest, slug: str) -> tuple[int, dict[str, Any]]:
+    kb = _admin_kb(request, slug)
+    try:
+        # Enforce the size limit while the body streams in; impossible once something (the
+        # CSRF check of a session request) has parsed it — then the service's limit applies.
+        request.upload_handlers.insert(0, LimitedUploadHandler(request))
+    except AttributeError:
+        pass
+    files = request.FILES.getlist("files") or request.FILES.getlist("file")
+    too_large = list(getattr(request, "too_large_uploads", []))
+    if not files and not too_large:
+        raise ApiError(400, "invalid", "Send one or more files in the multipart field 'files'.")
+    created: list[Document] = []
+    duplicates: list[int] = []
+    failed = [{"name": n, "error": f"file is larger than the upload limit of {human_size(max_upload_bytes())}"}
+              for n in too_large]
+    for f in files:
+        try:
+            with transaction.atomic():
+                result = services.document_upload(kb=kb, name=f.name or "upload", chunks=f.chunks(), user=request.user)
+        except (services.UploadTooLarge, services.CorpusError) as exc:
+            failed.append({"name": f.name or "upload", "error": str(exc)})
+            continue
+        (created if result.created else duplicates).append(result.document if result.created else result.document.pk)
+    if not created and not duplicates:
+        status = 413 if too_large or any("larger than" in f["error"] for f in failed) else 400
+        raise ApiError(status, "upload_rejected", "No file was accepted.", {"failed": failed})
+    return 201, {"documents": created, "duplicates": duplicates, "failed": failed}
+
+
+@router.get("/kbs/{slug}/documents/{document_id}", response=DocumentOut)
+def document_detail(request: HttpRequest, slug: str, document_id: int) -> Document:
+    return _document(_admin_kb(request, slug), document_id)
+
+
+@router.delete("/kbs/{slug}/documents/{document_id}", response={204: None})
+def document_delete(request: HttpRequest, slug: str, document_id: int) -> tuple[int, None]:
+    doc = _document(_admin_kb(request, slug), document_id)
+    services.document_delete(document=doc)
+    return 204, None
+
+
+@router.post("/kbs/{slug}/documents/{document_id}/retry", response={202: DocumentOut})
+def document_retry(request: HttpRequest, slug: str, document_id: int) -> tuple[int, Document]:
+    doc = _document(_admin_kb(request, slug), document_id)
+    try:
+        with transaction.atomic():
+            services.document_retry(document=doc)
+    except services.CorpusError as exc:
+        raise _corpus_error(exc) from exc
+    doc.refresh_from_db()
+    return 202, doc
+
+
+@router.post("/kbs/{slug}/search", response=list[HitOut], summary="Search a knowledge base (any role allowed on it)")
+def kb_search(request: HttpRequest, slug: str, payload: SearchIn) -> list[Any]:
+    kb = _visible_kb(request, slug)
+    try:
+        hits = services.kb_search(kb=kb, query=payload.query, mode=payload.mode, k=payload.k,
+                                  document_ids=payload.document_ids, embedding_version=payload.embedding_version)
+    except services.CorpusError as exc:
+        raise _corpus_error(exc) from exc
+    return [h.as_dict() for h in hits]
+
+
+@router.get("/kbs/{slug}/search", response=list[HitOut], summary="Search with query parameters")
+def kb_search_get(request: HttpRequest, slug: str, q: str, mode: str = "hybrid", k: int = 5) -> list[Any]:
+    return kb_search(request, slug, SearchIn(query=q, mode=mode, k=k))
+
+
