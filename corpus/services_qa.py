@@ -307,7 +307,8 @@ def _hard_negatives(ctx: _RunContext, chunk: Chunk) -> list[int]:
     from corpus.services import CorpusError, kb_search
 
     k = cfg.num_distractors * 2 + 3
-    for mode in ("hybrid", "bm25"):
+    modes = [cfg.hard_negative_mode] + (["bm25"] if cfg.hard_negative_mode != "bm25" else [])
+    for mode in modes:
         try:
             hits = kb_search(kb=ctx.kb, query=chunk.text[:2000], mode=mode, k=k)
         except (CorpusError, Exception) as exc:  # noqa: BLE001 - fall back, never fail the chunk
@@ -347,6 +348,10 @@ def _save_unit(ctx: _RunContext, unit: GenerationUnit, result: ChunkResult, elap
     chunk = unit.chunk
     assert chunk is not None
     split = ctx.splits.get(chunk.document_id, "train")
+    # Surface per-chunk notes (e.g. a chunk truncated for the teacher) on the job, bounded.
+    for note in result.notes:
+        if len(ctx.notes) < 50:
+            ctx.notes.append(f"chunk {chunk.pk} ({chunk.document.name}#{chunk.ordinal}): {note}")
     rejected = 0
     with transaction.atomic():
         locked = GenerationUnit.objects.select_for_update().get(pk=unit.pk)

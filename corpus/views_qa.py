@@ -40,6 +40,8 @@ class GenerationForm(forms.Form):
     p = forms.FloatField(min_value=0, max_value=1, initial=DEFAULTS.p, label="p (oracle in context)")
     hard_negative_share = forms.FloatField(min_value=0, max_value=1, initial=DEFAULTS.hard_negative_share,
                                            label="Share of hard-negative distractors")
+    hard_negative_mode = forms.ChoiceField(choices=[("hybrid", "hybrid"), ("dense", "dense"), ("bm25", "bm25")],
+                                           initial=DEFAULTS.hard_negative_mode, label="Hard negatives retrieved by")
     refusal_share = forms.FloatField(min_value=0, max_value=1, initial=DEFAULTS.refusal_share,
                                      label="Share of refusal rows among rows without the oracle")
     limit_chunks = forms.IntegerField(min_value=1, required=False, label="Only the first N chunks")

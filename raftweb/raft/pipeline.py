@@ -24,7 +24,7 @@ from typing import Any
 
 from raftweb.llm.base import ChatBackend, ChatMessage, Completion, GenerationParams, LLMError
 from raftweb.raft.answer import parse_answer
-from raftweb.raft.context import assemble_context, row_rng
+from raftweb.raft.context import ContextPlan, assemble_context, row_rng
 from raftweb.raft.judge import JudgeVerdict, judge_messages, parse_judge
 from raftweb.raft.prompts import (
     DEFAULT_PROMPTS,
@@ -57,6 +57,7 @@ class GenerationConfig:
     num_distractors: int = 3
     p: float = 0.8
     hard_negative_share: float = 0.5
+    hard_negative_mode: str = "hybrid"
     refusal_share: float = 0.5
     max_concurrency: int = 8
     max_new_tokens: int = 1000
@@ -123,6 +124,8 @@ class GenerationConfig:
                     value = str(raw)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{f.name}: {exc}") from None
+            if f.name == "hard_negative_mode" and value not in ("hybrid", "dense", "bm25"):
+                raise ConfigError("hard_negative_mode must be hybrid, dense or bm25")
             bounds = cls._BOUNDS.get(f.name)
             if bounds and not bounds[0] <= value <= bounds[1]:
                 raise ConfigError(f"{f.name} must be between {bounds[0]} and {bounds[1]}")
@@ -137,10 +140,16 @@ class GenerationConfig:
 
 @dataclass(frozen=True, slots=True)
 class ChunkInput:
+    """One chunk to generate from. A caller that owns a database passes ``plans`` (contexts
+    pre-assembled for question indices 0..n-1) and ``texts`` (every context chunk's text), so
+    the pipeline thread never needs the database; otherwise the :class:`ChunkStore` is used."""
+
     id: Hashable
     text: str
     title: str = ""
     hard_negatives: tuple[Hashable, ...] = ()
+    plans: tuple[ContextPlan[Any], ...] = ()
+    texts: Mapping[Hashable, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +208,25 @@ class _ChunkFailed(Exception):
     pass
 
 
+def plan_row(
+    chunk: ChunkInput, index: int, *, config: GenerationConfig, store: ChunkStore, seed: int
+) -> ContextPlan[Any]:
+    """The context of question ``index`` of ``chunk`` — a pure function of the seed and the
+    row's identity, so it can be computed ahead (by the job owner) or on demand."""
+    return assemble_context(
+        oracle_id=chunk.id,
+        oracle_text=chunk.text,
+        hard_negatives=chunk.hard_negatives,
+        pool=store.pool,
+        text_of=store.text_of,
+        num_distractors=config.num_distractors,
+        p=config.p,
+        hard_share=config.hard_negative_share,
+        refusal_share=config.refusal_share,
+        rng=row_rng(seed, chunk.id, index),
+    )
+
+
 class ChunkGenerator:
     """Generates one chunk's rows; model calls are bounded by a shared semaphore."""
 
@@ -208,7 +236,7 @@ class ChunkGenerator:
         teacher: ChatBackend,
         judge: ChatBackend | None,
         config: GenerationConfig,
-        store: ChunkStore,
+        store: ChunkStore | None = None,
         prompts: PromptSet = DEFAULT_PROMPTS,
         seed: int | None = None,
         call_slots: asyncio.Semaphore | None = None,
@@ -302,25 +330,27 @@ class ChunkGenerator:
         self, chunk: ChunkInput, oracle_text: str, index: int, question: str, result: ChunkResult
     ) -> GeneratedRow:
         cfg = self.config
-        plan = assemble_context(
-            oracle_id=chunk.id,
-            oracle_text=chunk.text,
-            hard_negatives=chunk.hard_negatives,
-            pool=self.store.pool,
-            text_of=self.store.text_of,
-            num_distractors=cfg.num_distractors,
-            p=cfg.p,
-            hard_share=cfg.hard_negative_share,
-            refusal_share=cfg.refusal_share,
-            rng=row_rng(self.seed, chunk.id, index),
-        )
+
+        def text_of(cid: Hashable) -> str:
+            if cid in chunk.texts:
+                return chunk.texts[cid]
+            if cid == chunk.id:
+                return chunk.text
+            assert self.store is not None, "no text for a context chunk and no store"
+            return self.store.text_of(cid)
+
+        if index < len(chunk.plans):
+            plan = chunk.plans[index]
+        else:
+            assert self.store is not None, "no pre-assembled context and no store"
+            plan = plan_row(chunk, index, config=cfg, store=self.store, seed=self.seed)
         params = GenerationParams(max_tokens=cfg.max_new_tokens, temperature=0.0, seed=self.seed)
         budget = cfg.teacher_context_tokens - cfg.max_new_tokens - PROMPT_OVERHEAD_TOKENS
         if plan.refusal:
             per_doc = max(50, budget // max(1, len(plan.chunk_ids)))
-            docs = [self._fit(self.store.text_of(cid), per_doc)[0] for cid in plan.chunk_ids]
+            docs = [self._fit(text_of(cid), per_doc)[0] for cid in plan.chunk_ids]
             messages = refusal_messages(question, docs, prompts=self.prompts)
-            evidence = {str(cid): self.store.text_of(cid) for cid in plan.chunk_ids}
+            evidence = {str(cid): text_of(cid) for cid in plan.chunk_ids}
         else:
             messages = cot_answer_messages(question, oracle_text, prompts=self.prompts)
             evidence = {str(chunk.id): chunk.text}
@@ -405,7 +435,7 @@ class PipelineRunner:
         teacher: ChatBackend,
         judge: ChatBackend | None,
         config: GenerationConfig,
-        store: ChunkStore,
+        store: ChunkStore | None = None,
         prompts: PromptSet = DEFAULT_PROMPTS,
         max_active_chunks: int | None = None,
     ) -> None:

@@ -110,3 +110,61 @@ def test_it_rejects_bad_configs_and_empty_kbs(manual_kb, scripted_profiles) -> N
         generation_job_create(kb=manual_kb, config={"document_ids": [999999]}, enqueue=False)
     job = generation_job_create(kb=manual_kb, config={"limit_chunks": 2}, enqueue=False)
     assert job.chunks_total == 2 and GenerationUnit.objects.filter(job=job).count() == 2
+
+
+def test_it_takes_hard_negatives_from_the_corpus_retrieval_service(manual_kb, scripted_profiles) -> None:  # type: ignore[no-untyped-def]
+    from corpus.models import Chunk, EmbeddingIndex
+    from corpus.services import bm25_index, kb_search
+    from raftweb.retrieval import IndexedChunk
+
+    EmbeddingIndex.objects.create(kb=manual_kb, version="base", model="all-MiniLM-L6-v2")
+    chunks = list(Chunk.objects.filter(document__kb=manual_kb).select_related("document"))
+    bm25_index(manual_kb).add([IndexedChunk(chunk_id=str(c.pk), document_id=c.document_id, text=c.text,
+                                            document_name=c.document.name) for c in chunks])
+    scripted_profiles()
+    job = generation_job_create(kb=manual_kb, enqueue=False, config={
+        "questions_per_chunk": 1, "num_distractors": 1, "hard_negative_share": 1.0, "p": 1.0,
+        "hard_negative_mode": "bm25"})
+    job = generation_job_run(job_id=job.pk)
+    assert job.status == "finished" and job.rows == 6
+    for pair in QAPair.objects.filter(job=job).select_related("oracle_chunk"):
+        hits = [int(h.chunk_id) for h in kb_search(kb=manual_kb, query=pair.oracle_chunk.text, mode="bm25", k=5)]
+        expected = next(h for h in hits if h != pair.oracle_chunk_id)
+        [distractor] = [c for c in pair.context_chunk_ids if c != pair.oracle_chunk_id]
+        assert distractor == expected
+
+
+def test_it_resumes_a_job_whose_worker_died(manual_kb, scripted_profiles, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from corpus.services_qa import job_is_stale
+    from corpus.tasks_qa import generation_jobs_resume_stale
+
+    scripted_profiles()
+    job = generation_job_create(kb=manual_kb, config=FAST, enqueue=False)
+    GenerationJob.objects.filter(pk=job.pk).update(status="running", heartbeat_at=timezone.now() - timedelta(minutes=10))
+    job.refresh_from_db()
+    assert job_is_stale(job)
+    with pytest.raises(QAError, match="still running"):
+        GenerationJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
+        generation_job_resume(job=GenerationJob.objects.get(pk=job.pk), enqueue=False)
+    GenerationJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
+    with django_capture_on_commit_callbacks(execute=True):
+        generation_jobs_resume_stale.call_local()
+    job.refresh_from_db()
+    assert job.status == "finished" and job.rows == 12
+
+
+def test_it_notes_a_chunk_truncated_for_the_teacher(manual_kb, scripted_profiles) -> None:  # type: ignore[no-untyped-def]
+    from corpus.models import Chunk
+
+    scripted_profiles()
+    Chunk.objects.filter(document__kb=manual_kb, ordinal=0).update(text="Long text. " + "word " * 6000)
+    job = generation_job_create(kb=manual_kb, enqueue=False, config={
+        **FAST, "teacher_context_tokens": 2048, "max_new_tokens": 800})
+    job = generation_job_run(job_id=job.pk)
+    assert job.status == "finished"
+    assert sum("truncated" in n for n in job.notes) == 3
+    assert job.units.filter(notes__icontains="truncated").count() == 3
