@@ -328,3 +328,40 @@ def qa_export_api(request: HttpRequest, slug: str, format: str = "hf", split: st
     response["Content-Disposition"] = f'attachment; filename="{kb.slug}-{format}-{split}.jsonl"'
     response["X-Row-Count"] = str(count)
     return response
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+class PromptsOut(Schema):
+    defaults: dict[str, str]
+    overrides: dict[str, str]
+
+
+class PromptsIn(Schema):
+    overrides: dict[str, str]
+
+
+@router.get("/kbs/{slug}/qa-prompts", response=PromptsOut, summary="The KB's RAFT prompts (defaults and overrides)")
+def qa_prompts_get(request: HttpRequest, slug: str) -> dict[str, Any]:
+    require_role(request, Role.ADMIN)
+    from corpus.models.qa import KBPromptOverrides
+    from raftweb.raft.prompts import PromptSet
+
+    kb = _kb(request, slug)
+    row = KBPromptOverrides.objects.filter(kb=kb).first()
+    return {"defaults": PromptSet().as_dict(), "overrides": dict(row.overrides) if row else {}}
+
+
+@router.put("/kbs/{slug}/qa-prompts", response=PromptsOut, summary="Replace the KB's prompt overrides")
+def qa_prompts_put(request: HttpRequest, slug: str, payload: PromptsIn) -> dict[str, Any]:
+    require_role(request, Role.ADMIN)
+    from corpus.services_qa import kb_prompts_update
+    from raftweb.raft.prompts import PromptSet
+
+    kb = _kb(request, slug)
+    try:
+        row = kb_prompts_update(kb=kb, overrides=payload.overrides)
+    except QAError as exc:
+        raise _err(exc) from None
+    return {"defaults": PromptSet().as_dict(), "overrides": dict(row.overrides)}

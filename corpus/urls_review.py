@@ -22,4 +22,5 @@ urlpatterns = [
     path("generation/<int:pk>/resume/", views_qa.generation_resume, name="generation_resume"),
     path("kb/<slug:slug>/dataset/", views_qa.kb_dataset, name="kb_dataset"),
     path("kb/<slug:slug>/export/", views_qa.kb_export, name="kb_export"),
+    path("kb/<slug:slug>/prompts/", views_qa.kb_prompts_page, name="kb_prompts"),
 ]

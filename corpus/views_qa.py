@@ -171,3 +171,24 @@ def kb_export(request: HttpRequest, slug: str) -> HttpResponse:
     response["Content-Disposition"] = f'attachment; filename="{kb.slug}-{fmt}-{split}.jsonl"'
     response["X-Row-Count"] = str(count)
     return response
+
+
+@role_required(Role.ADMIN)
+def kb_prompts_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """Per-KB prompt overrides (advanced): an empty field means the built-in default."""
+    from corpus.models.qa import KBPromptOverrides
+    from corpus.services_qa import kb_prompts_update
+    from raftweb.raft.prompts import PromptSet
+
+    kb = get_object_or_404(KnowledgeBase, slug=slug)
+    defaults = PromptSet().as_dict()
+    if request.method == "POST":
+        overrides = {name: request.POST.get(name, "") for name in defaults}
+        overrides = {k: v for k, v in overrides.items() if v.strip() and v.strip() != defaults[k].strip()}
+        kb_prompts_update(kb=kb, overrides=overrides)
+        messages.success(request, f"Saved {len(overrides)} prompt override(s).")
+        return HttpResponseRedirect(reverse("review:kb_prompts", args=[kb.slug]))
+    row = KBPromptOverrides.objects.filter(kb=kb).first()
+    current = dict(row.overrides) if row else {}
+    fields = [{"name": n, "default": d, "value": current.get(n, "")} for n, d in defaults.items()]
+    return render(request, "corpus/generation/prompts.html", {"kb": kb, "fields": fields})

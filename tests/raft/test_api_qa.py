@@ -68,3 +68,27 @@ def test_it_imports_and_exports_over_the_api(client, alice, api_token_for, manua
     assert out.status_code == 200
     rows = [json.loads(line) for line in b"".join(out.streaming_content).decode().splitlines()]
     assert len(rows) == 1 and set(rows[0]) == {"prompt", "completion"}
+
+
+def test_it_reads_and_overrides_kb_prompts(client, client_for, alice, api_token_for, manual_kb, scripted_profiles) -> None:  # type: ignore[no-untyped-def]
+    from corpus.services_qa import generation_job_create, generation_job_run
+
+    hdr = _auth(api_token_for(alice))
+    got = client.get("/api/kbs/manual/qa-prompts", **hdr).json()
+    assert "questions_system" in got["defaults"] and got["overrides"] == {}
+    bad = client.put("/api/kbs/manual/qa-prompts", {"overrides": {"nope": "x"}}, content_type="application/json", **hdr)
+    assert bad.status_code == 400
+    custom = "You are a synthetic question-answer pair generator. Write {n} questions, JSON array, about phones."
+    ok = client.put("/api/kbs/manual/qa-prompts", {"overrides": {"questions_system": custom}},
+                    content_type="application/json", **hdr)
+    assert ok.status_code == 200 and ok.json()["overrides"] == {"questions_system": custom}
+    teacher, _ = scripted_profiles()
+    generation_job_run(job_id=generation_job_create(kb=manual_kb, enqueue=False, config={
+        "limit_chunks": 1, "questions_per_chunk": 2, "hard_negative_share": 0}).pk)
+    questions_calls = [msgs for kind, msgs in teacher.calls if kind == "questions"]
+    assert questions_calls and questions_calls[0][0].content == custom.replace("{n}", "2")
+    page = client_for(alice).get("/review/kb/manual/prompts/")
+    assert page.status_code == 200 and "about phones" in page.content.decode()
+    saved = client_for(alice).post("/review/kb/manual/prompts/", {"questions_system": ""})
+    assert saved.status_code == 302
+    assert client.get("/api/kbs/manual/qa-prompts", **hdr).json()["overrides"] == {}
