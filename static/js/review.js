@@ -70,9 +70,10 @@
     });
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", drawHistogram);
-  } else {
+  // After every deferred script (Chart.js may be loaded after this file) has run.
+  if (document.readyState === "complete") {
     drawHistogram();
+  } else {
+    window.addEventListener("load", drawHistogram);
   }
 })();

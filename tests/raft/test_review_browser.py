@@ -1,0 +1,43 @@
+"""A reviewer in a real Chromium: keyboard shortcuts approve and advance; the agreement page
+draws its Chart.js histogram."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def test_it_reviews_with_the_keyboard_and_draws_the_agreement_chart(
+    transactional_db: Any, live_server: Any, rita: Any, make_pair: Any, browser_login: Any
+) -> None:
+    from corpus.models.qa import QAPair
+
+    first = make_pair(question="First question about power?")
+    second = make_pair(question="Second question about power?")
+    page = browser_login(live_server.url, "rita", "pw-rita")
+    page.goto(f"{live_server.url}/review/?kb=manual")
+    page.click("text=First question about power?")
+    page.wait_for_selector("#review-form")
+    assert page.locator("mark.quote-ok").count() == 1
+    page.keyboard.press("a")
+    page.wait_for_url(f"**/review/pair/{second.pk}/**")
+    assert QAPair.objects.get(pk=first.pk).status == "approved"
+    page.keyboard.press("e")
+    assert page.evaluate("document.activeElement.id") == "id_question"
+    page.keyboard.press("r")  # typing in the edit box is not a shortcut
+    assert QAPair.objects.get(pk=second.pk).status == "pending"
+    page.evaluate("document.activeElement.blur()")
+    page.keyboard.press("r")
+    page.wait_for_selector("#pair-status >> text=rejected")
+    assert QAPair.objects.get(pk=second.pk).status == "rejected"
+
+    for score, status in [(5, "approved")] * 6 + [(2, "rejected")] * 5:
+        make_pair(judge_score=score, status=status, reviewed_by=rita)
+    page.goto(f"{live_server.url}/review/agreement/?kb=manual")
+    page.wait_for_function("window.Chart && Chart.getChart(document.getElementById('score-histogram'))")
+    data = page.evaluate("Chart.getChart(document.getElementById('score-histogram')).data.datasets.map(d => d.data)")
+    # the two pairs reviewed above (judge score 4) count too: one approved, one rejected
+    assert data == [[0, 0, 0, 1, 6], [0, 5, 0, 1, 0]]
