@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib.auth.models import Group
+
+
+class KnowledgeBaseForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    slug = forms.SlugField(max_length=80, required=False, help_text="Leave empty to derive it from the name.")
+    description = forms.CharField(widget=forms.Textarea, required=False)
+    chunk_size = forms.IntegerField(min_value=16, max_value=4096, initial=300,
+                                    help_text="Tokens per chunk, counted with the embedding model's tokenizer.")
+    chunk_overlap = forms.IntegerField(min_value=0, max_value=2048, initial=30)
+    allowed_groups = forms.ModelMultipleChoiceField(
+        queryset=Group.objects.order_by("name"), required=False, widget=forms.CheckboxSelectMultiple,
+        help_text="Empty: every role may search and chat with it. Otherwise only these groups (and admins).",
+    )
+
+    def __init__(self, *args: object, editing: bool = False, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        if editing:
+            del self.fields["slug"]
+
+
+class SearchForm(forms.Form):
+    q = forms.CharField(required=False, max_length=1000)
+    mode = forms.ChoiceField(choices=[("hybrid", "Hybrid"), ("dense", "Dense"), ("bm25", "BM25")], initial="hybrid",
+                             required=False)
+    k = forms.IntegerField(min_value=1, max_value=50, initial=5, required=False)

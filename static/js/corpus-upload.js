@@ -1,0 +1,92 @@
+// Multi-file upload with drag & drop and per-file progress (one XHR per file, so each file
+// shows its own progress and its own error). Without JS the form posts normally.
+(function () {
+  "use strict";
+  const form = document.getElementById("upload-form");
+  if (!form) return;
+  const input = document.getElementById("upload-input");
+  const list = document.getElementById("upload-list");
+  const csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
+
+  function row(file) {
+    const li = document.createElement("li");
+    const name = document.createElement("span");
+    name.textContent = file.name;  // textContent: file names are untrusted
+    const bar = document.createElement("div");
+    bar.className = "progress";
+    const fill = document.createElement("span");
+    fill.style.width = "0%";
+    bar.appendChild(fill);
+    const state = document.createElement("span");
+    state.className = "state";
+    state.textContent = "waiting";
+    li.append(name, bar, state);
+    list.appendChild(li);
+    return { fill, state };
+  }
+
+  function refreshDocuments() {
+    const target = document.querySelector(form.dataset.refresh);
+    if (target && window.htmx) window.htmx.trigger(target, "refresh");
+  }
+
+  function send(file, ui) {
+    return new Promise(function (resolve) {
+      const data = new FormData();
+      data.append("files", file, file.name);
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", form.action);
+      xhr.setRequestHeader("X-CSRFToken", csrf);
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.upload.addEventListener("progress", function (e) {
+        if (e.lengthComputable) {
+          ui.fill.style.width = Math.round((100 * e.loaded) / e.total) + "%";
+          ui.state.textContent = "uploading " + Math.round((100 * e.loaded) / e.total) + "%";
+        }
+      });
+      xhr.addEventListener("load", function () {
+        let result = null;
+        try { result = JSON.parse(xhr.responseText).results[0]; } catch (err) { result = null; }
+        if (result && result.ok) {
+          ui.fill.style.width = "100%";
+          ui.state.className = "state ok";
+          ui.state.textContent = result.duplicate ? "already uploaded" : "queued";
+        } else {
+          ui.state.className = "state error";
+          ui.state.textContent = (result && result.error) || ("failed (HTTP " + xhr.status + ")");
+        }
+        resolve();
+      });
+      xhr.addEventListener("error", function () {
+        ui.state.className = "state error";
+        ui.state.textContent = "network error";
+        resolve();
+      });
+      xhr.send(data);
+    });
+  }
+
+  async function upload(files) {
+    const items = Array.from(files).map(function (f) { return { file: f, ui: row(f) }; });
+    for (const item of items) {
+      await send(item.file, item.ui);  // sequential: predictable load on the server
+      refreshDocuments();
+    }
+    input.value = "";
+  }
+
+  form.addEventListener("submit", function (e) {
+    e.preventDefault();
+    if (input.files.length) upload(input.files);
+  });
+  input.addEventListener("change", function () { if (input.files.length) upload(input.files); });
+  ["dragenter", "dragover"].forEach(function (type) {
+    form.addEventListener(type, function (e) { e.preventDefault(); form.classList.add("dragover"); });
+  });
+  ["dragleave", "drop"].forEach(function (type) {
+    form.addEventListener(type, function (e) { e.preventDefault(); form.classList.remove("dragover"); });
+  });
+  form.addEventListener("drop", function (e) {
+    if (e.dataTransfer && e.dataTransfer.files.length) upload(e.dataTransfer.files);
+  });
+})();
