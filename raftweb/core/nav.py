@@ -20,7 +20,7 @@ class NavItem:
 NAV: tuple[NavItem, ...] = (
     NavItem("Home", "core:home", (Role.ADMIN, Role.REVIEWER, Role.SUPPORT)),
     NavItem("Knowledge bases", "corpus:kb_list", (Role.ADMIN,)),
-    NavItem("Generation", "corpus:generation_list", (Role.ADMIN,)),
+    NavItem("Generation", "review:generation_list", (Role.ADMIN,)),
     NavItem("Review", "review:queue", (Role.REVIEWER, Role.ADMIN)),
     NavItem("Training", "training:home", (Role.ADMIN,)),
     NavItem("Chat", "chat:home", (Role.SUPPORT, Role.ADMIN)),
