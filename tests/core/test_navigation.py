@@ -43,3 +43,11 @@ def test_it_shows_each_role_only_its_navigation(request, client_for, username) -
 def test_it_guards_admin_pages_by_role(request, client_for, username, status) -> None:
     user = request.getfixturevalue(username)
     assert client_for(user).get("/settings/models/").status_code == status
+
+
+def test_it_marks_only_the_most_specific_entry_active(alice) -> None:
+    from raftweb.core.nav import nav_for
+
+    active = [i["label"] for i in nav_for(alice, "/review/generation/3/") if i["active"]]
+    assert active == (["Generation"] if _installed("Generation") else ["Review"] if _installed("Review") else [])
+    assert [i["label"] for i in nav_for(alice, "/") if i["active"]] == ["Home"]
