@@ -8,6 +8,9 @@ judge verdict per question, with the same prompts):
   parsing, quote verification, context assembly, judging) at concurrency C;
 * ``plain_asyncio`` — a bare ``openai.AsyncOpenAI`` client with an ``asyncio.Semaphore(C)``
   doing only the calls (no parsing or verification): the ceiling for this server;
+* ``service`` — the whole Django job (``corpus.services_qa.generation_job_run``): the same
+  pipeline plus context assembly from the database and one transaction per chunk (rows,
+  model-call log, unit state, job counters), on a throwaway SQLite data dir;
 * ``reference_2_threads`` — the public RAFT reference script's shape: two worker threads, each
   taking a chunk and making its calls one after another with the synchronous client.
 
@@ -141,6 +144,51 @@ def run_pipeline(base_url: str, chunks: list[str], concurrency: int, q: int) -> 
             "verified_rows": verified, "chunk_errors": errors}
 
 
+def run_service(base_url: str, chunks: list[str], concurrency: int, q: int) -> dict[str, float]:
+    import hashlib
+    import tempfile
+
+    if "RAFTWEB_DATA_DIR" not in os.environ:
+        import atexit
+        import shutil
+
+        data_dir = tempfile.mkdtemp(prefix="raftweb-bench-")
+        atexit.register(shutil.rmtree, data_dir, True)
+        os.environ["RAFTWEB_DATA_DIR"] = data_dir
+    os.environ.pop("DATABASE_URL", None)
+    os.environ["RAFTWEB_HUEY_IMMEDIATE"] = "1"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "raftweb.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from corpus.models import Chunk, Document, KnowledgeBase
+    from corpus.services_qa import generation_job_create, generation_job_run
+    from raftweb.core.services import profile_update
+
+    call_command("migrate", verbosity=0)
+    kb = KnowledgeBase.objects.create(slug=f"bench-{time.time_ns()}", name="bench")
+    for i in range(0, len(chunks), 8):  # 8 chunks per document
+        doc = Document.objects.create(kb=kb, name=f"doc{i}.txt", original_filename=f"doc{i}.txt",
+                                      file_path="-", content_hash=hashlib.sha256(f"{kb.slug}{i}".encode()).hexdigest(),
+                                      status=Document.Status.READY)
+        Chunk.objects.bulk_create([
+            Chunk(document=doc, ordinal=j, text=t, start=0, end=len(t), hash=hashlib.sha256(t.encode()).hexdigest())
+            for j, t in enumerate(chunks[i:i + 8])])
+    for role in ("teacher", "judge"):
+        profile_update(role=role, user=None, backend="openai", model="bench", base_url=base_url, api_key="x",
+                       max_concurrency=concurrency, timeout_s=60)
+    job = generation_job_create(kb=kb, enqueue=False, config={
+        "questions_per_chunk": q, "max_concurrency": concurrency, "p": 1.0, "num_distractors": 3,
+        "hard_negative_share": 0.0})
+    start = time.perf_counter()
+    job = generation_job_run(job_id=job.pk)
+    elapsed = time.perf_counter() - start
+    return {"rows": job.rows, "seconds": elapsed, "rows_per_s": job.rows / elapsed,
+            "chunks_failed": job.chunks_failed}
+
+
 def _messages(chunk: str, q: int) -> list[dict[str, str]]:
     from raftweb.raft.prompts import questions_messages
 
@@ -241,14 +289,17 @@ def main() -> None:
         run_plain(base_url, chunks[:4], args.concurrency, args.questions)  # warm-up
         plain = run_plain(base_url, chunks, args.concurrency, args.questions)
         pipe = run_pipeline(base_url, chunks, args.concurrency, args.questions)
+        service = run_service(base_url, chunks, args.concurrency, args.questions)
         ref = run_reference(base_url, chunks[: args.reference_chunks], args.questions)
-        for name, res in (("plain_asyncio", plain), ("pipeline", pipe),
+        for name, res in (("plain_asyncio", plain), ("pipeline", pipe), ("service", service),
                           ("reference_2_threads", ref)):
             print(json.dumps({"case": name, **common, **{k: round(v, 3) for k, v in res.items()}}))
         print(json.dumps({
             "case": "ratios", **common,
             "pipeline_vs_plain_asyncio": round(pipe["rows_per_s"] / plain["rows_per_s"], 3),
             "pipeline_vs_reference_2_threads": round(pipe["rows_per_s"] / ref["rows_per_s"], 2),
+            "service_vs_plain_asyncio": round(service["rows_per_s"] / plain["rows_per_s"], 3),
+            "service_vs_reference_2_threads": round(service["rows_per_s"] / ref["rows_per_s"], 2),
             "targets": {"pipeline_vs_plain_asyncio": ">= 0.9",
                         "pipeline_vs_reference_2_threads": ">= 5 at concurrency 16"},
         }))
