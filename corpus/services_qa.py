@@ -412,9 +412,13 @@ def reverify_quotes(pair: QAPair) -> None:
     """Recompute the answer's parts and quote checks (after an edit)."""
     parsed = parse_answer(pair.cot_answer)
     evidence: dict[str, str]
-    if pair.refusal or pair.oracle_index is None:
-        evidence = {str(i): t for i, t in zip(pair.context_chunk_ids, pair.context_texts, strict=False)}
+    if pair.refusal or not pair.oracle_text:
+        # A refusal explains what the (distractor-only) context says: quotes come from it.
+        evidence = {str(i if i is not None else f"ctx{n}"): t
+                    for n, (i, t) in enumerate(zip(pair.context_chunk_ids, pair.context_texts, strict=False))}
     else:
+        # Otherwise quotes must come from the oracle, even when a row's context omits it
+        # (RAFT's p < 1 rows), exactly as generation checks them.
         evidence = {str(pair.oracle_chunk_id or "oracle"): pair.oracle_text}
     checks = verify_quotes(parsed.quotes, evidence) if evidence else []
     pair.quote_checks = [c.as_dict() for c in checks]

@@ -114,6 +114,7 @@ def test_it_launches_watches_and_cancels_generation_from_the_ui(client_for, alic
     bad = c.post(reverse("review:generation_new"), {"kb": "manual", "p": "7"})
     assert bad.status_code == 400
     form = {"kb": "manual", "questions_per_chunk": 1, "num_distractors": 1, "p": 1.0, "hard_negative_share": 0,
+            "hard_negative_mode": "bm25",
             "refusal_share": 0.5, "limit_chunks": 2, "max_concurrency": 2, "max_new_tokens": 200,
             "judge_enabled": "on", "judge_threshold": 3, "reject_unverified_quotes": "on",
             "teacher_profile": "teacher", "judge_profile": "judge", "eval_share": 0.1, "seed": 1, "document_ids": ""}
