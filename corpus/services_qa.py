@@ -352,48 +352,59 @@ def _save_unit(ctx: _RunContext, unit: GenerationUnit, result: ChunkResult, elap
     for note in result.notes:
         if len(ctx.notes) < 50:
             ctx.notes.append(f"chunk {chunk.pk} ({chunk.document.name}#{chunk.ordinal}): {note}")
+    try:
+        with transaction.atomic():
+            _save_unit_rows(ctx, unit, result, elapsed, chunk, split, cost)
+    except IntegrityError:
+        # Another worker saved this chunk first (two runs of one job): its rows stand.
+        log.warning("generation job %s: chunk %s was already saved by another run", ctx.job.pk, chunk.pk)
+
+
+def _save_unit_rows(ctx: _RunContext, unit: GenerationUnit, result: ChunkResult, elapsed: float,
+                    chunk: Chunk, split: str, cost: float) -> int:
+    """The body of :func:`_save_unit`, inside its transaction; returns the rejected count."""
     rejected = 0
-    with transaction.atomic():
-        locked = GenerationUnit.objects.select_for_update().get(pk=unit.pk)
-        if locked.state == GenerationUnit.State.DONE:
-            return
-        pairs = []
-        for row in result.rows:
-            status = QAPair.Status.REJECTED if row.auto_reject_reason else QAPair.Status.PENDING
-            rejected += status == QAPair.Status.REJECTED
-            ids = [int(c) for c in row.context_ids]  # type: ignore[call-overload]
-            _text(ctx, ids)
-            pairs.append(QAPair(
-                kb=ctx.kb, job=ctx.job, question_index=row.question_index, oracle_chunk_id=chunk.pk,
-                document_id=chunk.document_id, question=row.question, cot_answer=row.cot_answer,
-                final_answer=row.final_answer, context_chunk_ids=ids,
-                context_texts=[ctx.texts.get(i, "") for i in ids],
-                context_titles=[ctx.titles.get(i, "") for i in ids],
-                oracle_index=row.oracle_index, oracle_text=chunk.text, refusal=row.refusal, split=split,
-                status=status, auto_reject_reason=row.auto_reject_reason, judge_score=row.judge_score,
-                judge_reason=row.judge_reason, quote_status=row.quote_status, quote_checks=row.quote_checks,
-                parsed_ok=row.parsed_ok, notes=row.notes, source=QAPair.Source.GENERATED,
-            ))
-        QAPair.objects.bulk_create(pairs)
-        ModelCall.objects.bulk_create([
-            ModelCall(job=ctx.job, unit=unit, role=c.role, prompt_tokens=c.prompt_tokens,
-                      completion_tokens=c.completion_tokens, latency_s=c.latency_s, error=c.error[:2000])
-            for c in result.calls
-        ])
-        failed = bool(result.error)
-        GenerationUnit.objects.filter(pk=unit.pk).update(
-            state=GenerationUnit.State.FAILED if failed else GenerationUnit.State.DONE,
-            attempts=F("attempts") + 1, rows=len(pairs), tokens_in=result.tokens_in,
-            tokens_out=result.tokens_out, error=result.error, notes=result.notes, finished_at=timezone.now())
-        was_failed = locked.state == GenerationUnit.State.FAILED
-        GenerationJob.objects.filter(pk=ctx.job.pk).update(
-            chunks_done=F("chunks_done") + (0 if failed else 1),
-            chunks_failed=F("chunks_failed") + (1 if failed else 0) - (1 if was_failed else 0),
-            rows=F("rows") + len(pairs), rows_rejected=F("rows_rejected") + rejected,
-            tokens_in=F("tokens_in") + result.tokens_in, tokens_out=F("tokens_out") + result.tokens_out,
-            calls=F("calls") + len(result.calls), cost=F("cost") + cost,
-            run_seconds=F("run_seconds") + elapsed, heartbeat_at=timezone.now(),
-        )
+    locked = GenerationUnit.objects.select_for_update().get(pk=unit.pk)
+    if locked.state == GenerationUnit.State.DONE:
+        return 0
+    pairs = []
+    for row in result.rows:
+        status = QAPair.Status.REJECTED if row.auto_reject_reason else QAPair.Status.PENDING
+        rejected += status == QAPair.Status.REJECTED
+        ids = [int(c) for c in row.context_ids]  # type: ignore[call-overload]
+        _text(ctx, ids)
+        pairs.append(QAPair(
+            kb=ctx.kb, job=ctx.job, question_index=row.question_index, oracle_chunk_id=chunk.pk,
+            document_id=chunk.document_id, question=row.question, cot_answer=row.cot_answer,
+            final_answer=row.final_answer, context_chunk_ids=ids,
+            context_texts=[ctx.texts.get(i, "") for i in ids],
+            context_titles=[ctx.titles.get(i, "") for i in ids],
+            oracle_index=row.oracle_index, oracle_text=chunk.text, refusal=row.refusal, split=split,
+            status=status, auto_reject_reason=row.auto_reject_reason, judge_score=row.judge_score,
+            judge_reason=row.judge_reason, quote_status=row.quote_status, quote_checks=row.quote_checks,
+            parsed_ok=row.parsed_ok, notes=row.notes, source=QAPair.Source.GENERATED,
+        ))
+    QAPair.objects.bulk_create(pairs)
+    ModelCall.objects.bulk_create([
+        ModelCall(job=ctx.job, unit=unit, role=c.role, prompt_tokens=c.prompt_tokens,
+                  completion_tokens=c.completion_tokens, latency_s=c.latency_s, error=c.error[:2000])
+        for c in result.calls
+    ])
+    failed = bool(result.error)
+    GenerationUnit.objects.filter(pk=unit.pk).update(
+        state=GenerationUnit.State.FAILED if failed else GenerationUnit.State.DONE,
+        attempts=F("attempts") + 1, rows=len(pairs), tokens_in=result.tokens_in,
+        tokens_out=result.tokens_out, error=result.error, notes=result.notes, finished_at=timezone.now())
+    was_failed = locked.state == GenerationUnit.State.FAILED
+    GenerationJob.objects.filter(pk=ctx.job.pk).update(
+        chunks_done=F("chunks_done") + (0 if failed else 1),
+        chunks_failed=F("chunks_failed") + (1 if failed else 0) - (1 if was_failed else 0),
+        rows=F("rows") + len(pairs), rows_rejected=F("rows_rejected") + rejected,
+        tokens_in=F("tokens_in") + result.tokens_in, tokens_out=F("tokens_out") + result.tokens_out,
+        calls=F("calls") + len(result.calls), cost=F("cost") + cost,
+        run_seconds=F("run_seconds") + elapsed, heartbeat_at=timezone.now(),
+    )
+    return rejected
 
 
 # ------------------------------------------------------------------------------ review
