@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from huey.contrib.djhuey import db_periodic_task, db_task
 from huey import crontab
+from huey.contrib.djhuey import db_periodic_task, db_task
 
 
 @db_task(retries=0)
