@@ -147,3 +147,16 @@ def test_it_imports_and_exports_from_the_ui(client_for, alice, make_pair) -> Non
     resp = c.get(reverse("review:kb_export", args=["manual"]), {"format": "chat", "split": "train"})
     assert resp.status_code == 200 and resp["X-Row-Count"] == "1"
     assert b'"messages"' in b"".join(resp.streaming_content)
+
+
+def test_it_renders_empty_states(client_for, rita, alice, manual_kb) -> None:  # type: ignore[no-untyped-def]
+    c = client_for(rita)
+    body = c.get(reverse("review:agreement"), {"kb": "manual"}).content.decode()
+    assert "Only 0 pairs have both a judge score" in body
+    assert "No changes recorded yet." in c.get(reverse("review:history")).content.decode()
+    assert "No pairs match" in c.get(reverse("review:queue")).content.decode()
+    assert c.get(reverse("review:queue"), {"kb": "nope"}).status_code == 404
+    a = client_for(alice)
+    assert "No generation job yet." in a.get(reverse("review:generation_list")).content.decode()
+    assert a.get(reverse("review:kb_dataset", args=["manual"])).status_code == 200
+    assert a.post(reverse("review:kb_dataset", args=["manual"]), {}).status_code == 400
