@@ -76,13 +76,25 @@ def assemble_context(
         if acceptable(cid):
             chosen.append(cid)
     hard_count = len(chosen)
-    candidates = [c for c in pool if c not in excluded]
-    rng.shuffle(candidates)
+    # Sample a small window instead of shuffling the whole pool (KBs can hold 100k chunks);
+    # fall back to the full pool only when the window runs out of acceptable chunks.
+    window = min(len(pool), (want - len(chosen)) * 4 + 8)
+    candidates = rng.sample(list(pool), window) if window < len(pool) else list(pool)
+    if window >= len(pool):
+        rng.shuffle(candidates)
     for cid in candidates:
         if len(chosen) >= want:
             break
         if acceptable(cid):
             chosen.append(cid)
+    if len(chosen) < want and window < len(pool):
+        rest = [c for c in pool if c not in excluded]
+        rng.shuffle(rest)
+        for cid in rest:
+            if len(chosen) >= want:
+                break
+            if acceptable(cid):
+                chosen.append(cid)
     docs: list[K] = list(chosen)
     if include_oracle:
         docs.append(oracle_id)
