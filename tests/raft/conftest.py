@@ -22,7 +22,7 @@ from raftweb.llm.base import (
     StreamEvent,
     Usage,
 )
-from raftweb.llm.registry import _REGISTRY, register_backend
+from raftweb.llm.registry import available_backends, register_backend
 
 Responder = Callable[[list[ChatMessage]], str]
 
@@ -96,7 +96,7 @@ class ScriptedBackend(ChatBackend):
         return [k for k, _ in self.calls]
 
 
-if "scripted" not in _REGISTRY:
+if "scripted" not in available_backends():
     register_backend("scripted")(ScriptedBackend)
 
 
