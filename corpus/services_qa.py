@@ -607,7 +607,8 @@ def qa_agreement(*, kb: KnowledgeBase, threshold: int = 3) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ export
 
 
-def _row(pair: QAPair) -> RaftRow:
+def pair_to_row(pair: QAPair) -> RaftRow:
+    """A stored pair as the engine's :class:`RaftRow` (what every exporter takes)."""
     return RaftRow(
         id=f"{pair.kb.slug if hasattr(pair, 'kb') else 'kb'}-{pair.pk}", question=pair.question,
         cot_answer=pair.cot_answer, final_answer=pair.final_answer,
@@ -631,6 +632,13 @@ def qa_export_queryset(*, kb: KnowledgeBase, split: str = "train", status: str =
     return qs
 
 
+def qa_rows(*, kb: KnowledgeBase, split: str = "train", status: str = "approved") -> Iterator[RaftRow]:
+    """The dataset as RaftRows, for training and evaluation. ``split="train"`` (the default)
+    never yields an eval-split pair."""
+    for pair in qa_export_queryset(kb=kb, split=split, status=status).iterator(chunk_size=500):
+        yield pair_to_row(pair)
+
+
 def qa_export_lines(*, kb: KnowledgeBase, fmt: str, split: str = "train", status: str = "approved",
                     system: str | None = None) -> tuple[int, Iterator[str]]:
     """(row count, JSONL lines). Raises QAError(code="empty") when nothing matches, so callers
@@ -646,7 +654,7 @@ def qa_export_lines(*, kb: KnowledgeBase, fmt: str, split: str = "train", status
         where = "" if split == "all" else f" in the {split} split"
         raise QAError(f"Nothing to export: knowledge base '{kb.slug}' has no {what}Q&A pairs{where}.",
                       code="empty", status=404)
-    rows = (_row(p) for p in qs.iterator(chunk_size=500))
+    rows = (pair_to_row(p) for p in qs.iterator(chunk_size=500))
     return count, export_lines(rows, fmt, system=system, prompts=kb_prompts(kb))
 
 

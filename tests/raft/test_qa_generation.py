@@ -168,3 +168,16 @@ def test_it_notes_a_chunk_truncated_for_the_teacher(manual_kb, scripted_profiles
     assert job.status == "finished"
     assert sum("truncated" in n for n in job.notes) == 3
     assert sum(any("truncated" in n for n in u.notes) for u in job.units.all()) == 3
+
+
+def test_it_gives_training_only_train_rows(manual_kb, scripted_profiles) -> None:  # type: ignore[no-untyped-def]
+    from corpus.services_qa import qa_rows
+
+    scripted_profiles()
+    generation_job_run(job_id=generation_job_create(kb=manual_kb, config=FAST, enqueue=False).pk)
+    QAPair.objects.filter(kb=manual_kb).update(status="approved")
+    train = list(qa_rows(kb=manual_kb))
+    evals = list(qa_rows(kb=manual_kb, split="eval"))
+    assert train and evals and len(train) + len(evals) == 12
+    assert all(r.split == "train" for r in train) and all(r.split == "eval" for r in evals)
+    assert all(r.instruction.endswith(r.question) for r in train)
