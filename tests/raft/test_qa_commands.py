@@ -103,3 +103,16 @@ def test_it_imports_csv_and_reports_an_unreadable_file(manual_kb, tmp_path: Path
     assert json.loads(out.strip().splitlines()[-1]) == {"imported": 1, "skipped": [{"line": 3, "error": "missing question"}]}
     with pytest.raises(CommandError, match="cannot read"):
         _run("import_qa", "manual", str(tmp_path / "absent.jsonl"))
+
+
+def test_it_queues_a_job_for_the_worker_without_wait(manual_kb, scripted_profiles, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+    scripted_profiles()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        out, _ = _run("raft_generate", "manual", "--limit-chunks", "1", "--config", '{"hard_negative_share": 0}')
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["status"] == "queued" and summary["rows"] == 0
+    assert len(callbacks) == 1  # the Huey task is enqueued once the job is committed
+    callbacks[0]()  # the worker runs it (Huey is immediate in tests)
+    from corpus.models.qa import GenerationJob
+
+    assert GenerationJob.objects.get(pk=summary["job"]).status == "finished"
