@@ -99,8 +99,8 @@ async def chat_completions(request: HttpRequest, payload: ChatCompletionIn) -> A
         question=question,
         history=history,
         search=engine.search,
-        backend=engine.backend,
-        rewrite_backend=engine.rewrite_backend,
+        backend=engine.model.backend,
+        rewrite_backend=engine.model.backend,
         config=PipelineConfig(params=_params(payload)),
     )
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
@@ -168,7 +168,11 @@ async def _sse(
     async with contextlib.aclosing(stream):  # type: ignore[type-var]
         async for event in events():
             if isinstance(event, Token):
-                delta = {"role": "assistant", "content": event.delta} if first else {"content": event.delta}
+                delta = (
+                    {"role": "assistant", "content": event.delta}
+                    if first
+                    else {"content": event.delta}
+                )
                 first = False
                 yield chunk(delta)
             elif isinstance(event, Finished):
@@ -201,7 +205,7 @@ def _completion_body(
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "system_fingerprint": engine.model_version[-60:],
+        "system_fingerprint": engine.model.model_version[-60:],
         "choices": [
             {
                 "index": 0,
@@ -263,6 +267,8 @@ def _text(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "\n".join(
-            str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
+            str(p.get("text", ""))
+            for p in content
+            if isinstance(p, dict) and p.get("type") == "text"
         )
     return str(content)

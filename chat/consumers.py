@@ -13,38 +13,49 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from channels.db import aclose_old_connections
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from chat import fragments
 from chat.models import Conversation, Message
 from chat.pipeline import Retrieved, Token
-from chat.selectors import conversation_get, conversation_messages, user_can_chat
+from chat.selectors import conversation_get, conversation_messages, history_for, user_can_chat
 from chat.services import (
     ChatError,
     Queued,
     Saved,
+    Started,
     TurnEvent,
     answers_expire_stale,
-    chat_engine_for,
     chat_turn_run,
     turn_retry_start,
     turn_start,
 )
+from raftweb.llm.base import ChatMessage
 
 log = logging.getLogger(__name__)
 
 # Answers being generated in this process, by message id, so that a reconnected socket can
 # stop an answer its dropped predecessor started.
 RUNNING: dict[int, asyncio.Task[Any]] = {}
+# Fire-and-forget tasks, referenced so that they are not garbage-collected mid-way.
+_BACKGROUND: set[asyncio.Future[Any]] = set()
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
     conversation: Conversation | None = None
+    conversation_id: int = 0
+    kb: Any = None
+    # Earlier turns (questions, final answers) for follow-up rewriting, kept in memory so a
+    # new question needs no database read before the search starts.
+    history: list[ChatMessage]
     task: asyncio.Task[Any] | None = None
     answer_id: int | None = None
+    retrying = False
     is_open = False
 
     async def connect(self) -> None:
@@ -64,9 +75,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=4404)
             return
         self.is_open = True
+        self.conversation_id = conversation_id
+        self.kb = await sync_to_async(lambda: self.conversation.kb)()  # type: ignore[union-attr]
+        self.history = await sync_to_async(history_for)(self.conversation)
         await answers_expire_stale(conversation=self.conversation)
         # (Re)connecting always restores the whole conversation from the database.
         await self.send_html(await self._history_html() + fragments.render_controls(busy=False))
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Like channels' dispatch, but without waiting for stale-connection cleanup.
+
+        Channels runs ``close_old_connections`` in the one ORM thread before every message;
+        under load that thread has a backlog (other conversations' queries), and every
+        question would wait for all of it before its search could even start. The cleanup
+        still runs, queued on the same thread ahead of this consumer's next query.
+        """
+        if message.get("type") != "websocket.receive":
+            await super().dispatch(message)
+            return
+        cleanup = asyncio.ensure_future(aclose_old_connections())
+        _BACKGROUND.add(cleanup)
+        cleanup.add_done_callback(_BACKGROUND.discard)
+        await self.websocket_receive(message)
 
     async def disconnect(self, code: int) -> None:
         # A running answer is not cancelled: it finishes and is saved, and a reconnecting
@@ -91,20 +121,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- actions -------------------------------------------------------------------------
 
     async def ask(self, question: str) -> None:
+        question = question.strip()
+        if not question:
+            await self.send_html(fragments.render_notice("Type a question first."))
+            return
         if self._busy():
             await self.send_html(fragments.render_notice("Wait for the answer, or stop it first."))
             return
-        try:
-            question_msg, answer = await turn_start(conversation=self.conversation, question=question)
-        except ChatError as exc:
-            await self.send_html(fragments.render_notice(str(exc)))
-            return
-        await self.send_html(
-            fragments.render_turn_start(question_msg, answer)
-            + fragments.render_notice("", level="none")
-            + fragments.render_controls(busy=True)
-        )
-        self._start(question_msg, answer)
+        rows = turn_start(conversation=self.conversation, question=question)
+        self._start(question, list(self.history), rows)
 
     async def retry(self, message_id: Any) -> None:
         if self._busy():
@@ -120,18 +145,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except ChatError as exc:
             await self.send_html(fragments.render_notice(str(exc)))
             return
-        await self.send_html(
-            fragments.render_message(answer, oob=True) + fragments.render_controls(busy=True)
-        )
-        self._start(question_msg, answer)
+        history = await sync_to_async(history_for)(self.conversation, before_id=question_msg.pk)
+        self._start(question_msg.content, history, _ready((question_msg, answer)), retry=True)
 
     async def stop(self) -> None:
         task = self.task
         if task is None or task.done():
             # Maybe an answer started by this user's previous (dropped) connection.
-            pending = await Message.objects.filter(
-                conversation=self.conversation, status=Message.Status.PENDING
-            ).values_list("pk", flat=True).alast()
+            pending = (
+                await Message.objects.filter(
+                    conversation=self.conversation, status=Message.Status.PENDING
+                )
+                .values_list("pk", flat=True)
+                .alast()
+            )
             task = RUNNING.get(pending) if pending is not None else None
         if task is not None and not task.done():
             task.cancel()
@@ -141,34 +168,70 @@ class ChatConsumer(AsyncWebsocketConsumer):
     def _busy(self) -> bool:
         return self.task is not None and not self.task.done()
 
-    def _start(self, question_msg: Message, answer: Message) -> None:
-        question_msg.conversation = self.conversation  # type: ignore[assignment]
-        self.answer_id = answer.pk
-        self.task = asyncio.create_task(self._run(question_msg, answer))
-        RUNNING[answer.pk] = self.task
-        self.task.add_done_callback(lambda _t, pk=answer.pk: RUNNING.pop(pk, None))
+    def _start(
+        self,
+        question: str,
+        history: list[ChatMessage],
+        rows: Awaitable[tuple[Message, Message]],
+        *,
+        retry: bool = False,
+    ) -> None:
+        self.answer_id = None
+        self.retrying = retry
+        self.task = asyncio.create_task(self._run(question, history, rows))
 
-    async def _run(self, question_msg: Message, answer: Message) -> None:
+    async def _run(
+        self, question: str, history: list[ChatMessage], rows: Awaitable[tuple[Message, Message]]
+    ) -> None:
         try:
-            engine = await chat_engine_for(kb=await _kb_of(self.conversation))
-            await chat_turn_run(answer=answer, question=question_msg, engine=engine, emit=self._emit)
+            answer = await chat_turn_run(
+                kb=self.kb, question=question, history=history, rows=rows, emit=self._emit
+            )
+            if answer.status == Message.Status.OK and not self.retrying:
+                self.history += [
+                    ChatMessage("user", question),
+                    ChatMessage("assistant", answer.final),
+                ]
         except asyncio.CancelledError:
             pass
         except Exception as exc:  # noqa: BLE001 - a broken turn must never kill the socket
-            log.exception("chat turn failed for message %s", answer.pk)
-            answer.status = Message.Status.ERROR
-            answer.error = f"Unexpected error: {exc}"
-            await answer.asave(update_fields=["status", "error"])
-            await self.send_html(fragments.render_message(answer, oob=True))
+            log.exception("chat turn failed in conversation %s", self.conversation_id)
+            if self.answer_id is not None:
+                await Message.objects.filter(pk=self.answer_id).aupdate(
+                    status=Message.Status.ERROR, error=f"Unexpected error: {exc}"
+                )
+                answer = await Message.objects.aget(pk=self.answer_id)
+                await self.send_html(fragments.render_message(answer, oob=True))
+            else:
+                await self.send_html(fragments.render_notice(f"Unexpected error: {exc}"))
         finally:
+            if self.answer_id is not None:
+                RUNNING.pop(self.answer_id, None)
             await self.send_html(fragments.render_controls(busy=False))
 
     async def _emit(self, event: TurnEvent) -> None:
         if isinstance(event, Token):
             await self.send_html(fragments.render_token(self.answer_id or 0, event.delta))
+        elif isinstance(event, Started):
+            self.answer_id = event.answer.pk
+            if self.task is not None:
+                RUNNING[event.answer.pk] = self.task
+            if self.retrying:
+                head = fragments.render_message(event.answer, oob=True)
+            else:
+                head = fragments.render_turn_start(event.question, event.answer)
+            await self.send_html(
+                head
+                + fragments.render_notice("", level="none")
+                + fragments.render_controls(busy=True)
+            )
         elif isinstance(event, Retrieved):
             n = len(event.hits)
-            text = f"Found {n} passage{'s' if n != 1 else ''}; writing the answer…" if n else "Nothing relevant found."
+            text = (
+                f"Found {n} passage{'s' if n != 1 else ''}; writing the answer…"
+                if n
+                else "Nothing relevant found."
+            )
             await self.send_html(fragments.render_status(self.answer_id or 0, text))
         elif isinstance(event, Queued):
             await self.send_html(
@@ -193,19 +256,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
             messages = conversation_messages(self.conversation)  # type: ignore[arg-type]
             user = self.scope["user"]
             feedback = {
-                f.message_id: f
-                for m in messages
-                for f in m.feedback.all()
-                if f.user_id == user.pk
+                f.message_id: f for m in messages for f in m.feedback.all() if f.user_id == user.pk
             }
             return fragments.render_history(messages, feedback)
 
         return await sync_to_async(build)()
 
 
-async def _kb_of(conversation: Conversation | None) -> Any:
-    assert conversation is not None
-    return await sync_to_async(lambda: conversation.kb)()
+async def _ready(value: Any) -> Any:
+    return value
 
 
 def _int(value: Any) -> int:
@@ -213,4 +272,3 @@ def _int(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         return 0
-

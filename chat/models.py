@@ -48,7 +48,9 @@ class Message(models.Model):
         UNPARSED = "unparsed"  # the model did not follow the RAFT format
         ERROR = "error"
 
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
     role = models.CharField(max_length=10, choices=Role.choices)
     # user: the question as typed; assistant: the raw model output (reasoning + <ANSWER>:).
     content = models.TextField(blank=True)

@@ -30,7 +30,7 @@ from raftweb.llm.limiter import QueueCallback
 from raftweb.raft.answer import parse_answer
 from raftweb.raft.prompts import build_messages
 from raftweb.raft.quotes import verify_quotes
-from raftweb.raft.rewrite import rewrite_question
+from raftweb.raft.rewrite import needs_rewrite, rewrite_question
 
 if TYPE_CHECKING:
     from raftweb.retrieval.types import SearchHit
@@ -98,8 +98,8 @@ async def answer_stream(
     question: str,
     history: Sequence[ChatMessage],
     search: SearchFn,
-    backend: ChatBackend,
-    rewrite_backend: ChatBackend | None = None,
+    backend: ChatBackend | Awaitable[ChatBackend],
+    rewrite_backend: ChatBackend | Awaitable[ChatBackend] | None = None,
     config: PipelineConfig | None = None,
     on_queue: QueueCallback | None = None,
 ) -> AsyncIterator[PipelineEvent]:
@@ -109,12 +109,20 @@ async def answer_stream(
     retrieval failures end in a ``Finished`` with ``status="error"`` rather than raising, so
     a caller can always show an inline error. Cancellation (task.cancel) propagates.
     ``on_queue(position)`` is called while the request waits for a free model slot.
+    The backends may be awaitables (e.g. a task still reading the model profile): they are
+    awaited only when needed, so that lookup overlaps the search.
     """
     config = config or PipelineConfig()
     started = time.perf_counter()
     result = ChatResult(question=question, search_question=question)
 
-    rewrite = await rewrite_question(rewrite_backend, history, question)
+    rewriter = None
+    if rewrite_backend is not None and needs_rewrite(history):
+        try:
+            rewriter = await _resolve(rewrite_backend)
+        except LLMError:
+            rewriter = None  # the answer call below reports the broken model
+    rewrite = await rewrite_question(rewriter, history, question)
     result.search_question = rewrite.question
     try:
         hits = list(await search(rewrite.question))
@@ -138,7 +146,8 @@ async def answer_stream(
     parts: list[str] = []
     usage = rewrite.usage
     try:
-        async for event in _open_stream(backend, messages, config.params, on_queue):
+        model = await _resolve(backend)
+        async for event in _open_stream(model, messages, config.params, on_queue):
             if event.delta:
                 if result.ttft_s is None:
                     result.ttft_s = time.perf_counter() - gen_started
@@ -206,6 +215,10 @@ def cite(quotes: Sequence[str], hits: Sequence[SearchHit]) -> list[Citation]:
             )
         )
     return citations
+
+
+async def _resolve(backend: ChatBackend | Awaitable[ChatBackend]) -> ChatBackend:
+    return backend if isinstance(backend, ChatBackend) else await backend
 
 
 def _open_stream(

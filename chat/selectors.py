@@ -54,7 +54,7 @@ def history_for(conversation: Conversation, *, before_id: int | None = None) -> 
     qs = conversation.messages.filter(status=Message.Status.OK)
     if before_id is not None:
         qs = qs.filter(id__lt=before_id)
-    rows = list(qs.order_by("-created_at", "-id")[: HISTORY_TURNS])
+    rows = list(qs.order_by("-created_at", "-id")[:HISTORY_TURNS])
     rows.reverse()
     out: list[ChatMessage] = []
     for m in rows:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -20,7 +23,7 @@ from django.utils import timezone
 
 from chat.models import Conversation, Feedback, Message
 from chat.pipeline import ChatResult, Finished, PipelineEvent, SearchFn, Token, answer_stream
-from chat.selectors import history_for, question_for_answer
+from chat.selectors import question_for_answer
 from corpus.models import KnowledgeBase
 from raftweb.core.services import aprofile_spec
 from raftweb.llm import get_backend
@@ -29,6 +32,7 @@ from raftweb.llm.base import ChatBackend, ChatMessage
 CHAT_PROFILE = "student"
 TOP_K = 5
 TITLE_CHARS = 80
+SEARCH_THREADS = max(2, os.cpu_count() or 2)
 # No answer takes this long; one still pending after it was orphaned by a dead process.
 STALE_PENDING = timedelta(minutes=15)
 
@@ -38,15 +42,27 @@ class ChatError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class ChatEngine:
-    """What answering for one knowledge base needs: its search and its model."""
-
-    search: SearchFn
+class ChatModel:
     backend: ChatBackend
-    rewrite_backend: ChatBackend | None
     profile: str
     model_name: str
     model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatEngine:
+    """What answering for one knowledge base needs: its search and the chat model."""
+
+    search: SearchFn
+    model: ChatModel
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """The question and the pending answer are stored (always the first event of a turn)."""
+
+    question: Message
+    answer: Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +77,7 @@ class Saved:
     answer: Message
 
 
-TurnEvent = PipelineEvent | Queued | Saved
+TurnEvent = PipelineEvent | Started | Queued | Saved
 Emit = Callable[[TurnEvent], Awaitable[None]]
 
 
@@ -127,79 +143,127 @@ async def answers_expire_stale(*, conversation: Conversation) -> int:
 # --- answering ---------------------------------------------------------------------------
 
 
-async def chat_engine_for(*, kb: KnowledgeBase) -> ChatEngine:
+@functools.cache
+def _search_pool() -> ThreadPoolExecutor:
+    # Searching is CPU-bound (query embedding, BM25): more threads than cores only adds GIL
+    # contention, which starves the event loop that streams everyone's tokens.
+    return ThreadPoolExecutor(max_workers=SEARCH_THREADS, thread_name_prefix="chat-search")
+
+
+def kb_searcher(kb: KnowledgeBase) -> SearchFn:
+    """Hybrid search of ``kb`` as an async function (runs in the search thread pool)."""
     from corpus.services import kb_search
 
-    spec = await aprofile_spec(CHAT_PROFILE)
-    backend = get_backend(spec)
-    # Searching is CPU and database work; off the event loop, and not serialised with other
-    # ORM calls, so many conversations can search at once.
-    search_sync = sync_to_async(kb_search, thread_sensitive=False)
+    search_sync = sync_to_async(kb_search, thread_sensitive=False, executor=_search_pool())
 
     async def search(query: str) -> Sequence[Any]:
         return await search_sync(kb=kb, query=query, mode="hybrid", k=TOP_K)
 
+    return search
+
+
+async def chat_model() -> ChatModel:
+    """The model chat answers with: the "student" profile, as configured right now."""
+    spec = await aprofile_spec(CHAT_PROFILE)
     version = spec.adapter_path or spec.model
-    return ChatEngine(
-        search=search,
-        backend=backend,
-        rewrite_backend=backend,
+    return ChatModel(
+        backend=get_backend(spec),
         profile=CHAT_PROFILE,
-        model_name=spec.model,
+        model_name=spec.model[-500:],
         model_version=version[-200:],
     )
 
 
+async def chat_engine_for(*, kb: KnowledgeBase) -> ChatEngine:
+    return ChatEngine(search=kb_searcher(kb), model=await chat_model())
+
+
 async def chat_turn_run(
     *,
-    answer: Message,
-    question: Message,
-    engine: ChatEngine,
+    kb: KnowledgeBase,
+    question: str,
+    history: Sequence[ChatMessage],
+    rows: Awaitable[tuple[Message, Message]],
     emit: Emit,
 ) -> Message:
-    """Answer ``question`` into the pending ``answer`` row, emitting events as they come.
+    """Answer ``question`` into the pending answer row that ``rows`` yields, emitting events.
 
-    The row is saved whatever happens: ok, error (model or search down) or cancelled (the
-    task was cancelled, e.g. by the stop button) with the text generated so far.
+    ``rows`` (the stored question and pending answer, see :func:`turn_start`) and the model
+    profile are read while the knowledge base is searched: database round trips, which queue
+    behind every other conversation's, then add nothing to the time to the first token.
+    ``Started`` is always emitted first. The answer row is saved whatever happens: ok, error
+    (model or search down) or cancelled (the task was cancelled, e.g. by the stop button)
+    with the text generated so far.
     """
-    history = await sync_to_async(history_for)(question.conversation, before_id=question.id)
+    rows_task = asyncio.ensure_future(rows)
+    model_task = asyncio.ensure_future(chat_model())
+    backend_task = asyncio.ensure_future(_backend_of(model_task))
+
+    async def announce() -> None:
+        question_msg, answer_msg = await rows_task
+        await emit(Started(question_msg, answer_msg))
+
+    announced = asyncio.ensure_future(announce())
+
+    async def emit_in_order(event: TurnEvent) -> None:
+        await announced
+        await emit(event)
 
     async def on_queue(position: int) -> None:
-        await emit(Queued(position))
+        await emit_in_order(Queued(position))
 
     parts: list[str] = []
     stream = answer_stream(
-        question=question.content,
+        question=question,
         history=history,
-        search=engine.search,
-        backend=engine.backend,
-        rewrite_backend=engine.rewrite_backend,
+        search=kb_searcher(kb),
+        backend=backend_task,
+        rewrite_backend=backend_task,
         on_queue=on_queue,
     )
     try:
         async with contextlib.aclosing(stream):
             async for event in stream:
                 if isinstance(event, Finished):
-                    await _save_result(answer, event.result, engine)
+                    await announced
+                    _, answer = await rows_task
+                    await _save_result(answer, event.result, await _model_or_none(model_task))
                     await emit(Saved(answer))
-                    continue
+                    return answer
                 if isinstance(event, Token):
                     parts.append(event.delta)
-                await emit(event)
+                await emit_in_order(event)
     except asyncio.CancelledError:
+        _, answer = await rows_task
         answer.status = Message.Status.CANCELLED
         answer.content = answer.final = "".join(parts)
         answer.outcome = ""
-        _stamp(answer, engine)
+        _stamp(answer, await _model_or_none(model_task))
         await answer.asave()
         # Tell the (possibly still open) socket before the cancellation goes on.
         with contextlib.suppress(Exception):
+            await announced
             await emit(Saved(answer))
         raise
-    return answer
+    finally:
+        for task in (model_task, backend_task, announced):
+            if not task.done():
+                task.cancel()
+    raise RuntimeError("the answer pipeline ended without a result")
 
 
-async def _save_result(answer: Message, result: ChatResult, engine: ChatEngine) -> None:
+async def _backend_of(model_task: Awaitable[ChatModel]) -> ChatBackend:
+    return (await model_task).backend
+
+
+async def _model_or_none(model_task: asyncio.Future[ChatModel]) -> ChatModel | None:
+    try:
+        return await model_task
+    except Exception:  # noqa: BLE001 - the profile failure is already the answer's error
+        return None
+
+
+async def _save_result(answer: Message, result: ChatResult, model: ChatModel | None) -> None:
     answer.status = result.status
     answer.outcome = result.outcome
     answer.question = result.search_question
@@ -223,14 +287,15 @@ async def _save_result(answer: Message, result: ChatResult, engine: ChatEngine) 
     answer.retrieval_s = result.retrieval_s
     answer.tokens_in = result.usage.prompt_tokens
     answer.tokens_out = result.usage.completion_tokens
-    _stamp(answer, engine)
+    _stamp(answer, model)
     await answer.asave()
 
 
-def _stamp(answer: Message, engine: ChatEngine) -> None:
-    answer.model_profile = engine.profile
-    answer.model_name = engine.model_name[-500:]
-    answer.model_version = engine.model_version
+def _stamp(answer: Message, model: ChatModel | None) -> None:
+    if model is not None:
+        answer.model_profile = model.profile
+        answer.model_name = model.model_name
+        answer.model_version = model.model_version
 
 
 def openai_history(messages: Sequence[dict[str, str]]) -> tuple[str, list[ChatMessage]]:
@@ -271,9 +336,11 @@ def feedback_send_to_review(*, feedback: Feedback, user: Any) -> Feedback:
     if feedback.value != Feedback.Value.DOWN:
         raise ChatError("Only a thumbs-down answer can be sent to review.")
     with transaction.atomic():
-        locked = Feedback.objects.select_for_update().select_related(
-            "message", "message__conversation", "message__conversation__kb"
-        ).get(pk=feedback.pk)
+        locked = (
+            Feedback.objects.select_for_update()
+            .select_related("message", "message__conversation", "message__conversation__kb")
+            .get(pk=feedback.pk)
+        )
         if locked.sent_to_review:
             return locked
         pair = qa_pair_from_chat(answer=locked.message, comment=locked.comment, user=user)
@@ -289,10 +356,14 @@ def qa_pair_from_chat(*, answer: Message, comment: str = "", user: Any = None) -
     from corpus.services_qa import reverify_quotes
 
     question = answer.question or getattr(question_for_answer(answer), "content", "")
-    wanted = [int(r["chunk_id"]) for r in answer.retrieved or [] if str(r.get("chunk_id", "")).isdigit()]
+    wanted = [
+        int(r["chunk_id"]) for r in answer.retrieved or [] if str(r.get("chunk_id", "")).isdigit()
+    ]
     chunks = Chunk.objects.in_bulk(wanted)
     ids = [i for i in wanted if i in chunks]  # chunks deleted since the answer are dropped
-    quoted = [c["chunk_id"] for c in answer.citations or [] if c.get("verified") and c.get("chunk_id")]
+    quoted = [
+        c["chunk_id"] for c in answer.citations or [] if c.get("verified") and c.get("chunk_id")
+    ]
     oracle = chunks.get(int(quoted[0])) if quoted and str(quoted[0]).isdigit() else None
     # A question about an eval document must never become training data.
     doc_ids = {chunks[i].document_id for i in ids}

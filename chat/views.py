@@ -57,9 +57,13 @@ def conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
     if conv is None:
         raise Http404
     msgs = selectors.conversation_messages(conv)
-    feedback = {f.message_id: f for m in msgs for f in m.feedback.all() if f.user_id == request.user.pk}
+    feedback = {
+        f.message_id: f for m in msgs for f in m.feedback.all() if f.user_id == request.user.pk
+    }
     items = [
-        fragments.render_message(m, feedback=feedback.get(m.pk), poll=m.status == Message.Status.PENDING)
+        fragments.render_message(
+            m, feedback=feedback.get(m.pk), poll=m.status == Message.Status.PENDING
+        )
         for m in msgs
     ]
     others = list(selectors.conversations_for(user=request.user, kb=conv.kb)[:50])
@@ -105,7 +109,9 @@ def source(request: HttpRequest, chunk_id: int) -> HttpResponse:
     citation: Citation | None = None
     message = None
     if request.GET.get("m"):
-        message = selectors.message_get_for_owner(user=request.user, message_id=_int(request.GET["m"]))
+        message = selectors.message_get_for_owner(
+            user=request.user, message_id=_int(request.GET["m"])
+        )
         if message is None:
             raise Http404
         wanted = _int(request.GET.get("n"))
@@ -117,7 +123,9 @@ def source(request: HttpRequest, chunk_id: int) -> HttpResponse:
                     citation = c
         if citation is not None:
             # The clicked quote first, so #quote-0 is the one the link meant.
-            spans = [(citation.start, citation.end)] + [s for s in spans if s != (citation.start, citation.end)]  # type: ignore[list-item]
+            spans = [(citation.start, citation.end)] + [
+                s for s in spans if s != (citation.start, citation.end)
+            ]  # type: ignore[list-item]
     return render(
         request,
         "chat/source.html",

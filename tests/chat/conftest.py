@@ -48,9 +48,13 @@ def make_kb(db: Any) -> Callable[..., Any]:
     """A knowledge base with the given text documents, parsed, chunked and indexed."""
     from corpus.services import document_ingest, document_upload, kb_create
 
-    def make(slug: str = "tv", docs: dict[str, str] | None = None, groups: tuple[str, ...] = ()) -> Any:
+    def make(
+        slug: str = "tv", docs: dict[str, str] | None = None, groups: tuple[str, ...] = ()
+    ) -> Any:
         kb = kb_create(name=slug.upper(), slug=slug, allowed_groups=groups)
-        for name, text in (docs if docs is not None else {"manual.txt": MANUAL, "warranty.txt": WARRANTY}).items():
+        for name, text in (
+            docs if docs is not None else {"manual.txt": MANUAL, "warranty.txt": WARRANTY}
+        ).items():
             result = document_upload(kb=kb, name=name, chunks=[text.encode()], enqueue=False)
             document_ingest(document_id=result.document.pk)
         return kb
@@ -106,18 +110,22 @@ def live_app(transactional_db: Any) -> Iterator[str]:
 @pytest.fixture
 def ask_sync(transactional_db: Any, student_llm: ScriptedLLM) -> Callable[[Any, str], Any]:
     """Answer a question in a conversation through the real turn service; returns the answer."""
-    from asgiref.sync import async_to_sync
+    from asgiref.sync import async_to_sync, sync_to_async
 
-    from chat.services import chat_engine_for, chat_turn_run, turn_start
+    from chat.selectors import history_for
+    from chat.services import chat_turn_run, turn_start
 
     async def run(conversation: Any, question: str) -> Any:
-        question_msg, answer = await turn_start(conversation=conversation, question=question)
-
         async def ignore(event: object) -> None:
             return None
 
-        engine = await chat_engine_for(kb=conversation.kb)
-        return await chat_turn_run(answer=answer, question=question_msg, engine=engine, emit=ignore)
+        return await chat_turn_run(
+            kb=conversation.kb,
+            question=question,
+            history=await sync_to_async(history_for)(conversation),
+            rows=turn_start(conversation=conversation, question=question),
+            emit=ignore,
+        )
 
     def ask(conversation: Any, question: str) -> Any:
         conversation.kb  # noqa: B018 - load the relation here, not inside the event loop

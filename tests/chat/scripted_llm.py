@@ -85,15 +85,21 @@ class ScriptedLLM:
 
     # --- HTTP handlers -------------------------------------------------------------------
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+        return web.json_response(
+            {"object": "list", "data": [{"id": self.model, "object": "model"}]}
+        )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
         if self.fail_status:
-            return web.json_response({"error": {"message": "scripted failure"}}, status=self.fail_status)
+            return web.json_response(
+                {"error": {"message": "scripted failure"}}, status=self.fail_status
+            )
         messages = body.get("messages", [])
-        text = self.answer_override if self.answer_override is not None else scripted_answer(messages)
+        text = (
+            self.answer_override if self.answer_override is not None else scripted_answer(messages)
+        )
         pieces = split_tokens(text)
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         usage = {
@@ -111,12 +117,18 @@ class ScriptedLLM:
                     "created": created,
                     "model": self.model,
                     "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
                     ],
                     "usage": usage,
                 }
             )
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await resp.prepare(request)
         self.active_streams += 1
         try:
@@ -129,7 +141,9 @@ class ScriptedLLM:
             final = _chunk(created, self.model, {}, "stop")
             await resp.write(_sse(final))
             if (body.get("stream_options") or {}).get("include_usage"):
-                await resp.write(_sse({**_chunk(created, self.model, {}, None), "choices": [], "usage": usage}))
+                await resp.write(
+                    _sse({**_chunk(created, self.model, {}, None), "choices": [], "usage": usage})
+                )
             await resp.write(b"data: [DONE]\n\n")
         finally:
             self.active_streams -= 1

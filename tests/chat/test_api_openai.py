@@ -13,7 +13,9 @@ QUESTION = [{"role": "user", "content": "How do I reset the television?"}]
 @pytest.fixture
 def client_as(live_app: str, api_token_for):
     def make(user, **kwargs) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{live_app}/api/v1", api_key=api_token_for(user), max_retries=0, **kwargs)
+        return openai.OpenAI(
+            base_url=f"{live_app}/api/v1", api_key=api_token_for(user), max_retries=0, **kwargs
+        )
 
     return make
 
@@ -43,7 +45,9 @@ def test_it_streams_server_sent_events(sam, chat_kb, student_llm, client_as) -> 
         model="tv", messages=QUESTION, stream=True, stream_options={"include_usage": True}
     )
     chunks = list(stream)
-    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    pieces = [
+        c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
+    ]
     assert len(pieces) > 5
     text = "".join(pieces)
     assert text.rstrip().endswith("restored.") or "<ANSWER>:" in text
@@ -58,7 +62,10 @@ def test_it_rewrites_follow_ups_from_the_messages(sam, chat_kb, student_llm, cli
         {"role": "user", "content": "for how long?"},
     ]
     response = client_as(sam).chat.completions.create(model="tv", messages=messages)
-    assert response.model_extra["raft"]["question"] == "for how long? (follow-up to: How do I reset the television?)"
+    assert (
+        response.model_extra["raft"]["question"]
+        == "for how long? (follow-up to: How do I reset the television?)"
+    )
 
 
 def test_it_hides_a_restricted_kb(sam, make_kb, student_llm, client_as) -> None:
@@ -85,7 +92,9 @@ def test_it_reports_a_model_server_that_is_down(sam, chat_kb, student_llm, clien
     profile_update(role="student", user=None, base_url=f"http://127.0.0.1:{free_port()}/v1")
     for stream in (False, True):
         with pytest.raises(openai.InternalServerError) as err:
-            result = client_as(sam).chat.completions.create(model="tv", messages=QUESTION, stream=stream)
+            result = client_as(sam).chat.completions.create(
+                model="tv", messages=QUESTION, stream=stream
+            )
             if stream:
                 list(result)
         assert err.value.status_code == 503
@@ -94,4 +103,6 @@ def test_it_reports_a_model_server_that_is_down(sam, chat_kb, student_llm, clien
 
 def test_it_rejects_messages_without_a_question(sam, chat_kb, student_llm, client_as) -> None:
     with pytest.raises(openai.BadRequestError):
-        client_as(sam).chat.completions.create(model="tv", messages=[{"role": "system", "content": "hi"}])
+        client_as(sam).chat.completions.create(
+            model="tv", messages=[{"role": "system", "content": "hi"}]
+        )

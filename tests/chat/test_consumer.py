@@ -13,7 +13,7 @@ from channels.testing import WebsocketCommunicator
 
 from chat.models import Message
 from raftweb.asgi import application
-from tests.chat.scripted_llm import ScriptedLLM, free_port
+from tests.chat.scripted_llm import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,7 +51,9 @@ async def until(comm: WebsocketCommunicator, pattern: str, timeout: float = 15) 
 
 
 def tokens_in(frames: list[str]) -> list[str]:
-    return [f for f in frames if re.match(r'<span id="answer-\d+-stream" hx-swap-oob="beforeend">', f)]
+    return [
+        f for f in frames if re.match(r'<span id="answer-\d+-stream" hx-swap-oob="beforeend">', f)
+    ]
 
 
 async def ask(comm: WebsocketCommunicator, question: str) -> list[str]:
@@ -63,7 +65,9 @@ async def answers() -> list[Message]:
     return [m async for m in Message.objects.filter(role="assistant").order_by("id")]
 
 
-async def test_it_streams_a_cited_answer_and_stores_it(sam, chat_kb, student_llm, client_for, conversation_for) -> None:
+async def test_it_streams_a_cited_answer_and_stores_it(
+    sam, chat_kb, student_llm, client_for, conversation_for
+) -> None:
     conv = await sync_to_async(conversation_for)(sam, chat_kb)
     async with socket_for(conv.pk, await sync_to_async(session_cookie)(client_for, sam)) as comm:
         connected, _ = await comm.connect()
@@ -89,7 +93,9 @@ async def test_it_streams_a_cited_answer_and_stores_it(sam, chat_kb, student_llm
     assert conv.title == "How do I reset the television?"
 
 
-async def test_it_rewrites_a_follow_up_with_the_conversation(sam, chat_kb, student_llm, client_for, conversation_for) -> None:
+async def test_it_rewrites_a_follow_up_with_the_conversation(
+    sam, chat_kb, student_llm, client_for, conversation_for
+) -> None:
     conv = await sync_to_async(conversation_for)(sam, chat_kb)
     async with socket_for(conv.pk, await sync_to_async(session_cookie)(client_for, sam)) as comm:
         await comm.connect()
@@ -110,13 +116,19 @@ async def test_it_hides_a_conversation_from_everyone_but_its_owner(
     else:
         from raftweb.core.services import user_create
 
-        intruder, _ = await sync_to_async(user_create)(username="susan", role="support", password="pw-susan")
-    async with socket_for(conv.pk, await sync_to_async(session_cookie)(client_for, intruder)) as comm:
+        intruder, _ = await sync_to_async(user_create)(
+            username="susan", role="support", password="pw-susan"
+        )
+    async with socket_for(
+        conv.pk, await sync_to_async(session_cookie)(client_for, intruder)
+    ) as comm:
         await comm.connect()
         closed = await comm.receive_output()
         assert closed == {"type": "websocket.close", "code": 4404}
     # A missing conversation looks the same.
-    async with socket_for(conv.pk + 1000, await sync_to_async(session_cookie)(client_for, sam)) as comm:
+    async with socket_for(
+        conv.pk + 1000, await sync_to_async(session_cookie)(client_for, sam)
+    ) as comm:
         await comm.connect()
         assert (await comm.receive_output())["code"] == 4404
 
@@ -128,7 +140,9 @@ async def test_it_refuses_anonymous_users_and_users_without_the_role(
     async with socket_for(conv.pk, None) as comm:
         await comm.connect()
         assert (await comm.receive_output())["code"] == 4401
-    async with socket_for(conv.pk, await sync_to_async(session_cookie)(client_for, mallory)) as comm:
+    async with socket_for(
+        conv.pk, await sync_to_async(session_cookie)(client_for, mallory)
+    ) as comm:
         await comm.connect()
         assert (await comm.receive_output())["code"] == 4403
 
@@ -176,8 +190,12 @@ async def test_it_shows_an_inline_error_and_retries_when_the_model_server_is_dow
         match = re.search(r'data-retry="(\d+)"', final)
         assert match, "the error offers a retry button"
         # The server comes back; retry answers into the same message.
-        await sync_to_async(profile_update)(role="student", user=None, base_url=student_llm.base_url)
-        await comm.send_to(text_data=json.dumps({"action": "retry", "message_id": int(match.group(1))}))
+        await sync_to_async(profile_update)(
+            role="student", user=None, base_url=student_llm.base_url
+        )
+        await comm.send_to(
+            text_data=json.dumps({"action": "retry", "message_id": int(match.group(1))})
+        )
         frames = await until(comm, FINAL_RE.pattern)
         assert 'data-status="ok"' in frames[-1]
     [answer] = await answers()
@@ -188,7 +206,9 @@ async def test_it_stops_a_generation_and_keeps_the_partial_answer(
     sam, chat_kb, student_llm, client_for, conversation_for
 ) -> None:
     student_llm.token_delay_s = 0.03
-    student_llm.answer_override = "##Reason: " + " ".join(f"word{i}" for i in range(300)) + " <ANSWER>: x"
+    student_llm.answer_override = (
+        "##Reason: " + " ".join(f"word{i}" for i in range(300)) + " <ANSWER>: x"
+    )
     conv = await sync_to_async(conversation_for)(sam, chat_kb)
     async with socket_for(conv.pk, await sync_to_async(session_cookie)(client_for, sam)) as comm:
         await comm.connect()
@@ -230,7 +250,10 @@ async def test_it_never_lets_documents_or_model_output_inject_markup(
 ) -> None:
     kb = await sync_to_async(make_kb)(
         "hostile",
-        {"evil.txt": "Reset <script>alert(1)</script> the set by <img src=x onerror=alert(2)> holding power."},
+        {
+            "evil.txt": "Reset <script>alert(1)</script> the set by "
+            "<img src=x onerror=alert(2)> holding power."
+        },
     )
     student_llm.answer_override = (
         "##Reason: ##begin_quote## Reset <script>alert(1)</script> the set ##end_quote## "
@@ -268,9 +291,13 @@ async def test_it_shows_the_queue_position_when_the_model_is_busy(
         await b.connect()
         await a.receive_from()
         await b.receive_from()
-        await a.send_to(text_data=json.dumps({"action": "ask", "question": "How do I reset the television?"}))
+        await a.send_to(
+            text_data=json.dumps({"action": "ask", "question": "How do I reset the television?"})
+        )
         await until(a, r"-stream\" hx-swap-oob=\"beforeend\"")
-        await b.send_to(text_data=json.dumps({"action": "ask", "question": "What does the warranty cover?"}))
+        await b.send_to(
+            text_data=json.dumps({"action": "ask", "question": "What does the warranty cover?"})
+        )
         frames_b = await until(b, r"position 1 in the queue")
         assert "Waiting for the model" in frames_b[-1]
         await until(a, FINAL_RE.pattern)

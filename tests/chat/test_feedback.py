@@ -20,7 +20,9 @@ def test_it_records_thumbs_and_a_comment_and_lets_the_user_change_them(
     assert (fb.value, fb.comment, fb.user, fb.message) == ("down", "too vague", sam, answer)
 
 
-def test_it_rejects_feedback_on_someone_elses_answer(sam, alice, chat_kb, client_for, conversation_for, ask_sync) -> None:
+def test_it_rejects_feedback_on_someone_elses_answer(
+    sam, alice, chat_kb, client_for, conversation_for, ask_sync
+) -> None:
     answer = ask_sync(conversation_for(sam, chat_kb), "How do I reset the television?")
     response = client_for(alice).post(reverse("chat:feedback", args=[answer.pk]), {"value": "down"})
     assert response.status_code == 404
@@ -29,7 +31,9 @@ def test_it_rejects_feedback_on_someone_elses_answer(sam, alice, chat_kb, client
 
 def test_it_rejects_a_bad_value(sam, chat_kb, client_for, conversation_for, ask_sync) -> None:
     answer = ask_sync(conversation_for(sam, chat_kb), "How do I reset the television?")
-    response = client_for(sam).post(reverse("chat:feedback", args=[answer.pk]), {"value": "meh"}, HTTP_HX_REQUEST="true")
+    response = client_for(sam).post(
+        reverse("chat:feedback", args=[answer.pk]), {"value": "meh"}, HTTP_HX_REQUEST="true"
+    )
     assert response.status_code == 400
     assert not Feedback.objects.exists()
 
@@ -38,7 +42,9 @@ def test_it_sends_a_thumbs_down_answer_to_review_as_a_candidate_pair(
     sam, alice, chat_kb, client_for, conversation_for, ask_sync
 ) -> None:
     answer = ask_sync(conversation_for(sam, chat_kb), "How do I reset the television?")
-    client_for(sam).post(reverse("chat:feedback", args=[answer.pk]), {"value": "down", "comment": "wrong button"})
+    client_for(sam).post(
+        reverse("chat:feedback", args=[answer.pk]), {"value": "down", "comment": "wrong button"}
+    )
     fb = Feedback.objects.get()
     admin = client_for(alice)
     listing = admin.get(reverse("chat:feedback_list") + "?value=down")
@@ -60,7 +66,9 @@ def test_it_sends_a_thumbs_down_answer_to_review_as_a_candidate_pair(
     assert any("wrong button" in n for n in pair.notes)
 
 
-def test_it_sends_only_thumbs_down_answers_to_review(sam, alice, chat_kb, client_for, conversation_for, ask_sync) -> None:
+def test_it_sends_only_thumbs_down_answers_to_review(
+    sam, alice, chat_kb, client_for, conversation_for, ask_sync
+) -> None:
     answer = ask_sync(conversation_for(sam, chat_kb), "How do I reset the television?")
     client_for(sam).post(reverse("chat:feedback", args=[answer.pk]), {"value": "up"})
     fb = Feedback.objects.get()

@@ -67,7 +67,9 @@ async def collect(gen) -> tuple[list[object], Finished]:
 async def test_it_streams_a_cited_answer(backend) -> None:
     hits = [hit(1, RESET), hit(2, WARRANTY, doc="warranty.md", page=None)]
     events, done = await collect(
-        answer_stream(question="How do I reset it?", history=[], search=searcher(hits), backend=backend)
+        answer_stream(
+            question="How do I reset it?", history=[], search=searcher(hits), backend=backend
+        )
     )
     tokens = [e for e in events if isinstance(e, Token)]
     assert len(tokens) > 5, "the answer must arrive in several pieces"
@@ -77,13 +79,17 @@ async def test_it_streams_a_cited_answer(backend) -> None:
     assert "".join(t.delta for t in tokens) == result.raw
     assert result.final.startswith("To reset the television")
     [c] = result.citations
-    assert c.n == 1 and c.verified and c.chunk_id == "1" and c.document == "manual.pdf" and c.page == 3
+    assert (
+        c.n == 1 and c.verified and c.chunk_id == "1" and c.document == "manual.pdf" and c.page == 3
+    )
     assert RESET[c.start : c.end].lower().startswith("to reset the television")
     assert result.usage.completion_tokens == len(tokens)
     assert result.ttft_s is not None and result.ttft_s < result.latency_s
 
 
-async def test_it_answers_plainly_when_nothing_is_retrieved(backend, scripted_llm: ScriptedLLM) -> None:
+async def test_it_answers_plainly_when_nothing_is_retrieved(
+    backend, scripted_llm: ScriptedLLM
+) -> None:
     _, done = await collect(
         answer_stream(question="What is love?", history=[], search=searcher([]), backend=backend)
     )
@@ -95,7 +101,9 @@ async def test_it_answers_plainly_when_nothing_is_retrieved(backend, scripted_ll
 async def test_it_marks_a_refusal(backend, scripted_llm: ScriptedLLM) -> None:
     hits = [hit(1, "REFUSE: unrelated text about cooking pasta.")]
     _, done = await collect(
-        answer_stream(question="How do I reset it?", history=[], search=searcher(hits), backend=backend)
+        answer_stream(
+            question="How do I reset it?", history=[], search=searcher(hits), backend=backend
+        )
     )
     assert done.result.outcome == "refused"
     assert "does not contain" in done.result.final
@@ -119,7 +127,10 @@ async def test_it_reports_a_model_server_that_is_down() -> None:
     try:
         _, done = await collect(
             answer_stream(
-                question="q", history=[], search=searcher([hit(1, RESET)]), backend=get_backend(spec)
+                question="q",
+                history=[],
+                search=searcher([hit(1, RESET)]),
+                backend=get_backend(spec),
             )
         )
     finally:

@@ -11,12 +11,12 @@ HOSTILE = [
     "<img src=x onerror=alert(1)>",
     "[click](javascript:alert(1))",
     "[click](JaVaScRiPt:alert(1))",
-    "<a href=\"javascript:alert(1)\">a</a>",
+    '<a href="javascript:alert(1)">a</a>',
     "<iframe src=https://evil.example></iframe>",
     "<svg onload=alert(1)>",
     "<style>body{display:none}</style>",
     "![x](javascript:alert(1))",
-    "<div onclick=\"steal()\">hi</div>",
+    '<div onclick="steal()">hi</div>',
     "[x](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
 ]
 

@@ -31,7 +31,11 @@ def down_backend():
 async def test_it_skips_the_model_for_the_first_message(down_backend) -> None:
     # The backend points at a closed port: any call would come back as an error.
     result = await rewrite_question(down_backend, [], "How do I reset the TV?")
-    assert (result.question, result.rewritten, result.error) == ("How do I reset the TV?", False, "")
+    assert (result.question, result.rewritten, result.error) == (
+        "How do I reset the TV?",
+        False,
+        "",
+    )
 
 
 async def test_it_rewrites_a_follow_up_through_the_model(scripted_llm: ScriptedLLM) -> None:

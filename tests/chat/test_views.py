@@ -18,7 +18,9 @@ def test_it_lists_the_kbs_a_support_user_may_chat_with(sam, make_kb, client_for)
     assert "vault" not in body
 
 
-def test_it_keeps_users_without_the_chat_role_out(mallory, rita, chat_kb, client_for, client) -> None:
+def test_it_keeps_users_without_the_chat_role_out(
+    mallory, rita, chat_kb, client_for, client
+) -> None:
     assert client_for(mallory).get(reverse("chat:home")).status_code == 403
     assert client_for(rita).get(reverse("chat:home")).status_code == 403
     response = client.get(reverse("chat:home"))
@@ -38,7 +40,9 @@ def test_it_starts_a_conversation_and_shows_the_chat_page(sam, chat_kb, client_f
     assert "htmx-ext-ws.js" in body and 'hx-ext="ws"' in body
 
 
-def test_it_returns_404_for_someone_elses_conversation(sam, alice, chat_kb, client_for, conversation_for) -> None:
+def test_it_returns_404_for_someone_elses_conversation(
+    sam, alice, chat_kb, client_for, conversation_for
+) -> None:
     conv = conversation_for(sam, chat_kb)
     for user in (alice,):
         client = client_for(user)
@@ -66,7 +70,9 @@ def test_it_hides_a_restricted_kb_from_chat(sam, make_kb, client_for, conversati
     assert client_for(sam).get(reverse("chat:kb", args=["secret"])).status_code == 200
 
 
-def test_it_opens_the_cited_source_with_the_quote_highlighted(sam, chat_kb, client_for, conversation_for, ask_sync) -> None:
+def test_it_opens_the_cited_source_with_the_quote_highlighted(
+    sam, chat_kb, client_for, conversation_for, ask_sync
+) -> None:
     conv = conversation_for(sam, chat_kb)
     answer = ask_sync(conv, "How do I reset the television?")
     [citation] = answer.citations
@@ -80,8 +86,13 @@ def test_it_opens_the_cited_source_with_the_quote_highlighted(sam, chat_kb, clie
     assert marked == citation["quote"]
 
 
-def test_it_escapes_a_hostile_source_before_highlighting(sam, make_kb, client_for, conversation_for, ask_sync) -> None:
-    kb = make_kb("hostile", {"evil.html.txt": "Hold power. <script>alert(1)</script> <b onmouseover=x>bold</b> end."})
+def test_it_escapes_a_hostile_source_before_highlighting(
+    sam, make_kb, client_for, conversation_for, ask_sync
+) -> None:
+    kb = make_kb(
+        "hostile",
+        {"evil.html.txt": "Hold power. <script>alert(1)</script> <b onmouseover=x>bold</b> end."},
+    )
     conv = conversation_for(sam, kb)
     answer = ask_sync(conv, "power?")
     chunk_id = answer.citations[0]["chunk_id"]
@@ -101,9 +112,13 @@ def test_it_does_not_show_a_source_through_someone_elses_message(
 
 
 @pytest.mark.parametrize("status", ["ok", "pending"])
-def test_it_serves_one_message_for_polling(status, sam, chat_kb, client_for, conversation_for) -> None:
+def test_it_serves_one_message_for_polling(
+    status, sam, chat_kb, client_for, conversation_for
+) -> None:
     conv = conversation_for(sam, chat_kb)
-    msg = conv.messages.create(role="assistant", status=status, final="Hold the button.", outcome="answered")
+    msg = conv.messages.create(
+        role="assistant", status=status, final="Hold the button.", outcome="answered"
+    )
     body = client_for(sam).get(reverse("chat:message", args=[msg.pk])).content.decode()
     assert f'id="msg-{msg.pk}"' in body
     assert ('hx-trigger="every 1s"' in body) == (status == "pending")
