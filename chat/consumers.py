@@ -128,11 +128,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self._busy():
             await self.send_html(fragments.render_notice("Wait for the answer, or stop it first."))
             return
-        rows = turn_start(conversation=self.conversation, question=question)
-        self._start(question, list(self.history), rows)
+        self._start(question, list(self.history), self._turn_rows(question))
 
     async def retry(self, message_id: Any) -> None:
         if self._busy():
+            return
+        if not await self._still_allowed():
+            await self.close(code=4404)
             return
         answer = await Message.objects.filter(
             pk=_int(message_id), conversation=self.conversation, role=Message.Role.ASSISTANT
@@ -165,6 +167,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- plumbing ------------------------------------------------------------------------
 
+    async def _still_allowed(self) -> bool:
+        """Access is re-checked per question: a role or a KB restriction can change while a
+        socket stays open."""
+        found = await sync_to_async(conversation_get)(
+            user=self.scope["user"], conversation_id=self.conversation_id
+        )
+        return found is not None
+
+    async def _turn_rows(self, question: str) -> tuple[Message, Message]:
+        # Runs beside the search (see chat_turn_run); nothing is shown or generated before
+        # it has passed.
+        if not await self._still_allowed():
+            raise ConversationGone
+        return await turn_start(conversation=self.conversation, question=question)
+
     def _busy(self) -> bool:
         return self.task is not None and not self.task.done()
 
@@ -194,6 +211,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 ]
         except asyncio.CancelledError:
             pass
+        except ConversationGone:
+            self.is_open = False
+            await self.close(code=4404)
         except Exception as exc:  # noqa: BLE001 - a broken turn must never kill the socket
             log.exception("chat turn failed in conversation %s", self.conversation_id)
             if self.answer_id is not None:
@@ -261,6 +281,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return fragments.render_history(messages, feedback)
 
         return await sync_to_async(build)()
+
+
+class ConversationGone(Exception):
+    """The user may no longer use this conversation (role or KB access changed)."""
 
 
 async def _ready(value: Any) -> Any:

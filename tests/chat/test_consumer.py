@@ -317,3 +317,24 @@ async def test_it_answers_plainly_when_nothing_relevant_is_found(
     assert "Nothing relevant was found" in frames[-1]
     [answer] = await answers()
     assert answer.outcome == "no_context" and student_llm.requests == []
+
+
+async def test_it_rechecks_access_on_every_question(
+    sam, make_kb, student_llm, client_for, conversation_for
+) -> None:
+    from django.contrib.auth.models import Group
+
+    from corpus.services import kb_update
+
+    kb = await sync_to_async(make_kb)("secret")
+    conv = await sync_to_async(conversation_for)(sam, kb)
+    async with socket_for(conv.pk, await sync_to_async(session_cookie)(client_for, sam)) as comm:
+        assert (await comm.connect())[0]
+        await comm.receive_from()
+        group = await Group.objects.acreate(name="vip")
+        await sync_to_async(kb_update)(kb=kb, allowed_groups=[group])
+        await comm.send_to(text_data=json.dumps({"action": "ask", "question": "reset?"}))
+        closed = await comm.receive_output(timeout=10)
+        assert closed == {"type": "websocket.close", "code": 4404}
+    assert student_llm.requests == [], "nothing was generated for the restricted KB"
+    assert not await Message.objects.filter(conversation=conv).aexists()
