@@ -145,6 +145,8 @@ class ScriptedLLM:
                     _sse({**_chunk(created, self.model, {}, None), "choices": [], "usage": usage})
                 )
             await resp.write(b"data: [DONE]\n\n")
+        except ConnectionResetError:
+            pass  # the client stopped reading (stop button, cancelled stream): fine
         finally:
             self.active_streams -= 1
         return resp

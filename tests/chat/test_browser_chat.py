@@ -50,3 +50,56 @@ def test_it_streams_an_answer_and_opens_the_cited_source(
     assert page.inner_text("#source-title") == "manual.txt"
     marked = page.inner_text("mark#quote-0")
     assert marked.startswith("To reset the television, hold the power button")
+
+
+def open_new_conversation(page, live_app: str) -> None:
+    page.goto(f"{live_app}/chat/")
+    page.click("#chat-kbs button[type=submit]")
+    page.wait_for_url("**/chat/c/*/")
+    page.wait_for_selector("#ask-button:not([disabled])")
+
+
+def test_it_stops_an_answer_and_answers_again(
+    sam, chat_kb, student_llm, live_app, browser_login
+) -> None:
+    student_llm.token_delay_s = 0.05
+    student_llm.answer_override = (
+        "##Reason: " + " ".join(f"w{i}" for i in range(400)) + " <ANSWER>: x"
+    )
+    page = browser_login(live_app, "sam", "pw-sam")
+    open_new_conversation(page, live_app)
+    page.fill("#chat-question", "How do I reset the television?")
+    page.click("#ask-button")
+    page.wait_for_function(
+        "document.querySelector('.answer-stream') && "
+        "document.querySelector('.answer-stream').textContent.length > 30"
+    )
+    page.click("#stop-button")
+    page.wait_for_selector("article.msg-assistant[data-status=cancelled]")
+    page.wait_for_selector("#stop-button", state="hidden")
+
+    student_llm.answer_override = None
+    student_llm.token_delay_s = 0.005
+    page.click("article.msg-assistant button[data-retry]")
+    page.wait_for_selector("article.msg-assistant[data-status=ok]")
+    assert "To reset the television" in page.inner_text("article.msg-assistant .answer-final")
+
+
+def test_it_shows_an_inline_error_with_a_working_retry_button(
+    sam, chat_kb, student_llm, live_app, browser_login
+) -> None:
+    from raftweb.core.services import profile_update
+    from tests.chat.scripted_llm import free_port
+
+    profile_update(role="student", user=None, base_url=f"http://127.0.0.1:{free_port()}/v1")
+    page = browser_login(live_app, "sam", "pw-sam")
+    open_new_conversation(page, live_app)
+    page.fill("#chat-question", "How do I reset the television?")
+    page.press("#chat-question", "Enter")
+    page.wait_for_selector("article.msg-assistant[data-status=error]", timeout=30_000)
+    assert "unavailable" in page.inner_text("article.msg-assistant .answer-error")
+
+    profile_update(role="student", user=None, base_url=student_llm.base_url)
+    page.click("article.msg-assistant button[data-retry]")
+    page.wait_for_selector("article.msg-assistant[data-status=ok]")
+    assert page.locator("article.msg-assistant").count() == 1
