@@ -498,3 +498,172 @@ def test_it_guards_each_api_operation_for_each_role(key: tuple[str, str], world:
         if user == "mallory" and key not in MALLORY_MAY:
             assert response.status_code in (403, 404), f"mallory: {key} → {response.status_code}"
     assert got == expected, f"{key}: expected {expected}, got {got}"
+
+
+# ------------------------------------------------------------------ restricted knowledge base
+# The vault KB is restricted to the "vip" group: victor (support + vip) and alice (admin) may
+# use it; rita, sam and susan get the same 404 as for a KB that does not exist.
+
+
+def _get(w: World, user: str, url: str) -> Any:
+    return clients(w)[user].get(url)
+
+
+@pytest.mark.parametrize("user, visible", [("rita", False), ("sam", False), ("susan", False),
+                                           ("victor", True), ("alice", True)])
+def test_it_hides_a_restricted_kb_from_other_groups_on_every_channel(user: str, visible: bool, world: World) -> None:
+    w = world
+    c = clients(w)[user]
+    token = {"Authorization": f"Bearer {w.raw_tokens[user]}"}
+    api = Client()
+    # API: listing, detail, search
+    slugs = [kb["slug"] for kb in api.get("/api/kbs", headers=token).json()]
+    assert ("vault" in slugs) is visible and "tv" in slugs
+    assert api.get("/api/kbs/vault", headers=token).status_code == (200 if visible else 404)
+    assert api.get("/api/kbs/vault/search?q=combination", headers=token).status_code == (200 if visible else 404)
+    search = api.post("/api/kbs/vault/search", {"query": "combination"}, content_type="application/json",
+                      headers=token)
+    assert search.status_code == (200 if visible else 404)
+    if not visible:
+        assert _error_shape(search)["code"] == "not_found"
+    # OpenAI-compatible endpoint: the vault is not a model this user can see or call
+    models = [m["id"] for m in api.get("/api/v1/models", headers=token).json()["data"]]
+    can_chat = user in CHAT
+    assert ("vault" in models) is (visible and can_chat)
+    if can_chat and not visible:
+        response = api.post("/api/v1/chat/completions", {"model": "vault", "messages": [
+            {"role": "user", "content": "What is the combination?"}]}, content_type="application/json", headers=token)
+        assert response.status_code == 404 and _error_shape(response)["code"] == "model_not_found"
+        assert "combination is kept" not in response.content.decode()
+    # chat pages: KB page, starting a conversation, a source chunk
+    if can_chat:
+        assert c.get(reverse("chat:kb", args=["vault"])).status_code == (200 if visible else 404)
+        assert c.get(reverse("chat:source", args=[w.vault_chunk.pk])).status_code == (200 if visible else 404)
+        assert ("Vault" in c.get(reverse("chat:home")).content.decode()) is visible
+        before = db_snapshot()
+        response = c.post(reverse("chat:new", args=["vault"]))
+        assert response.status_code == (302 if visible else 404)
+        assert bool(snapshot_diff(before, db_snapshot())) is visible
+
+
+@pytest.mark.parametrize("user, visible", [("rita", False), ("alice", True)])
+def test_it_keeps_a_restricted_kb_out_of_the_review_workspace(user: str, visible: bool, world: World) -> None:
+    w = world
+    c = clients(w)[user]
+    status = 200 if visible else 404
+    for url in (f"{reverse('review:queue')}?kb=vault", f"{reverse('review:agreement')}?kb=vault",
+                f"{reverse('review:history')}?kb=vault", reverse("review:pair", args=[w.vault_pair.pk]),
+                reverse("review:pair_history", args=[w.vault_pair.pk])):
+        assert c.get(url).status_code == status, url
+    assert ("Who keeps the combination" in c.get(reverse("review:queue") + "?kb=tv").content.decode()) is False
+    token = {"Authorization": f"Bearer {w.raw_tokens[user]}"}
+    api = Client()
+    for url in ("/api/kbs/vault/qa-pairs", f"/api/qa-pairs/{w.vault_pair.pk}", "/api/kbs/vault/qa-agreement"):
+        assert api.get(url, headers=token).status_code == status, url
+    if not visible:
+        before = db_snapshot()
+        assert c.post(reverse("review:pair", args=[w.vault_pair.pk]),
+                      {"action": "approve", "version": w.vault_pair.version}).status_code == 404
+        c.post(reverse("review:bulk"), {"kb": "vault", "action": "approve"})
+        patch = api.patch(f"/api/qa-pairs/{w.vault_pair.pk}", {"version": w.vault_pair.version, "action": "approve"},
+                          content_type="application/json", headers=token)
+        assert patch.status_code == 404
+        bulk = api.post("/api/kbs/vault/qa-pairs/bulk", {"action": "approve"}, content_type="application/json",
+                        headers=token)
+        assert bulk.status_code == 404
+        assert not snapshot_diff(before, db_snapshot()), "a reviewer changed pairs of a KB hidden from them"
+
+
+# ------------------------------------------------------------------ accounts, tokens, CSRF
+
+
+def test_it_shows_and_revokes_only_your_own_tokens(world: World) -> None:
+    w = world
+    api = Client()
+    mine = api.get("/api/tokens", headers={"Authorization": f"Bearer {w.raw_tokens['mallory']}"}).json()
+    assert [t["name"] for t in mine] == ["matrix"], "mallory must see her own token only"
+    assert all(set(t) == {"id", "name", "hint", "created_at", "last_used_at", "revoked_at"} for t in mine)
+    page = clients(w)["mallory"].get(reverse("core:tokens")).content.decode()
+    assert "sam&#x27;s script" not in page and "sam's script" not in page
+    before = db_snapshot()
+    assert clients(w)["mallory"].post(reverse("core:token_revoke", args=[w.sam_token.pk])).status_code == 302
+    assert not snapshot_diff(before, db_snapshot())
+
+
+def test_it_refuses_revoked_tokens_and_inactive_users(world: World) -> None:
+    from django.utils import timezone
+
+    from raftweb.core.models import ApiToken
+
+    w = world
+    api = Client()
+    sam = {"Authorization": f"Bearer {w.raw_tokens['sam']}"}
+    assert api.get("/api/me", headers=sam).status_code == 200
+    ApiToken.objects.filter(user=w.users["sam"]).update(revoked_at=timezone.now())
+    assert api.get("/api/me", headers=sam).status_code == 401
+    rita_client = clients(w)["rita"]  # logged in before the account is disabled
+    w.users["rita"].is_active = False
+    w.users["rita"].save()
+    response = api.get("/api/me", headers={"Authorization": f"Bearer {w.raw_tokens['rita']}"})
+    assert response.status_code == 401 and _error_shape(response)["code"] == "unauthorized"
+    assert rita_client.get(reverse("review:queue"))["Location"].startswith("/login/")
+
+
+def test_it_applies_a_role_change_to_an_open_session_at_once(world: World) -> None:
+    from django.contrib.auth.models import Group
+
+    w = world
+    sam = clients(w)["sam"]
+    assert sam.get(reverse("chat:conversation", args=[w.conversation.pk])).status_code == 200
+    w.users["sam"].groups.remove(Group.objects.get(name="support"))
+    assert sam.get(reverse("chat:conversation", args=[w.conversation.pk])).status_code == 403
+    token = {"Authorization": f"Bearer {w.raw_tokens['sam']}"}
+    assert Client().get("/api/kbs", headers=token).status_code == 403
+
+
+def test_it_enforces_csrf_on_session_requests(world: World) -> None:
+    """Logged-in browser sessions need the CSRF token on every state change — pages, the
+    upload view (which installs its handler before the CSRF check) and the API under session
+    auth; API calls with a bearer token need none (no ambient credential)."""
+    w = world
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(w.users["alice"])
+    before = db_snapshot()
+    assert browser.post(reverse("corpus:kb_create"), {"name": "Forged", "chunk_size": 300,
+                                                      "chunk_overlap": 30}).status_code == 403
+    upload = browser.post(reverse("corpus:kb_upload", args=["tv"]),
+                          {"files": SimpleUploadedFile("forged.txt", b"forged upload")})
+    assert upload.status_code == 403
+    response = browser.post("/api/kbs", {"name": "Forged"}, content_type="application/json")
+    assert response.status_code == 403 and "error" in response.json()
+    response = browser.delete("/api/kbs/tv")
+    assert response.status_code == 403
+    response = browser.post("/api/v1/chat/completions", {"model": "tv", "messages": [
+        {"role": "user", "content": "hi"}]}, content_type="application/json")
+    assert response.status_code == 403
+    assert browser.post(reverse("chat:delete", args=[w.conversation.pk])).status_code == 403
+    assert not snapshot_diff(before, db_snapshot()), "a request without the CSRF token changed data"
+    # positive controls: the same requests with the token / with a bearer token go through
+    browser.get(reverse("corpus:kb_create"))
+    csrf = browser.cookies["csrftoken"].value
+    assert browser.post(reverse("corpus:kb_create"), {"name": "Real", "chunk_size": 300, "chunk_overlap": 30,
+                                                      "csrfmiddlewaretoken": csrf}).status_code == 302
+    response = Client(enforce_csrf_checks=True).post(
+        "/api/kbs", {"name": "Scripted"}, content_type="application/json",
+        headers={"Authorization": f"Bearer {w.raw_tokens['alice']}"})
+    assert response.status_code == 201
+
+
+def test_it_keeps_api_keys_of_model_profiles_secret(world: World) -> None:
+    from raftweb.core.services import profile_update, profiles_ensure
+
+    w = world
+    profiles_ensure()
+    profile_update(role="teacher", user=None, backend="openai", model="m", base_url="http://127.0.0.1:9/v1",
+                   api_key="sk-very-secret-key-123")
+    alice = clients(w)["alice"]
+    for url in (reverse("core:profiles"), reverse("core:profile_edit", args=["teacher"])):
+        assert "sk-very-secret-key-123" not in alice.get(url).content.decode(), url
+    body = Client().get("/api/model-profiles", headers={"Authorization": f"Bearer {w.raw_tokens['alice']}"})
+    assert "sk-very-secret-key-123" not in body.content.decode()
+    assert any(p["has_api_key"] for p in body.json())
