@@ -338,3 +338,35 @@ async def test_it_rechecks_access_on_every_question(
         assert closed == {"type": "websocket.close", "code": 4404}
     assert student_llm.requests == [], "nothing was generated for the restricted KB"
     assert not await Message.objects.filter(conversation=conv).aexists()
+
+
+@pytest.mark.slow
+async def test_it_queues_behind_the_in_process_model_and_survives_gibberish(
+    sam, chat_kb, client_for, conversation_for, tiny_model_dir
+) -> None:
+    """The real ``hf`` backend (tiny random model): one generation at a time, the second
+    conversation sees its queue position; random output is shown as written, nothing breaks."""
+    from raftweb.core.services import profile_update
+
+    await sync_to_async(profile_update)(
+        role="student", user=None, backend="hf", model=str(tiny_model_dir), base_url=""
+    )
+    first = await sync_to_async(conversation_for)(sam, chat_kb)
+    second = await sync_to_async(conversation_for)(sam, chat_kb)
+    cookie = await sync_to_async(session_cookie)(client_for, sam)
+    async with socket_for(first.pk, cookie) as a, socket_for(second.pk, cookie) as b:
+        await a.connect()
+        await b.connect()
+        await a.receive_from()
+        await b.receive_from()
+        question = {"action": "ask", "question": "How do I reset the television?"}
+        await a.send_to(text_data=json.dumps(question))
+        await until(a, r"-stream\" hx-swap-oob=\"beforeend\"", timeout=60)
+        await b.send_to(text_data=json.dumps(question))
+        await until(b, r"position 1 in the queue", timeout=30)
+        frames_a = await until(a, FINAL_RE.pattern, timeout=120)
+        frames_b = await until(b, FINAL_RE.pattern, timeout=120)
+    assert 'data-status="ok"' in frames_a[-1] and 'data-status="ok"' in frames_b[-1]
+    stored = await answers()
+    assert [m.outcome for m in stored] == ["unparsed", "unparsed"]
+    assert all(m.tokens_out > 0 and m.model_name == str(tiny_model_dir) for m in stored)
