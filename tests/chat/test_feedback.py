@@ -78,3 +78,20 @@ def test_it_sends_only_thumbs_down_answers_to_review(
 
 def test_it_shows_the_feedback_list_to_admins_only(sam, client_for) -> None:
     assert client_for(sam).get(reverse("chat:feedback_list")).status_code == 403
+
+
+def test_it_lets_the_asker_send_their_thumbs_down_to_review(
+    sam, chat_kb, client_for, conversation_for, ask_sync
+) -> None:
+    answer = ask_sync(conversation_for(sam, chat_kb), "How do I reset the television?")
+    client = client_for(sam)
+    url = reverse("chat:feedback", args=[answer.pk])
+    client.post(url, {"value": "down"}, HTTP_HX_REQUEST="true")
+    response = client.post(
+        url, {"send_to_review": "1", "comment": "should mention the remote"}, HTTP_HX_REQUEST="true"
+    )
+    assert response.status_code == 200
+    assert "sent to review" in response.content.decode()
+    fb = Feedback.objects.get()
+    assert fb.sent_to_review and fb.comment == "should mention the remote"
+    assert QAPair.objects.get(pk=fb.qa_pair_id).source == "chat_feedback"

@@ -122,3 +122,11 @@ def test_it_serves_one_message_for_polling(
     body = client_for(sam).get(reverse("chat:message", args=[msg.pk])).content.decode()
     assert f'id="msg-{msg.pk}"' in body
     assert ('hx-trigger="every 1s"' in body) == (status == "pending")
+
+
+def test_it_deletes_ones_own_conversation(sam, chat_kb, client_for, conversation_for) -> None:
+    conv = conversation_for(sam, chat_kb)
+    response = client_for(sam).post(reverse("chat:delete", args=[conv.pk]))
+    assert response.status_code == 302
+    assert response["Location"] == reverse("chat:kb", args=[chat_kb.slug])
+    assert not Conversation.objects.filter(pk=conv.pk).exists()
