@@ -240,6 +240,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 head = fragments.render_message(event.answer, oob=True)
             else:
                 head = fragments.render_turn_start(event.question, event.answer)
+                head += fragments.render_title(self.conversation.title)  # type: ignore[union-attr]
             await self.send_html(
                 head
                 + fragments.render_notice("", level="none")

@@ -7,6 +7,7 @@ escaped text, so a streaming answer is never parsed as markup before it is sanit
 
 from __future__ import annotations
 
+import re
 from html import escape
 from typing import Any
 
@@ -16,6 +17,9 @@ from django.urls import reverse
 from chat.models import Feedback, Message
 from chat.pipeline import NO_CONTEXT_ANSWER, REFUSAL_NOTE
 from chat.rendering import Citation, render_with_citations
+
+# The RAFT reference's answers open their reasoning with "##Reason:"; a label, not content.
+_REASON_TAG_RE = re.compile(r"^\s*##\s*Reason\s*:\s*", re.IGNORECASE)
 
 OUTCOME_NOTES = {
     Message.Outcome.NO_CONTEXT: "Nothing relevant was found in the knowledge base.",
@@ -47,7 +51,9 @@ def message_context(message: Message, *, feedback: Feedback | None = None) -> di
     final = message.final if message.outcome != Message.Outcome.NO_CONTEXT else NO_CONTEXT_ANSWER
     ctx.update(
         final_html=render_with_citations(final, citations, href_for=href),
-        reasoning_html=render_with_citations(message.reasoning, citations, href_for=href)
+        reasoning_html=render_with_citations(
+            _REASON_TAG_RE.sub("", message.reasoning), citations, href_for=href
+        )
         if message.reasoning
         else "",
         citations=[{"c": c, "href": href(c)} for c in citations],
@@ -99,6 +105,10 @@ def render_status(answer_id: int, text: str) -> str:
         f'<div id="answer-{answer_id}-status" class="answer-status" hx-swap-oob="true">'
         f"{escape(text)}</div>"
     )
+
+
+def render_title(title: str) -> str:
+    return f'<h1 id="chat-title" hx-swap-oob="true">{escape(title or "New conversation")}</h1>'
 
 
 def render_controls(*, busy: bool, connected: bool = True) -> str:
