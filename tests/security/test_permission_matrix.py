@@ -667,3 +667,20 @@ def test_it_keeps_api_keys_of_model_profiles_secret(world: World) -> None:
     body = Client().get("/api/model-profiles", headers={"Authorization": f"Bearer {w.raw_tokens['alice']}"})
     assert "sk-very-secret-key-123" not in body.content.decode()
     assert any(p["has_api_key"] for p in body.json())
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/", "/\\evil.example"])
+def test_it_never_redirects_off_site_after_login(target: str, world: World) -> None:
+    response = Client().post(reverse("login"), {"username": "alice", "password": "pw-alice", "next": target})
+    assert response.status_code == 302
+    assert response["Location"].startswith("/") and not response["Location"].startswith(("//", "/\\"))
+    assert "evil.example" not in response["Location"]
+
+
+def test_it_sends_protective_headers_and_cookie_flags(world: World) -> None:
+    client = Client()
+    response = client.post(reverse("login"), {"username": "sam", "password": "pw-sam"})
+    assert response.cookies["sessionid"]["httponly"]
+    page = client.get(reverse("chat:home"))
+    assert page["X-Frame-Options"] == "DENY"
+    assert page["X-Content-Type-Options"] == "nosniff"
