@@ -303,3 +303,35 @@ def test_it_has_a_scanner_that_tells_escaped_from_live_markup(html: str, bad: bo
             assert_safe(html, "sample")
     else:
         assert_safe(html, "sample")
+
+
+HOSTILE_TEXTS = [
+    PAYLOAD,
+    "&lt;script&gt; already-escaped &amp; &#x27; &quot; text with lt gt amp quot",
+    "<mark>fake highlight</mark><scr<script>ipt>alert(1)</script>",
+    "unterminated <img src=x onerror=alert(1) and \u2028 separators",
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE_TEXTS)
+def test_it_highlights_by_escaping_first_then_marking(text: str) -> None:
+    """The three highlighters that return safe HTML: removing their own <mark> tags and
+    unescaping must give back exactly the input — nothing dropped, nothing turned into markup."""
+    import html as htmllib
+    import re
+
+    from chat.rendering import highlight_spans
+    from corpus.highlight import highlight
+    from corpus.review_render import render_highlighted
+
+    query = "script alert img onerror lt gt amp quot x27 mark highlight text"
+    outputs = {
+        "corpus.highlight": str(highlight(text, query)),
+        "review_render.render_highlighted": str(render_highlighted(text, [(0, 12), (5, 30), (len(text) - 3, 999)])),
+        "chat.highlight_spans": highlight_spans(text, [(0, 12), (5, 30), (len(text) - 3, 999)]),
+    }
+    for name, out in outputs.items():
+        assert_safe(out, name, must_show=False)
+        stripped = re.sub(r'<mark( id="quote-\d+"| class="quoted")?>|</mark>', "", out)
+        assert "<" not in stripped, f"{name}: markup other than <mark> in {out!r}"
+        assert htmllib.unescape(stripped) == text, f"{name}: text changed"
