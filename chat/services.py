@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import transaction
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from chat.models import Conversation, Feedback, Message
@@ -154,10 +154,16 @@ def kb_searcher(kb: KnowledgeBase) -> SearchFn:
     """Hybrid search of ``kb`` as an async function (runs in the search thread pool)."""
     from corpus.services import kb_search
 
-    search_sync = sync_to_async(kb_search, thread_sensitive=False, executor=_search_pool())
+    def search_in_pool(query: str) -> Sequence[Any]:
+        # Pool threads live long and keep their own connection: drop it when it is too old
+        # or broken, as Django does around each request.
+        close_old_connections()
+        return kb_search(kb=kb, query=query, mode="hybrid", k=TOP_K)
+
+    search_sync = sync_to_async(search_in_pool, thread_sensitive=False, executor=_search_pool())
 
     async def search(query: str) -> Sequence[Any]:
-        return await search_sync(kb=kb, query=query, mode="hybrid", k=TOP_K)
+        return await search_sync(query)
 
     return search
 
