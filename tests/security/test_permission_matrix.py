@@ -423,10 +423,25 @@ MALLORY_MAY = {("GET", "/api/me"), ("GET", "/api/tokens"), ("GET", "/api/v1/mode
 
 
 def api_operations() -> set[tuple[str, str]]:
+    """Every operation of the NinjaAPI: walked from its routers (so operations hidden from the
+    docs with include_in_schema=False count too), plus whatever the OpenAPI schema lists."""
     from raftweb.api import api
 
+    found: set[tuple[str, str]] = set()
+
+    def walk(prefix: str, router: Any) -> None:
+        for path, path_view in router.path_operations.items():
+            full = "/api/" + "/".join(part for part in (prefix + path).split("/") if part)
+            for operation in path_view.operations:
+                found.update((method.upper(), full) for method in operation.methods)
+        for sub_prefix, child in getattr(router, "_routers", []):
+            walk(prefix + "/" + sub_prefix, child)
+
+    for prefix, router in api._routers:
+        walk(prefix, router)
     schema = api.get_openapi_schema()
-    return {(method.upper(), path) for path, ops in schema["paths"].items() for method in ops}
+    found |= {(method.upper(), path) for path, ops in schema["paths"].items() for method in ops}
+    return found
 
 
 def api_call(w: World, op: Op, method: str, token: str | None) -> Any:
