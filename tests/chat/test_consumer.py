@@ -370,3 +370,55 @@ async def test_it_queues_behind_the_in_process_model_and_survives_gibberish(
     stored = await answers()
     assert [m.outcome for m in stored] == ["unparsed", "unparsed"]
     assert all(m.tokens_out > 0 and m.model_name == str(tiny_model_dir) for m in stored)
+
+
+async def test_it_finishes_an_answer_whose_socket_dropped_and_shows_it_on_reconnect(
+    sam, chat_kb, student_llm, client_for, conversation_for
+) -> None:
+    student_llm.token_delay_s = 0.01
+    conv = await sync_to_async(conversation_for)(sam, chat_kb)
+    cookie = await sync_to_async(session_cookie)(client_for, sam)
+    async with socket_for(conv.pk, cookie) as comm:
+        await comm.connect()
+        await comm.receive_from()
+        await comm.send_to(text_data=json.dumps({"action": "ask", "question": "reset?"}))
+        await until(comm, r"-stream\" hx-swap-oob=\"beforeend\"")
+    # The page reconnects while the answer is still being written: it is shown as pending
+    # and polled over HTTP until it is saved.
+    async with socket_for(conv.pk, cookie) as comm:
+        await comm.connect()
+        restored = await comm.receive_from()
+        assert 'data-status="pending"' in restored and 'hx-trigger="every 1s"' in restored
+    for _ in range(100):
+        [answer] = await answers()
+        if answer.status != "pending":
+            break
+        await asyncio.sleep(0.05)
+    assert answer.status == "ok" and answer.final.startswith("To reset the television")
+
+
+async def test_it_stops_from_a_new_socket_an_answer_started_by_a_dropped_one(
+    sam, chat_kb, student_llm, client_for, conversation_for
+) -> None:
+    student_llm.token_delay_s = 0.03
+    student_llm.answer_override = (
+        "##Reason: " + " ".join(f"w{i}" for i in range(300)) + " <ANSWER>: x"
+    )
+    conv = await sync_to_async(conversation_for)(sam, chat_kb)
+    cookie = await sync_to_async(session_cookie)(client_for, sam)
+    async with socket_for(conv.pk, cookie) as comm:
+        await comm.connect()
+        await comm.receive_from()
+        await comm.send_to(text_data=json.dumps({"action": "ask", "question": "reset?"}))
+        await until(comm, r"w2\b")
+    async with socket_for(conv.pk, cookie) as comm:
+        await comm.connect()
+        await comm.receive_from()
+        await comm.send_to(text_data=json.dumps({"action": "stop"}))
+        for _ in range(100):
+            [answer] = await answers()
+            if answer.status != "pending":
+                break
+            await asyncio.sleep(0.05)
+    assert answer.status == "cancelled"
+    assert "w299" not in answer.content
