@@ -247,6 +247,13 @@ def test_it_escapes_hostile_text_echoed_from_forms_and_messages(hw: World) -> No
     assert response.status_code == 200
     assert_safe(response.content.decode(), "feedback (htmx)", must_show=False)
     assert_safe(alice.get(reverse("chat:feedback_list")).content.decode(), "feedback list")
+    # ...and sent to review: the chat question and model answer become a pair reviewers open
+    from corpus.models import QAPair
+
+    sam.post(reverse("chat:feedback", args=[w.answer.pk]), {"send_to_review": "1", "comment": "again" + PAYLOAD})
+    from_chat = QAPair.objects.get(source=QAPair.Source.CHAT_FEEDBACK)
+    for url in (reverse("review:queue") + "?kb=tv&source=chat_feedback", reverse("review:pair", args=[from_chat.pk])):
+        assert_safe(rita.get(url).content.decode(), f"rita {url}")
     # the login page, reached through a hostile ?next=
     response = Client().get(reverse("corpus:kb_list") + "?x=" + PAYLOAD.replace("#", ""), follow=True)
     assert response.redirect_chain and response.status_code == 200
