@@ -42,6 +42,8 @@ class World:
     answer: Any  # sam's assistant message
     feedback: Any  # sam's thumbs-down on the answer
     sam_token: Any
+    junk: Any  # open KB that destructive requests target, so tv's vectors stay intact
+    junk_doc: Any
     raw_tokens: dict[str, str] = field(default_factory=dict)
 
 
@@ -96,6 +98,8 @@ def build_world(text: str = "") -> World:
     vault = kb_create(name="Vault" + t, slug="vault", description="Restricted" + t, allowed_groups=[vip], user=alice)
     doc = _ingested(tv, "manual.txt", TV_TEXT + t)
     vault_doc = _ingested(vault, "vault.txt", VAULT_TEXT + t)
+    junk = kb_create(name="Junk" + t, slug="junk", user=alice)
+    junk_doc = _ingested(junk, "junk.txt", "Old notes about remotes and batteries." + t)
     if t:
         # Upload sanitises file names; a name can still reach the pages by other paths
         # (re-upload, import), so the stored name carries the payload too.
@@ -152,7 +156,7 @@ def build_world(text: str = "") -> World:
         users=users, tv=tv, vault=vault, doc=doc, failed_doc=failed, chunk=chunk, vault_doc=vault_doc,
         vault_chunk=vault_chunk, pair=p, approved_pair=approved, vault_pair=vault_p, job=job,
         failed_job=failed_job, conversation=conv, question=question, answer=answer, feedback=fb,
-        sam_token=sam_token, raw_tokens=raw,
+        sam_token=sam_token, junk=junk, junk_doc=junk_doc, raw_tokens=raw,
     )
 
 

@@ -74,6 +74,16 @@ def _doc(w: World) -> dict[str, Any]:
     return {"slug": w.tv.slug, "pk": w.doc.pk}
 
 
+# Destructive requests (delete, re-index) target the junk KB: the positive controls really
+# drop vectors, which a database rollback does not bring back.
+def _junk(w: World) -> dict[str, Any]:
+    return {"slug": w.junk.slug}
+
+
+def _junk_doc(w: World) -> dict[str, Any]:
+    return {"slug": w.junk.slug, "pk": w.junk_doc.pk}
+
+
 def _generation_form(w: World) -> dict[str, Any]:
     from corpus.views_qa import GenerationForm
 
@@ -127,16 +137,17 @@ PAGES: dict[str, Page] = {
         post=lambda w: {"name": "Renamed", "description": "", "chunk_size": 300, "chunk_overlap": 30},
         post_allowed=ADMIN,
     ),
-    "corpus:kb_delete": Page(kwargs=_kb, allowed=ADMIN, post=lambda w: {}, post_allowed=ADMIN),
+    "corpus:kb_delete": Page(kwargs=_junk, allowed=ADMIN, post=lambda w: {}, post_allowed=ADMIN),
     "corpus:kb_upload": Page(
         kwargs=_kb, allowed=ADMIN, ok=405,
         post=lambda w: {"files": SimpleUploadedFile("new.txt", b"A brand new document about remotes.")},
         post_allowed=ADMIN,
     ),
-    "corpus:kb_reindex": Page(kwargs=_kb, allowed=ADMIN, ok=405, post=lambda w: {}, post_allowed=ADMIN),
+    "corpus:kb_reindex": Page(kwargs=_junk, allowed=ADMIN, ok=405, post=lambda w: {}, post_allowed=ADMIN),
     "corpus:kb_search": Page(kwargs=_kb, allowed=ADMIN),
     "corpus:document_detail": Page(kwargs=_doc, allowed=ADMIN),
-    "corpus:document_delete": Page(kwargs=_doc, allowed=ADMIN, ok=405, post=lambda w: {}, post_allowed=ADMIN),
+    "corpus:document_delete": Page(kwargs=_junk_doc, allowed=ADMIN, ok=405, post=lambda w: {},
+                                   post_allowed=ADMIN),
     "corpus:document_retry": Page(
         kwargs=lambda w: {"slug": w.tv.slug, "pk": w.failed_doc.pk}, allowed=ADMIN, ok=405,
         post=lambda w: {}, post_allowed=ADMIN,
@@ -362,15 +373,15 @@ API_OPS: dict[tuple[str, str], Op] = {
     ("POST", "/api/kbs"): Op(lambda w: "/api/kbs", ADMIN, ok=201, body=lambda w: {"name": "From API"}),
     ("GET", "/api/kbs/{slug}"): Op(lambda w: "/api/kbs/tv", ROLES_ANY),
     ("PATCH", "/api/kbs/{slug}"): Op(lambda w: "/api/kbs/tv", ADMIN, body=lambda w: {"name": "Renamed"}),
-    ("DELETE", "/api/kbs/{slug}"): Op(lambda w: "/api/kbs/tv", ADMIN, ok=204, run_allowed=False),
-    ("POST", "/api/kbs/{slug}/reindex"): Op(lambda w: "/api/kbs/tv/reindex", ADMIN, ok=202, run_allowed=False),
+    ("DELETE", "/api/kbs/{slug}"): Op(lambda w: "/api/kbs/junk", ADMIN, ok=204, run_allowed=False),
+    ("POST", "/api/kbs/{slug}/reindex"): Op(lambda w: "/api/kbs/junk/reindex", ADMIN, ok=202, run_allowed=False),
     ("GET", "/api/kbs/{slug}/documents"): Op(lambda w: "/api/kbs/tv/documents", ADMIN),
     ("POST", "/api/kbs/{slug}/documents"): Op(
         lambda w: "/api/kbs/tv/documents", ADMIN, ok=201, body=_upload, multipart=True, run_allowed=False,
     ),
     ("GET", "/api/kbs/{slug}/documents/{document_id}"): Op(lambda w: f"/api/kbs/tv/documents/{w.doc.pk}", ADMIN),
     ("DELETE", "/api/kbs/{slug}/documents/{document_id}"): Op(
-        lambda w: f"/api/kbs/tv/documents/{w.doc.pk}", ADMIN, ok=204, run_allowed=False,
+        lambda w: f"/api/kbs/junk/documents/{w.junk_doc.pk}", ADMIN, ok=204, run_allowed=False,
     ),
     ("POST", "/api/kbs/{slug}/documents/{document_id}/retry"): Op(
         lambda w: f"/api/kbs/tv/documents/{w.failed_doc.pk}/retry", ADMIN, ok=202, run_allowed=False,
