@@ -19,6 +19,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.db import aclose_old_connections
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.contrib.auth import get_user_model
 
 from chat import fragments
 from chat.models import Conversation, Message
@@ -32,8 +33,8 @@ from chat.services import (
     TurnEvent,
     answers_expire_stale,
     chat_turn_run,
+    turn_create,
     turn_retry_start,
-    turn_start,
 )
 from raftweb.llm.base import ChatMessage
 
@@ -170,17 +171,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def _still_allowed(self) -> bool:
         """Access is re-checked per question: a role or a KB restriction can change while a
         socket stays open."""
-        found = await sync_to_async(conversation_get)(
-            user=self.scope["user"], conversation_id=self.conversation_id
-        )
-        return found is not None
+
+        def check() -> bool:
+            user = get_user_model().objects.filter(pk=self.scope["user"].pk).first()
+            if user is None or not user.is_active:
+                return False
+            return conversation_get(user=user, conversation_id=self.conversation_id) is not None
+
+        return await sync_to_async(check)()
 
     async def _turn_rows(self, question: str) -> tuple[Message, Message]:
         # Runs beside the search (see chat_turn_run); nothing is shown or generated before
-        # it has passed.
-        if not await self._still_allowed():
-            raise ConversationGone
-        return await turn_start(conversation=self.conversation, question=question)
+        # it has passed. Check and writes are one job for the ORM thread (see turn_start).
+        def open_turn() -> tuple[Message, Message]:
+            # A fresh user row: roles are cached on the socket's user object.
+            user = get_user_model().objects.filter(pk=self.scope["user"].pk).first()
+            if user is None or not user.is_active:
+                raise ConversationGone
+            if conversation_get(user=user, conversation_id=self.conversation_id) is None:
+                raise ConversationGone
+            return turn_create(conversation=self.conversation, question=question)  # type: ignore[arg-type]
+
+        return await sync_to_async(open_turn)()
 
     def _busy(self) -> bool:
         return self.task is not None and not self.task.done()

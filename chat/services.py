@@ -92,27 +92,34 @@ def conversation_delete(*, conversation: Conversation) -> None:
     conversation.delete()
 
 
-async def turn_start(*, conversation: Conversation, question: str) -> tuple[Message, Message]:
+def turn_create(*, conversation: Conversation, question: str) -> tuple[Message, Message]:
     """Store the user's question and a pending answer; names an untitled conversation."""
     question = question.strip()
     if not question:
         raise ChatError("Type a question first.")
     now = timezone.now()
-    user_msg = await Message.objects.acreate(
-        conversation=conversation, role=Message.Role.USER, content=question, created_at=now
-    )
-    answer = await Message.objects.acreate(
-        conversation=conversation,
-        role=Message.Role.ASSISTANT,
-        status=Message.Status.PENDING,
-        created_at=now,
-    )
-    fields = {"updated_at": now}
-    if not conversation.title:
-        conversation.title = " ".join(question.split())[:TITLE_CHARS]
-        fields["title"] = conversation.title
-    await Conversation.objects.filter(pk=conversation.pk).aupdate(**fields)
+    with transaction.atomic():
+        user_msg = Message.objects.create(
+            conversation=conversation, role=Message.Role.USER, content=question, created_at=now
+        )
+        answer = Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.PENDING,
+            created_at=now,
+        )
+        fields: dict[str, Any] = {"updated_at": now}
+        if not conversation.title:
+            conversation.title = " ".join(question.split())[:TITLE_CHARS]
+            fields["title"] = conversation.title
+        Conversation.objects.filter(pk=conversation.pk).update(**fields)
     return user_msg, answer
+
+
+async def turn_start(*, conversation: Conversation, question: str) -> tuple[Message, Message]:
+    # One hop to the ORM thread for the whole turn opening: under load that thread has a
+    # queue, and every separate query would wait in it again.
+    return await sync_to_async(turn_create)(conversation=conversation, question=question)
 
 
 async def turn_retry_start(*, answer: Message) -> Message:

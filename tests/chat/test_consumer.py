@@ -422,3 +422,16 @@ async def test_it_stops_from_a_new_socket_an_answer_started_by_a_dropped_one(
             await asyncio.sleep(0.05)
     assert answer.status == "cancelled"
     assert "w299" not in answer.content
+
+
+async def test_it_closes_the_socket_when_the_user_loses_the_chat_role(
+    sam, chat_kb, student_llm, client_for, conversation_for
+) -> None:
+    conv = await sync_to_async(conversation_for)(sam, chat_kb)
+    async with socket_for(conv.pk, await sync_to_async(session_cookie)(client_for, sam)) as comm:
+        assert (await comm.connect())[0]
+        await comm.receive_from()
+        await sync_to_async(sam.groups.clear)()
+        await comm.send_to(text_data=json.dumps({"action": "ask", "question": "reset?"}))
+        assert (await comm.receive_output(timeout=10))["code"] == 4404
+    assert student_llm.requests == []
