@@ -75,3 +75,16 @@ async def test_it_ignores_a_retry_of_a_message_from_another_conversation(ws_worl
     answer = await Message.objects.aget(pk=w.answer.pk)
     assert answer.status == Message.Status.ERROR and answer.error == "model down"
     assert await Message.objects.filter(conversation=w.conversation).acount() == 2
+
+
+async def test_it_restores_a_hostile_conversation_over_the_socket_as_text(transactional_db: Any) -> None:
+    """On (re)connect the whole conversation is sent as HTML fragments: stored questions,
+    model output, citations and document names carrying markup arrive escaped."""
+    from tests.security.hostile import PAYLOAD, assert_safe
+
+    w = await sync_to_async(build_world)(PAYLOAD)
+    async with socket(w.conversation.pk, w.users["sam"]) as comm:
+        connected, _ = await comm.connect()
+        assert connected
+        restore = await comm.receive_from(timeout=5)
+    assert_safe(restore, "websocket restore")
