@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import logging
 
+from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -22,6 +23,8 @@ api = NinjaAPI(
     "`Authorization: Bearer <token>` (create tokens under Account → API tokens).",
     auth=API_AUTH,
     urls_namespace="api",
+    # The docs are a page like any other: log in first (the middleware leaves /api/ alone).
+    docs_decorator=login_required,
 )
 
 

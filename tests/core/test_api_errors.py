@@ -23,5 +23,9 @@ def test_it_answers_422_with_details_for_invalid_input(alice, api_token_for, cli
     assert response.json()["error"]["details"]["errors"]
 
 
-def test_it_serves_openapi_docs(db, client) -> None:
-    assert client.get("/api/openapi.json").status_code == 200
+def test_it_serves_openapi_docs_to_logged_in_users_only(sam, client, client_for) -> None:
+    assert client.get("/api/docs").status_code == 302
+    assert client.get("/api/openapi.json").status_code == 302
+    assert client_for(sam).get("/api/docs").status_code == 200
+    schema = client_for(sam).get("/api/openapi.json").json()
+    assert "/api/health" in schema["paths"]

@@ -35,3 +35,22 @@ def test_it_logs_out_with_post(sam, client_for) -> None:
     client = client_for(sam)
     assert client.post("/logout/").status_code == 302
     assert client.get("/").status_code == 302
+
+
+
+def test_it_does_not_open_pages_that_merely_start_with_health(db, rf) -> None:
+    from django.contrib.auth.models import AnonymousUser
+
+    from raftweb.core.middleware import LoginRequiredMiddleware
+
+    def some_view(request):  # a protected view, as every view is by default
+        raise AssertionError("not reached")
+
+    middleware = LoginRequiredMiddleware(lambda request: None)
+    for path, open_ in [("/health", True), ("/healthz-admin/", False), ("/api/me", True)]:
+        request = rf.get(path)
+        request.user = AnonymousUser()
+        response = middleware.process_view(request, some_view, (), {})
+        assert (response is None) is open_, path
+        if not open_:
+            assert response.status_code == 302 and response["Location"].startswith("/login/")
