@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
 from corpus.models import BASE_VERSION, Chunk, Document, EmbeddingIndex, KnowledgeBase
@@ -268,41 +269,78 @@ def _failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _prepare(document: Document, *, force: bool) -> list[Chunk]:
-    """Parse and chunk; (re)create Chunk rows only when the text changed (resumability)."""
-    kb = document.kb
-    _set_status(document, Document.Status.PARSING, progress=2)
-    data = (upload_root() / document.file_path).read_bytes()
-    parsed = parse_bytes(data, document.name)
-    embedder = kb_embedder(kb)
-    pieces = chunk_document(parsed, size=kb.chunk_size, overlap=kb.chunk_overlap, token_offsets=embedder.token_offsets)
-    if not pieces:
-        raise ParseError("no text to index")
-    chunks = list(document.chunks.order_by("ordinal"))
-    if force or [c.hash for c in chunks] != [p.hash for p in pieces]:
-        # Different text (or forced): the old chunks, vectors and postings all go.
-        bm25_index(kb).remove_document(document.pk)
-        vector_store().delete_document(collection_name(kb.index_key, BASE_VERSION), document.pk)
+def _prepare_many(kb: KnowledgeBase, documents: Sequence[Document], *, force: bool, embedder: Embedder,
+                  ) -> tuple[list[tuple[Document, list[Chunk]]], list[tuple[Document, BaseException]]]:
+    """Parse and chunk several documents of one KB; (re)create Chunk rows only where the text
+    changed (resumability). Database work is done per group, not per document, so hundreds
+    of small files cost a handful of queries. Returns (prepared, failed)."""
+    parsed: list[tuple[Document, Any, list[Any]]] = []
+    failed: list[tuple[Document, BaseException]] = []
+    for document in documents:
+        try:
+            data = (upload_root() / document.file_path).read_bytes()
+            doc = parse_bytes(data, document.name)
+            pieces = chunk_document(doc, size=kb.chunk_size, overlap=kb.chunk_overlap,
+                                    token_offsets=embedder.token_offsets)
+            if not pieces:
+                raise ParseError("no text to index")
+            parsed.append((document, doc, pieces))
+        except Exception as exc:
+            failed.append((document, exc))
+    if not parsed:
+        return [], failed
+    existing: dict[int, list[Chunk]] = {}
+    for chunk in Chunk.objects.filter(document_id__in=[d.pk for d, _, _ in parsed]).order_by("document_id", "ordinal"):
+        existing.setdefault(chunk.document_id, []).append(chunk)
+    keep = {d.pk for d, _, pieces in parsed
+            if not force and [c.hash for c in existing.get(d.pk, [])] == [p.hash for p in pieces]}
+    recreate = [(d, pieces) for d, _, pieces in parsed if d.pk not in keep]
+    stale = [d.pk for d, _ in recreate if d.pk in existing or force]
+    if stale:
+        # Different text (or forced): the old chunks' vectors and postings go first.
+        bm25 = bm25_index(kb)
+        store = vector_store()
+        for pk in stale:
+            bm25.remove_document(pk)
+            store.delete_document(collection_name(kb.index_key, BASE_VERSION), pk)
+    created: dict[int, list[Chunk]] = {}
+    if recreate:
+        rows = [Chunk(document=d, ordinal=p.ordinal, text=p.text, title=p.title[:300], page=p.page, start=p.start,
+                      end=p.end, hash=p.hash, token_count=p.token_count) for d, pieces in recreate for p in pieces]
         with transaction.atomic():
-            document.chunks.all().delete()
-            Chunk.objects.bulk_create([
-                Chunk(document=document, ordinal=p.ordinal, text=p.text, title=p.title[:300], page=p.page,
-                      start=p.start, end=p.end, hash=p.hash, token_count=p.token_count) for p in pieces
-            ], batch_size=500)
-        chunks = list(document.chunks.order_by("ordinal"))
-    document.kind = parsed.kind
-    document.pages = parsed.pages
-    document.chunk_count = len(chunks)
-    document.save(update_fields=["kind", "pages", "chunk_count", "updated_at"])
-    _set_status(document, Document.Status.EMBEDDING, progress=5)
-    return chunks
+            if stale:
+                Chunk.objects.filter(document_id__in=stale).delete()
+            rows = Chunk.objects.bulk_create(rows, batch_size=500)
+        if not all(c.pk for c in rows):  # backends that cannot return ids from bulk inserts
+            rows = list(Chunk.objects.filter(document_id__in=[d.pk for d, _ in recreate]).order_by("document_id", "ordinal"))
+        for chunk in rows:
+            created.setdefault(chunk.document_id, []).append(chunk)
+    prepared: list[tuple[Document, list[Chunk]]] = []
+    for document, doc, _ in parsed:
+        chunks = existing.get(document.pk, []) if document.pk in keep else created.get(document.pk, [])
+        document.kind, document.pages, document.chunk_count = doc.kind, doc.pages, len(chunks)
+        document.status, document.progress, document.error = Document.Status.EMBEDDING, 5, ""
+        document.updated_at = timezone.now()
+        prepared.append((document, chunks))
+    Document.objects.bulk_update([d for d, _ in prepared], ["kind", "pages", "chunk_count", "status", "progress",
+                                                            "error", "updated_at"], batch_size=500)
+    return prepared, failed
 
 
-def _embed(kb: KnowledgeBase, items: Sequence[tuple[Document, Chunk]]) -> None:
+def _prepare(document: Document, *, force: bool) -> list[Chunk]:
+    _set_status(document, Document.Status.PARSING, progress=2)
+    prepared, failed = _prepare_many(document.kb, [document], force=force, embedder=kb_embedder(document.kb))
+    if failed:
+        raise failed[0][1]
+    return prepared[0][1]
+
+
+def _embed(kb: KnowledgeBase, items: Sequence[tuple[Document, Chunk]], embedder: Embedder | None = None) -> None:
     """Embed one batch (possibly spanning documents) into the base collection."""
     if not items:
         return
-    vectors = kb_embedder(kb).encode([c.index_text for _, c in items], batch_size=EMBED_BATCH)
+    embedder = embedder or kb_embedder(kb)
+    vectors = embedder.encode([c.index_text for _, c in items], batch_size=EMBED_BATCH)
     vector_store().upsert(collection_name(kb.index_key, BASE_VERSION), [str(c.pk) for _, c in items], vectors,
                           [_metadata(d, c) for d, c in items])
     Chunk.objects.filter(pk__in=[c.pk for _, c in items]).update(embedded=True)
@@ -311,15 +349,29 @@ def _embed(kb: KnowledgeBase, items: Sequence[tuple[Document, Chunk]]) -> None:
 
 
 def _finish(document: Document, chunks: Sequence[Chunk]) -> None:
-    # BM25 last: it also holds the hit metadata, so the document becomes searchable
-    # only once every vector is in (a half-embedded document never shows up).
-    bm25_index(document.kb).add(_chunk_records(document, chunks))
-    _set_status(document, Document.Status.READY, progress=100)
-    _index_other_versions(document, chunks)
-    if document.replaces_id:
-        old = Document.objects.filter(pk=document.replaces_id).first()
-        if old is not None:
-            document_delete(document=old)
+    _finish_many(document.kb, [(document, chunks)])
+
+
+def _finish_many(kb: KnowledgeBase, done: Sequence[tuple[Document, Sequence[Chunk]]]) -> None:
+    """Make fully embedded documents searchable: BM25 last, because it also holds the hit
+    metadata, so a half-embedded document never shows up. One BM25 segment for all of them."""
+    if not done:
+        return
+    records: list[IndexedChunk] = []
+    for document, chunks in done:
+        records.extend(_chunk_records(document, chunks))
+    bm25_index(kb).add(records)
+    Document.objects.filter(pk__in=[d.pk for d, _ in done]).update(
+        status=Document.Status.READY, progress=100, error="", updated_at=timezone.now())
+    others = list(kb.embedding_indexes.exclude(version=BASE_VERSION).filter(status=EmbeddingIndex.Status.READY))
+    for document, chunks in done:
+        document.status, document.progress, document.error = Document.Status.READY, 100, ""
+        if others:
+            _index_other_versions(document, chunks)
+        if document.replaces_id:
+            old = Document.objects.filter(pk=document.replaces_id).first()
+            if old is not None:
+                document_delete(document=old)
 
 
 def document_ingest(*, document_id: int, force: bool = False) -> Document:
@@ -344,7 +396,7 @@ def document_ingest(*, document_id: int, force: bool = False) -> Document:
     return document
 
 
-def documents_ingest(*, document_ids: Sequence[int], force: bool = False, batch_size: int = 256) -> list[Document]:
+def documents_ingest(*, document_ids: Sequence[int], force: bool = False, batch_size: int = 1024) -> list[Document]:
     """Bulk ingestion (CLI, re-index): the same steps as :func:`document_ingest`, but embedding
     batches span documents, so hundreds of small files embed as fast as one big one.
     A document that fails to parse fails alone; a failed batch fails the documents in it."""
@@ -353,6 +405,7 @@ def documents_ingest(*, document_ids: Sequence[int], force: bool = False, batch_
     pending: dict[int, list[Chunk]] = {}  # document id -> its chunks, until all are embedded
     buffer: list[tuple[Document, Chunk]] = []
     failed: set[int] = set()
+    embedders: dict[int, Embedder] = {}
 
     def flush(final: bool = False) -> None:
         while buffer and (final or len(buffer) >= batch_size):
@@ -360,7 +413,7 @@ def documents_ingest(*, document_ids: Sequence[int], force: bool = False, batch_
             del buffer[:batch_size]
             kb = batch[0][0].kb
             try:
-                _embed(kb, batch)
+                _embed(kb, batch, embedders.get(kb.pk))
             except Exception as exc:
                 for doc in {d.pk: d for d, _ in batch}.values():
                     failed.add(doc.pk)
@@ -368,36 +421,43 @@ def documents_ingest(*, document_ids: Sequence[int], force: bool = False, batch_
                     pending.pop(doc.pk, None)
                 buffer[:] = [(d, c) for d, c in buffer if d.pk not in failed]
                 continue
-            for doc_id in {d.pk for d, _ in batch}:
-                chunks = pending.get(doc_id)
-                if chunks is not None and all(c.embedded for c in chunks):
-                    try:
-                        _finish(documents[doc_id], chunks)
-                    except Exception as exc:
-                        _fail(documents[doc_id], _failure_reason(exc))
-                    pending.pop(doc_id, None)
-
-    for document in ordered:
-        if document.status == Document.Status.READY and not force:
-            continue
-        try:
-            chunks = _prepare(document, force=force)
-        except Exception as exc:
-            _fail(document, _failure_reason(exc))
-            continue
-        pending[document.pk] = chunks
-        todo = [c for c in chunks if not c.embedded]
-        if not todo:
+            complete = [(documents[i], pending.pop(i)) for i in dict.fromkeys(d.pk for d, _ in batch)
+                        if i in pending and all(c.embedded for c in pending[i])]
             try:
-                _finish(document, chunks)
+                _finish_many(kb, complete)
             except Exception as exc:
+                for doc, _ in complete:
+                    _fail(doc, _failure_reason(exc))
+
+    todo_docs = [d for d in ordered if force or d.status != Document.Status.READY]
+    group_size = 64
+    for start in range(0, len(todo_docs), group_size):
+        group = todo_docs[start:start + group_size]
+        by_kb: dict[int, list[Document]] = {}
+        for document in group:
+            by_kb.setdefault(document.kb_id, []).append(document)
+        for kb_docs in by_kb.values():
+            kb = kb_docs[0].kb
+            embedder = embedders.setdefault(kb.pk, kb_embedder(kb))
+            prepared, broken = _prepare_many(kb, kb_docs, force=force, embedder=embedder)
+            for document, exc in broken:
                 _fail(document, _failure_reason(exc))
-            pending.pop(document.pk, None)
-            continue
-        if buffer and buffer[0][0].kb_id != document.kb_id:
-            flush(final=True)
-        buffer.extend((document, c) for c in todo)
-        flush()
+            if buffer and buffer[0][0].kb_id != kb.pk:
+                flush(final=True)
+            already = []
+            for document, chunks in prepared:
+                todo = [c for c in chunks if not c.embedded]
+                if todo:
+                    pending[document.pk] = chunks
+                    buffer.extend((document, c) for c in todo)
+                else:
+                    already.append((document, chunks))
+            try:
+                _finish_many(kb, already)
+            except Exception as exc:
+                for document, _ in already:
+                    _fail(document, _failure_reason(exc))
+            flush()
     flush(final=True)
     for document in ordered:
         document.refresh_from_db()

@@ -188,6 +188,9 @@ class BM25Index:
         self.b = b
         self.analyzer = analyzer or default_analyzer()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
         with self._connect() as conn:
             conn.executescript(_SCHEMA)
             row = conn.execute("SELECT value FROM meta WHERE key='analyzer'").fetchone()
@@ -203,13 +206,27 @@ class BM25Index:
     # ------------------------------------------------------------------ plumbing
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        try:
+        """This thread's connection, kept open: opening and closing per call cost more than the
+        work (closing the last WAL connection checkpoints the log)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            yield conn
-        finally:
-            conn.close()
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        yield conn
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for conn in self._conns:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._conns.clear()
+        self._local = threading.local()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -463,5 +480,6 @@ class BM25Index:
         """Remove the index from disk (knowledge base deleted)."""
         with self._snap_lock:
             self._snapshots.pop(str(self.path.resolve()), None)
+        self.close()
         for suffix in ("", "-wal", "-shm"):
             Path(str(self.path) + suffix).unlink(missing_ok=True)

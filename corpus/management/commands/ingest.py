@@ -36,7 +36,8 @@ class Command(BaseCommand):
         parser.add_argument("kb", help="knowledge base slug")
         parser.add_argument("paths", nargs="+", help="files or folders")
         parser.add_argument("--create", action="store_true", help="create the knowledge base if it is missing")
-        parser.add_argument("--batch-size", type=int, default=256, help="chunks per embedding batch")
+        parser.add_argument("--batch-size", type=int, default=1024,
+                            help="chunks per embedding round (sorted by length inside, so bigger pads less)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         slug = options["kb"]
