@@ -132,7 +132,7 @@ def render_with_citations(
     def _swap(match: re.Match[str]) -> str:
         nonlocal index
         quote = match.group(1).strip()
-        key = f"CITE{nonce}X{index}"
+        key = f"CITE{nonce}X{index}Z"  # the Z ends it: X1 must not match the start of X10
         # Match by text first (the citation list may be deduplicated), then by position.
         cit = by_quote.get(_norm(quote))
         if cit is None and index < len(citations):
@@ -149,8 +149,8 @@ def render_with_citations(
         return key
 
     html = render_markdown(QUOTE_RE.sub(_swap, text or ""))
-    for key, piece in pieces.items():
-        html = html.replace(key, piece)
+    # One pass, so a piece that was already put in is never scanned again.
+    html = re.sub(f"CITE{nonce}X\\d+Z", lambda m: pieces.get(m.group(0), m.group(0)), html)
     return html
 
 

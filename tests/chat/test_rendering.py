@@ -119,3 +119,13 @@ def test_it_highlights_a_span_that_contains_markup_as_text() -> None:
 def test_it_merges_overlapping_spans_and_ignores_bad_ones() -> None:
     html = highlight_spans("abcdefgh", [(1, 4), (3, 6), (7, 3), (-5, 0)])
     assert html == 'a<mark id="quote-0">bcdef</mark>gh'
+
+
+def test_it_keeps_citations_past_ten_apart() -> None:
+    quotes = [f"quote number {i} here" for i in range(12)]
+    text = " ".join(f"##begin_quote##{q}##end_quote##" for q in quotes)
+    citations = [Citation(n=i + 1, quote=q, verified=True) for i, q in enumerate(quotes)]
+    html = render_with_citations(text, citations, href_for=lambda c: f"/s/{c.n}")
+    assert "CITE" not in html
+    for i, q in enumerate(quotes):
+        assert f'>{q}</q><a class="cite cite-verified" href="/s/{i + 1}"' in html
