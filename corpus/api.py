@@ -25,6 +25,7 @@ class KBIn(Schema):
     description: str = ""
     chunk_size: int = 300
     chunk_overlap: int = 30
+    embedding_model: str = ""
     allowed_groups: list[str] = []
 
 
@@ -151,7 +152,8 @@ def kb_create(request: HttpRequest, payload: KBIn) -> tuple[int, dict[str, Any]]
     try:
         kb = services.kb_create(name=payload.name, slug=payload.slug, description=payload.description,
                                 chunk_size=payload.chunk_size, chunk_overlap=payload.chunk_overlap,
-                                allowed_groups=payload.allowed_groups, user=request.user)
+                                embedding_model=payload.embedding_model, allowed_groups=payload.allowed_groups,
+                                user=request.user)
     except services.CorpusError as exc:
         raise _corpus_error(exc) from exc
     return 201, _kb_out(kb)

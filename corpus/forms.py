@@ -11,6 +11,11 @@ class KnowledgeBaseForm(forms.Form):
     chunk_size = forms.IntegerField(min_value=16, max_value=4096, initial=300,
                                     help_text="Tokens per chunk, counted with the embedding model's tokenizer.")
     chunk_overlap = forms.IntegerField(min_value=0, max_value=2048, initial=30)
+    embedding_model = forms.CharField(
+        max_length=500, required=False,
+        help_text="sentence-transformers model id or local path; empty = the 'embedding' model profile. "
+                  "Fixed once created (tuned versions are added beside it).",
+    )
     allowed_groups = forms.ModelMultipleChoiceField(
         queryset=Group.objects.order_by("name"), required=False, widget=forms.CheckboxSelectMultiple,
         help_text="Empty: every role may search and chat with it. Otherwise only these groups (and admins).",
@@ -20,6 +25,7 @@ class KnowledgeBaseForm(forms.Form):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         if editing:
             del self.fields["slug"]
+            del self.fields["embedding_model"]
 
 
 class SearchForm(forms.Form):

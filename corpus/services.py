@@ -116,6 +116,11 @@ def kb_create(*, name: str, slug: str = "", description: str = "", chunk_size: i
         raise CorpusError("the slug must contain letters or digits")
     if KnowledgeBase.objects.filter(slug=slug).exists():
         raise CorpusError(f"a knowledge base with slug {slug!r} already exists", code="conflict")
+    if embedding_model.strip():
+        try:  # fail now, not on every document later
+            load_embedder(embedding_model.strip(), setting="the knowledge base's embedding model")
+        except ModelNotFound as exc:
+            raise CorpusError(str(exc)) from exc
     with transaction.atomic():
         kb = KnowledgeBase.objects.create(
             slug=slug, name=name[:200], description=description, chunk_size=chunk_size, chunk_overlap=chunk_overlap,

@@ -143,3 +143,11 @@ def test_it_validates_knowledge_base_settings() -> None:
     with pytest.raises(CorpusError, match="overlap"):
         kb_create(name="Weird", chunk_size=100, chunk_overlap=90)
     assert kb_create(name="Manual").slug == "manual-2"
+
+
+def test_it_checks_a_custom_embedding_model_at_creation(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match="knowledge base's embedding model"):
+        kb_create(name="Broken", embedding_model=str(tmp_path / "missing-model"))
+    kb = kb_create(name="Explicit", embedding_model="all-MiniLM-L6-v2")
+    doc = _upload(kb, "battery.txt", BATTERY)
+    assert doc.status == Document.Status.READY
