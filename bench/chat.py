@@ -12,7 +12,8 @@ pointed at that server. For each N, N clients ask at once:
 - directly: the same prompt, streamed from the model server with httpx.
 
 Prints one JSON line per case: time-to-first-token p50 (the app's minus its own retrieval
-time, vs direct), per-stream token rates and their ratio, and errors; a stress case with
+time, vs direct: all direct clients at once, and "staggered", sending on the schedule at which
+the app's searches finished), per-stream token rates and their ratio, and errors; a stress case with
 ``--stress`` concurrent conversations (dropped or errored streams must be 0); and the daphne
 process's memory per open idle connection. Targets: added TTFT p50 ≤ 50 ms, throughput
 ratio ≥ 0.9 at 50 clients, 0 failures at 200.
@@ -183,10 +184,12 @@ async def ws_client(port: int, conv_id: int, cookie: str, start: asyncio.Event) 
 
 
 async def direct_client(
-    client: Any, url: str, messages: list[dict[str, str]], start: asyncio.Event
+    client: Any, url: str, messages: list[dict[str, str]], start: asyncio.Event, delay: float = 0.0
 ) -> Stream:
     out = Stream()
     await start.wait()
+    if delay:
+        await asyncio.sleep(delay)
     t0 = time.perf_counter()
     body = {
         "model": "scripted",
@@ -228,14 +231,18 @@ async def run_app_clients(
 
 
 async def run_direct_clients(
-    url: str, n: int, messages: list[dict[str, str]]
+    url: str, n: int, messages: list[dict[str, str]], delays: list[float] | None = None
 ) -> tuple[list[Stream], float]:
+    """``delays``: when each client sends (default: all at once)."""
     import httpx
 
+    delays = delays or [0.0] * n
     limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
     async with httpx.AsyncClient(limits=limits) as client:
         start = asyncio.Event()
-        tasks = [asyncio.create_task(direct_client(client, url, messages, start)) for _ in range(n)]
+        tasks = [
+            asyncio.create_task(direct_client(client, url, messages, start, d)) for d in delays
+        ]
         await asyncio.sleep(0.05)
         t0 = time.perf_counter()
         start.set()
@@ -259,7 +266,12 @@ def ms(x: float | None) -> float | None:
 
 
 def summarise(
-    case: str, n: int, app: list[Stream], direct: list[Stream] | None, retrieval: dict[int, float]
+    case: str,
+    n: int,
+    app: list[Stream],
+    direct: list[Stream] | None,
+    retrieval: dict[int, float],
+    staggered: list[Stream] | None = None,
 ) -> dict[str, Any]:
     app_ok = [s for s in app if s.ok and s.ttft is not None]
     app_ttft = [s.ttft for s in app_ok]  # type: ignore[misc]
@@ -289,6 +301,14 @@ def summarise(
             if app_ttft_net
             else None,
             throughput_ratio=round((p50(app_rates) or 0) / (p50(d_rates) or 1), 3),
+        )
+    if staggered is not None:
+        s_ttft = p50([s.ttft for s in staggered if s.ok and s.ttft is not None])  # type: ignore[misc]
+        line.update(
+            direct_staggered_ttft_p50_ms=ms(s_ttft),
+            added_ttft_vs_staggered_p50_ms=ms((p50(app_ttft_net) or 0) - (s_ttft or 0))
+            if app_ttft_net
+            else None,
         )
     return line
 
@@ -399,7 +419,13 @@ def main() -> None:
             )
             direct, _ = asyncio.run(run_direct_clients(llm_url, n, messages))
             retrieval = retrieval_times([s.answer_id for s in app if s.answer_id])
-            print(json.dumps(summarise("app_vs_direct", n, app, direct, retrieval)), flush=True)
+            # The app asks the model only once each search is done, so its requests arrive
+            # spread out, while earlier answers already stream. Direct clients sending on the
+            # same schedule isolate what the app adds beyond retrieval.
+            delays = sorted(retrieval.values())
+            staggered, _ = asyncio.run(run_direct_clients(llm_url, len(delays), messages, delays))
+            line = summarise("app_vs_direct", n, app, direct, retrieval, staggered)
+            print(json.dumps(line), flush=True)
 
         if args.stress:
             app, wall = asyncio.run(

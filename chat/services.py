@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,7 +31,10 @@ from raftweb.llm.base import ChatBackend, ChatMessage
 CHAT_PROFILE = "student"
 TOP_K = 5
 TITLE_CHARS = 80
-SEARCH_THREADS = max(2, os.cpu_count() or 2)
+# One search thread: query embedding is serialised by the embedder's lock anyway, and a
+# second CPU-bound thread only fights the event loop for the GIL (bench/chat.py, 50 clients on
+# 2 cores: first token 2.5 s → 1.5 s, time beyond retrieval 620 ms → 20 ms).
+SEARCH_THREADS = 1
 # No answer takes this long; one still pending after it was orphaned by a dead process.
 STALE_PENDING = timedelta(minutes=15)
 
@@ -152,8 +154,8 @@ async def answers_expire_stale(*, conversation: Conversation) -> int:
 
 @functools.cache
 def _search_pool() -> ThreadPoolExecutor:
-    # Searching is CPU-bound (query embedding, BM25): more threads than cores only adds GIL
-    # contention, which starves the event loop that streams everyone's tokens.
+    # Searching is CPU-bound (query embedding, BM25): off the event loop, but in a pool of its
+    # own so that it neither waits behind nor blocks the ORM thread.
     return ThreadPoolExecutor(max_workers=SEARCH_THREADS, thread_name_prefix="chat-search")
 
 
