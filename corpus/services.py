@@ -327,8 +327,14 @@ def _prepare_many(kb: KnowledgeBase, documents: Sequence[Document], *, force: bo
         document.status, document.progress, document.error = Document.Status.EMBEDDING, 5, ""
         document.updated_at = timezone.now()
         prepared.append((document, chunks))
-    Document.objects.bulk_update([d for d, _ in prepared], ["kind", "pages", "chunk_count", "status", "progress",
-                                                            "error", "updated_at"], batch_size=500)
+    # Few distinct (kind, pages, chunk count) values: one UPDATE each beats bulk_update's CASE.
+    by_values: dict[tuple[str, int | None, int], list[int]] = {}
+    for document, _ in prepared:
+        by_values.setdefault((document.kind, document.pages, document.chunk_count), []).append(document.pk)
+    now = timezone.now()
+    for (kind, pages, count), ids in by_values.items():
+        Document.objects.filter(pk__in=ids).update(kind=kind, pages=pages, chunk_count=count, updated_at=now,
+                                                   status=Document.Status.EMBEDDING, progress=5, error="")
     return prepared, failed
 
 
@@ -464,9 +470,8 @@ def documents_ingest(*, document_ids: Sequence[int], force: bool = False, batch_
                     _fail(document, _failure_reason(exc))
             flush()
     flush(final=True)
-    for document in ordered:
-        document.refresh_from_db()
-    return ordered
+    fresh = Document.objects.in_bulk([d.pk for d in ordered])
+    return [fresh[d.pk] for d in ordered if d.pk in fresh]
 
 
 def _fail(document: Document, reason: str) -> None:
