@@ -92,11 +92,6 @@ def render_markdown(text: str) -> str:
     return sanitize_html(_markdown().render(text or ""))
 
 
-def strip_quote_markers(text: str) -> str:
-    """The RAFT quote markers, removed (for plain-text display while tokens stream)."""
-    return text.replace("##begin_quote##", "“").replace("##end_quote##", "”")
-
-
 def citation_marker(citation: Citation, href: str) -> str:
     """The ``[n]`` link shown next to a quote; built only from escaped values."""
     state = "verified" if citation.verified else "unverified"
