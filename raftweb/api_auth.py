@@ -25,6 +25,13 @@ class TokenAuth(HttpBearer):
 
 
 class ActiveSessionAuth(SessionAuth):
+    def __call__(self, request: HttpRequest) -> Any:
+        # A caller that sent a bearer token meant token auth: a bad token is a 401, not a
+        # "CSRF check failed" 403 from falling through to the session check.
+        if request.META.get("HTTP_AUTHORIZATION", "").lower().startswith("bearer "):
+            return None
+        return super().__call__(request)
+
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         user = super().authenticate(request, key)
         return user if user is not None and user.is_active else None

@@ -43,3 +43,10 @@ def test_it_does_not_let_a_user_revoke_someone_elses_token(sam, rita, api_token_
     assert api.status_code == 404
     token.refresh_from_db()
     assert token.revoked_at is None
+
+
+def test_it_answers_401_not_a_csrf_error_for_a_bad_token_on_a_post(db, client) -> None:
+    response = client.put("/api/model-profiles/teacher", data="{}", content_type="application/json",
+                          headers={"Authorization": "Bearer rw_not-a-real-token"})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"
