@@ -202,15 +202,12 @@ def document_upload(*, kb: KnowledgeBase, name: str, chunks: Iterable[bytes], us
     try:
         if size == 0:
             raise CorpusError(f"{safe}: the file is empty", code="empty")
-        existing = Document.objects.filter(kb=kb, content_hash=digest).first()
-        if existing is not None:
-            if existing.status == Document.Status.FAILED and enqueue:
-                document_retry(document=existing)  # uploading it again is the natural retry
-            return UploadResult(existing, created=False)
         rel = Path(f"kb_{kb.pk}") / digest[:2] / f"{digest}{Path(safe).suffix[:12]}"
         final = root / rel
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
+            # Optimistic insert: the unique (kb, content_hash) constraint recognises identical
+            # bytes — uploaded earlier or at this very moment — in one round trip.
             with transaction.atomic():
                 previous = (Document.objects.select_for_update().filter(kb=kb, name=safe)
                             .order_by("-version").first())
@@ -221,10 +218,11 @@ def document_upload(*, kb: KnowledgeBase, name: str, chunks: Iterable[bytes], us
                     created_by=user if getattr(user, "pk", None) else None,
                 )
         except IntegrityError:
-            # A concurrent upload of the same bytes won the race: that row is the document.
             existing = Document.objects.filter(kb=kb, content_hash=digest).first()
             if existing is None:
                 raise
+            if existing.status == Document.Status.FAILED and enqueue:
+                document_retry(document=existing)  # uploading it again is the natural retry
             return UploadResult(existing, created=False)
         tmp.replace(final)  # content-addressed: concurrent duplicates write the same name
         if enqueue:

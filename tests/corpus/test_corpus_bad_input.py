@@ -234,3 +234,23 @@ def test_it_fails_with_a_reason_when_the_vector_store_dies_mid_ingest_and_retrie
     hits = kb_search(kb=kb, query="Section 150 describes feature 150", k=3)
     assert hits and "150" in hits[0].text
     assert np.isfinite(hits[0].score)
+
+
+@pytest.mark.django_db
+def test_it_fails_only_the_round_that_hit_a_dead_store_in_bulk_ingest(monkeypatch: pytest.MonkeyPatch) -> None:
+    from corpus.services import documents_ingest
+
+    kb = kb_create(name="KB")
+    ids = [document_upload(kb=kb, name=f"doc{i}.txt", chunks=[f"Topic {i}. ".encode() * 20], enqueue=False).document.pk
+           for i in range(6)]
+    real = services.vector_store()
+    flaky = FlakyStore(real, healthy_calls=1)
+    monkeypatch.setattr(services, "vector_store", lambda: flaky)
+    documents = documents_ingest(document_ids=ids, batch_size=3)  # rounds: docs 0-2, then 3-5
+    statuses = [d.status for d in documents]
+    assert statuses == [Document.Status.READY] * 3 + [Document.Status.FAILED] * 3
+    assert all("unavailable" in d.error for d in documents[3:])
+    monkeypatch.setattr(services, "vector_store", lambda: real)
+    documents = documents_ingest(document_ids=ids, batch_size=3)  # retry: only the failed ones run
+    assert [d.status for d in documents] == [Document.Status.READY] * 6
+    assert real.count(collection_name(kb.index_key, "base")) == 6
