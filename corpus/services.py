@@ -35,7 +35,11 @@ from raftweb.retrieval import (
 
 log = logging.getLogger(__name__)
 
-EMBED_BATCH = 64
+# Small batches pad less: on CPU, all-MiniLM-L6-v2 encodes E-Manual chunks ~20% faster at 16
+# than at 64 (sentence-transformers sorts by length, but pads within each batch).
+EMBED_BATCH = 16
+# Chunks per embedding round of one document: one upsert and one progress update each.
+ROUND_SIZE = 128
 
 
 class CorpusError(Exception):
@@ -394,8 +398,8 @@ def document_ingest(*, document_id: int, force: bool = False) -> Document:
         chunks = _prepare(document, force=force)
         todo = [c for c in chunks if not c.embedded]
         done = len(chunks) - len(todo)
-        for i in range(0, len(todo), EMBED_BATCH):
-            batch = todo[i:i + EMBED_BATCH]
+        for i in range(0, len(todo), ROUND_SIZE):
+            batch = todo[i:i + ROUND_SIZE]
             _embed(document.kb, [(document, c) for c in batch])
             done += len(batch)
             Document.objects.filter(pk=document.pk).update(progress=5 + int(90 * done / max(1, len(chunks))))
@@ -481,8 +485,8 @@ def _index_other_versions(document: Document, chunks: Sequence[Chunk]) -> None:
     for idx in document.kb.embedding_indexes.exclude(version=BASE_VERSION).filter(status=EmbeddingIndex.Status.READY):
         embedder = kb_embedder(document.kb, idx.model)
         coll = collection_name(document.kb.index_key, idx.version)
-        for i in range(0, len(chunks), EMBED_BATCH):
-            batch = chunks[i:i + EMBED_BATCH]
+        for i in range(0, len(chunks), ROUND_SIZE):
+            batch = chunks[i:i + ROUND_SIZE]
             vectors = embedder.encode([c.index_text for c in batch], batch_size=EMBED_BATCH)
             vector_store().upsert(coll, [str(c.pk) for c in batch], vectors, [_metadata(document, c) for c in batch])
 
@@ -541,8 +545,8 @@ def kb_embedding_add(*, kb: KnowledgeBase, version: str, model: str, activate: b
         store.drop(coll)
         for document in kb.documents.filter(status=Document.Status.READY):
             chunks = list(document.chunks.order_by("ordinal"))
-            for i in range(0, len(chunks), EMBED_BATCH):
-                batch = chunks[i:i + EMBED_BATCH]
+            for i in range(0, len(chunks), ROUND_SIZE):
+                batch = chunks[i:i + ROUND_SIZE]
                 store.upsert(coll, [str(c.pk) for c in batch], embedder.encode([c.index_text for c in batch]),
                              [_metadata(document, c) for c in batch])
     except (ModelNotFound, VectorStoreError) as exc:

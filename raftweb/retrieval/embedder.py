@@ -76,7 +76,7 @@ class Embedder:
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, batch_size: int = 16) -> np.ndarray:
         """Unit-normalised float32 vectors (cosine similarity == dot product)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
