@@ -413,8 +413,14 @@ def documents_ingest(*, document_ids: Sequence[int], force: bool = False, batch_
     """Bulk ingestion (CLI, re-index): the same steps as :func:`document_ingest`, but embedding
     batches span documents, so hundreds of small files embed as fast as one big one.
     A document that fails to parse fails alone; a failed batch fails the documents in it."""
-    documents = {d.pk: d for d in Document.objects.select_related("kb").filter(pk__in=document_ids)}
-    ordered = [documents[i] for i in document_ids if i in documents]
+    documents: dict[int, Document] = {}
+    ordered: list[Document] = []
+    ids = list(document_ids)
+    for start in range(0, len(ids), 500):  # bounded IN lists, whatever the corpus size
+        part = ids[start:start + 500]
+        found = Document.objects.select_related("kb").in_bulk(part)
+        documents.update(found)
+        ordered.extend(found[i] for i in part if i in found)
     pending: dict[int, list[Chunk]] = {}  # document id -> its chunks, until all are embedded
     buffer: list[tuple[Document, Chunk]] = []
     failed: set[int] = set()
@@ -472,7 +478,9 @@ def documents_ingest(*, document_ids: Sequence[int], force: bool = False, batch_
                     _fail(document, _failure_reason(exc))
             flush()
     flush(final=True)
-    fresh = Document.objects.in_bulk([d.pk for d in ordered])
+    fresh: dict[int, Document] = {}
+    for start in range(0, len(ordered), 500):
+        fresh.update(Document.objects.in_bulk([d.pk for d in ordered[start:start + 500]]))
     return [fresh[d.pk] for d in ordered if d.pk in fresh]
 
 
