@@ -197,7 +197,20 @@ def document_list(request: HttpRequest, slug: str) -> list[Document]:
     return list(selectors.kb_documents(_admin_kb(request, slug)))
 
 
-@router.post("/kbs/{slug}/documents", response={201: UploadOut},
+_MULTIPART_FILES = {
+    "requestBody": {
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["files"],
+            "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+        }}},
+        "required": True,
+    }
+}
+
+
+# The files are read inside the function (not as a ninja File parameter) so the size limit can
+# be installed before the body is parsed; the schema above documents them for /api/docs.
+@router.post("/kbs/{slug}/documents", response={201: UploadOut}, openapi_extra=_MULTIPART_FILES,
              summary="Upload files (multipart field 'files', several allowed) (admin)")
 def document_upload(request: HttpRequest, slug: str) -> tuple[int, dict[str, Any]]:
     kb = _admin_kb(request, slug)

@@ -143,3 +143,9 @@ def test_it_works_with_the_browser_session_and_csrf(alice: Any, client_for: Call
     c = client_for(alice)
     r = c.get("/api/kbs/manual")
     assert r.status_code == 200 and r.json()["documents"] == 1
+
+
+def test_it_documents_the_multipart_upload_in_openapi(alice: Any, client_for: Callable[[Any], Client]) -> None:
+    schema = client_for(alice).get("/api/openapi.json").json()
+    body = schema["paths"]["/api/kbs/{slug}/documents"]["post"]["requestBody"]
+    assert "files" in body["content"]["multipart/form-data"]["schema"]["properties"]

@@ -151,3 +151,10 @@ def test_it_checks_a_custom_embedding_model_at_creation(tmp_path: Path) -> None:
     kb = kb_create(name="Explicit", embedding_model="all-MiniLM-L6-v2")
     doc = _upload(kb, "battery.txt", BATTERY)
     assert doc.status == Document.Status.READY
+
+
+def test_it_returns_nothing_for_an_empty_kb() -> None:
+    kb = kb_create(name="Empty")
+    for mode in ("hybrid", "dense", "bm25"):
+        assert kb_search(kb=kb, query="anything at all", mode=mode, k=5) == []
+    assert kb_search(kb=kb, query="x", mode="dense", k=5, document_ids=[1, 2]) == []
