@@ -125,6 +125,8 @@ class _Snapshot:
     document_ids: np.ndarray  # int64 by idx
     n_docs: int
     avgdl: float
+    norm: np.ndarray | None = None  # BM25 length normalisation, computed on first query
+    norm_params: tuple[float, float] | None = None
 
 
 _SCHEMA = """
@@ -400,8 +402,12 @@ class BM25Index:
         if not terms or snap.n_docs == 0 or k <= 0:
             return []
         scores = np.zeros(len(snap.alive), dtype=np.float32)
-        touched: list[np.ndarray] = []
-        norm = self.k1 * (1 - self.b + self.b * snap.lengths / max(snap.avgdl, 1e-9))
+        touched = np.zeros(len(snap.alive), dtype=bool)
+        any_hit = False
+        norm = snap.norm if snap.norm is not None and snap.norm_params == (self.k1, self.b) else None
+        if norm is None:  # once per snapshot, not per query
+            norm = (self.k1 * (1 - self.b + self.b * snap.lengths / max(snap.avgdl, 1e-9))).astype(np.float32)
+            snap.norm, snap.norm_params = norm, (self.k1, self.b)
         for term in terms:
             idx_parts, tf_parts = [], []
             for seg in snap.segments.values():
@@ -424,10 +430,11 @@ class BM25Index:
                 continue
             idf = math.log(1.0 + (snap.n_docs - df + 0.5) / (df + 0.5))
             scores[idx] += idf * tf * (self.k1 + 1) / (tf + norm[idx])
-            touched.append(idx)
-        if not touched:
+            touched[idx] = True
+            any_hit = True
+        if not any_hit:
             return []
-        cand = np.unique(np.concatenate(touched))
+        cand = np.flatnonzero(touched)  # sorted unique ids without sorting postings
         if document_ids is not None:
             cand = cand[np.isin(snap.document_ids[cand], np.asarray(list(document_ids), dtype=np.int64))]
         if not len(cand):
