@@ -25,9 +25,26 @@
     return { fill, state };
   }
 
-  function refreshDocuments() {
-    const target = document.querySelector(form.dataset.refresh);
-    if (target && window.htmx) window.htmx.trigger(target, "refresh");
+  // Re-render the documents table after each upload. Done by hand, one at a time, rather than
+  // by triggering htmx: a triggered request queued on an element that an earlier swap has
+  // replaced is silently dropped, and the table would miss the last file.
+  async function refreshDocuments() {
+    const current = document.querySelector(form.dataset.refresh);
+    if (!current) return;
+    try {
+      const resp = await fetch(current.getAttribute("hx-get"), {
+        headers: { "HX-Request": "true" }, credentials: "same-origin",
+      });
+      if (!resp.ok) return;
+      const tpl = document.createElement("template");
+      tpl.innerHTML = (await resp.text()).trim();  // our own server-rendered, escaped fragment
+      const fresh = tpl.content.firstElementChild;
+      const now = document.querySelector(form.dataset.refresh);
+      if (fresh && now) {
+        now.replaceWith(fresh);
+        if (window.htmx) window.htmx.process(fresh);  // re-arm polling while work is in progress
+      }
+    } catch (err) { /* the next poll or reload shows the state */ }
   }
 
   function send(file, ui) {
@@ -70,7 +87,7 @@
     const items = Array.from(files).map(function (f) { return { file: f, ui: row(f) }; });
     for (const item of items) {
       await send(item.file, item.ui);  // sequential: predictable load on the server
-      refreshDocuments();
+      await refreshDocuments();
     }
     input.value = "";
   }
