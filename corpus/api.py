@@ -77,6 +77,14 @@ class UploadOut(Schema):
     failed: list[UploadFailureOut]
 
 
+class EmbeddingVersionOut(Schema):
+    version: str
+    model: str
+    status: str
+    error: str
+    active: bool
+
+
 class QueuedOut(Schema):
     queued: int
 
@@ -282,3 +290,25 @@ def kb_search_get(request: HttpRequest, slug: str, q: str, mode: str = "hybrid",
     return kb_search(request, slug, SearchIn(query=q, mode=mode, k=k))
 
 
+
+
+def _versions(kb: KnowledgeBase) -> list[dict[str, Any]]:
+    return [{"version": i.version, "model": i.model or services.embedding_model_name(kb), "status": i.status,
+             "error": i.error, "active": i.version == kb.embedding_version} for i in kb.embedding_indexes.all()]
+
+
+@router.get("/kbs/{slug}/embeddings", response=list[EmbeddingVersionOut],
+            summary="Embedding versions indexed for this knowledge base (admin)")
+def embedding_versions(request: HttpRequest, slug: str) -> list[dict[str, Any]]:
+    return _versions(_admin_kb(request, slug))
+
+
+@router.post("/kbs/{slug}/embeddings/{version}/activate", response=list[EmbeddingVersionOut],
+             summary="Make an embedding version the one search uses by default (admin)")
+def embedding_activate(request: HttpRequest, slug: str, version: str) -> list[dict[str, Any]]:
+    kb = _admin_kb(request, slug)
+    try:
+        services.kb_embedding_activate(kb=kb, version=version)
+    except services.CorpusError as exc:
+        raise _corpus_error(exc) from exc
+    return _versions(kb)

@@ -204,3 +204,16 @@ def kb_search(request: HttpRequest, slug: str) -> HttpResponse:
     if request.htmx:
         return render(request, "corpus/partials/search_results.html", context)
     return render(request, "corpus/search.html", context)
+
+
+@admin_only
+@require_POST
+def kb_embedding_activate(request: HttpRequest, slug: str) -> HttpResponse:
+    kb = _kb(slug)
+    try:
+        services.kb_embedding_activate(kb=kb, version=request.POST.get("version", ""))
+    except services.CorpusError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Search now uses the “{kb.embedding_version}” embeddings.")
+    return redirect("corpus:kb_detail", slug=kb.slug)

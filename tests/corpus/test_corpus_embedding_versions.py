@@ -67,3 +67,23 @@ def test_it_rejects_bad_versions() -> None:
     with pytest.raises(CorpusError, match="cannot load embedding model"):
         kb_embedding_add(kb=kb, version="broken", model="/no/such/model")
     assert EmbeddingIndex.objects.get(kb=kb, version="broken").status == EmbeddingIndex.Status.FAILED
+
+
+def test_it_lists_and_activates_versions_through_the_api_and_page(alice: object, client_for: object) -> None:
+    from django.urls import reverse
+
+    kb = kb_create(name="Manual", slug="manual")
+    _ingest(kb, "gps.txt", DOCS["gps.txt"])
+    kb_embedding_add(kb=kb, version="tuned", model="all-MiniLM-L6-v2")
+    c = client_for(alice)  # type: ignore[operator]
+    versions = c.get("/api/kbs/manual/embeddings").json()
+    assert [(v["version"], v["active"]) for v in versions] == [("base", True), ("tuned", False)]
+    r = c.post("/api/kbs/manual/embeddings/tuned/activate")
+    assert r.status_code == 200 and [v["active"] for v in r.json()] == [False, True]
+    assert c.post("/api/kbs/manual/embeddings/nope/activate").status_code == 404
+    page = c.get(reverse("corpus:kb_detail", args=["manual"])).content.decode()
+    assert "tuned · active" in page and 'value="base"' in page
+    r = c.post(reverse("corpus:kb_embedding_activate", args=["manual"]), {"version": "base"})
+    assert r.status_code == 302
+    kb.refresh_from_db()
+    assert kb.embedding_version == "base"
