@@ -323,8 +323,10 @@ def _prepare_many(kb: KnowledgeBase, documents: Sequence[Document], *, force: bo
         for chunk in rows:
             created.setdefault(chunk.document_id, []).append(chunk)
     prepared: list[tuple[Document, list[Chunk]]] = []
+    texts: dict[int, str] = {}
     for document, doc, _ in parsed:
         chunks = existing.get(document.pk, []) if document.pk in keep else created.get(document.pk, [])
+        document.text = texts[document.pk] = doc.text
         document.kind, document.pages, document.chunk_count = doc.kind, doc.pages, len(chunks)
         document.status, document.progress, document.error = Document.Status.EMBEDDING, 5, ""
         document.updated_at = timezone.now()
@@ -337,6 +339,8 @@ def _prepare_many(kb: KnowledgeBase, documents: Sequence[Document], *, force: bo
     for (kind, pages, count), ids in by_values.items():
         Document.objects.filter(pk__in=ids).update(kind=kind, pages=pages, chunk_count=count, updated_at=now,
                                                    status=Document.Status.EMBEDDING, progress=5, error="")
+    for pk, text in texts.items():  # one row each: texts differ, and a CASE would copy them all
+        Document.objects.filter(pk=pk).update(text=text)
     return prepared, failed
 
 

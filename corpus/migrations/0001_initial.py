@@ -33,6 +33,7 @@ class Migration(migrations.Migration):
                 ('pages', models.PositiveIntegerField(blank=True, null=True)),
                 ('size', models.BigIntegerField(default=0)),
                 ('chunk_count', models.PositiveIntegerField(default=0)),
+                ('text', models.TextField(blank=True, default='')),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
                 ('updated_at', models.DateTimeField(auto_now=True)),
                 ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),

@@ -90,6 +90,8 @@ class Document(models.Model):
     pages = models.PositiveIntegerField(null=True, blank=True)
     size = models.BigIntegerField(default=0)
     chunk_count = models.PositiveIntegerField(default=0)
+    # The parsed text (sections joined by a blank line); chunk offsets index into it.
+    text = models.TextField(blank=True, default="")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                    related_name="+")
     created_at = models.DateTimeField(default=timezone.now)

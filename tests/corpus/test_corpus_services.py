@@ -158,3 +158,18 @@ def test_it_returns_nothing_for_an_empty_kb() -> None:
     for mode in ("hybrid", "dense", "bm25"):
         assert kb_search(kb=kb, query="anything at all", mode=mode, k=5) == []
     assert kb_search(kb=kb, query="x", mode="dense", k=5, document_ids=[1, 2]) == []
+
+
+def test_it_stores_the_parsed_text_that_chunk_offsets_index_into() -> None:
+    from tests.corpus.corpus_files import pdf_bytes
+
+    kb = kb_create(name="KB", chunk_size=16, chunk_overlap=2)
+    pages = ["First page talks about the battery. It charges quickly. Use the adapter every day. " * 2,
+             "Second page explains location services. GPS is accurate in cities. Wi-Fi helps too. " * 2]
+    doc = _upload(kb, "manual.pdf", pdf_bytes(pages))
+    doc.refresh_from_db()
+    assert doc.status == Document.Status.READY and doc.pages == 2
+    chunks = list(Chunk.objects.filter(document=doc).order_by("ordinal"))
+    assert len(chunks) >= 4 and {c.page for c in chunks} == {1, 2}
+    for c in chunks:
+        assert doc.text[c.start:c.end] == c.text
