@@ -1,8 +1,7 @@
-"""Embedding model loading (sentence-transformers), cached per process, offline by default."""
+"""Embedding model loading (sentence-transformers), cached per process; the default model is bundled (offline)."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -101,14 +100,13 @@ _cache_lock = threading.Lock()
 def load_embedder(name: str = DEFAULT_EMBEDDING_MODEL, *, device: str | None = None,
                   setting: str = DEFAULT_SETTING_NAME) -> Embedder:
     """Load (once per process) the embedding model ``name``: the bundled default, a local path, or an
-    id already in the local Hugging Face cache. Never downloads: HF_HUB_OFFLINE is forced on."""
+    id (fetched from the hub only where HF_HUB_OFFLINE is off — tests and offline installs set it;
+    the process-wide variable is left alone, other model backends share it)."""
     key = (name, device)
     with _cache_lock:
         if key in _cache:
             return _cache[key]
         path = resolve_model_path(name)
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         if path != name and not Path(path).exists():
             raise ModelNotFound(f"embedding model path {path!r} does not exist; check {setting}")
         try:
