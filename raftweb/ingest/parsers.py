@@ -102,6 +102,9 @@ class ParserRegistry:
         parser, text = self.detect(data, filename)
         doc = parser.parse(data, text, filename)
         doc.sections = [s for s in doc.sections if s.text.strip()]
+        for section in doc.sections:  # titles come from metadata too: same cleaning as text
+            section.title = clean_text(section.title).strip()[:300]
+        doc.title = clean_text(doc.title).strip()[:300]
         if not doc.sections:
             raise EmptyDocument(f"no text found in this {parser.name.upper()} file")
         if not doc.title:
