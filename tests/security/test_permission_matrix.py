@@ -144,6 +144,7 @@ PAGES: dict[str, Page] = {
         post_allowed=ADMIN,
     ),
     "corpus:kb_reindex": Page(kwargs=_junk, allowed=ADMIN, ok=405, post=lambda w: {}, post_allowed=ADMIN),
+    "corpus:kb_embedding_activate": Page(kwargs=_junk, allowed=ADMIN, ok=405),
     "corpus:kb_search": Page(kwargs=_kb, allowed=ADMIN),
     "corpus:document_detail": Page(kwargs=_doc, allowed=ADMIN),
     "corpus:document_delete": Page(kwargs=_junk_doc, allowed=ADMIN, ok=405, post=lambda w: {},
@@ -375,6 +376,9 @@ API_OPS: dict[tuple[str, str], Op] = {
     ("PATCH", "/api/kbs/{slug}"): Op(lambda w: "/api/kbs/tv", ADMIN, body=lambda w: {"name": "Renamed"}),
     ("DELETE", "/api/kbs/{slug}"): Op(lambda w: "/api/kbs/junk", ADMIN, ok=204, run_allowed=False),
     ("POST", "/api/kbs/{slug}/reindex"): Op(lambda w: "/api/kbs/junk/reindex", ADMIN, ok=202, run_allowed=False),
+    ("GET", "/api/kbs/{slug}/embeddings"): Op(lambda w: "/api/kbs/tv/embeddings", ADMIN),
+    ("POST", "/api/kbs/{slug}/embeddings/{version}/activate"): Op(
+        lambda w: "/api/kbs/junk/embeddings/base/activate", ADMIN, run_allowed=False),
     ("GET", "/api/kbs/{slug}/documents"): Op(lambda w: "/api/kbs/tv/documents", ADMIN),
     ("POST", "/api/kbs/{slug}/documents"): Op(
         lambda w: "/api/kbs/tv/documents", ADMIN, ok=201, body=_upload, multipart=True, run_allowed=False,
