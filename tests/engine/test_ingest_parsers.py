@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.corpus.corpus_files import pdf_bytes as _pdf_bytes
+
 from raftweb.ingest import (
     NO_TEXT_PDF_MESSAGE,
     CorruptFile,
@@ -23,33 +25,6 @@ from raftweb.ingest import (
 
 SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "raft_samples"
 needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"public samples absent ({SAMPLES})")
-
-
-def _pdf_bytes(texts: list[str | None], *, password: str | None = None) -> bytes:
-    """A small real PDF: one page per entry, None = a page without any text."""
-    from pypdf import PdfWriter
-    from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
-
-    writer = PdfWriter()
-    font = DictionaryObject({
-        NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type1"),
-        NameObject("/BaseFont"): NameObject("/Helvetica"),
-    })
-    for text in texts:
-        page = writer.add_blank_page(width=300, height=300)
-        if text is None:
-            continue
-        stream = DecodedStreamObject()
-        stream.set_data(f"BT /F1 12 Tf 20 200 Td ({text}) Tj ET".encode("latin-1"))
-        page[NameObject("/Contents")] = writer._add_object(stream)
-        page[NameObject("/Resources")] = DictionaryObject({
-            NameObject("/Font"): DictionaryObject({NameObject("/F1"): writer._add_object(font)}),
-        })
-    if password:
-        writer.encrypt(user_password=password, owner_password=password, algorithm="AES-128")
-    buf = io.BytesIO()
-    writer.write(buf)
-    return buf.getvalue()
 
 
 def _docx_bytes() -> bytes:
