@@ -40,3 +40,7 @@ bench: $(VENV)/.installed-dev
 
 clean:
 	rm -rf $(VENV) var
+
+lint: $(VENV)/.installed-dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .

@@ -187,7 +187,7 @@ def main() -> None:
                   "compared": "per round: mean of the encode runs just before and after / the project run; median",
                   "baseline_at_project_batch_size_s": round(same_bs, 3), "project_batch_size": EMBED_BATCH,
                   "cpu_time_ratio": round(statistics.median(baseline_cpu) / statistics.median(project_cpu), 4),
-                  "encode_share_of_project": round(max(e / p for e, p in zip(inside_encode, project_runs)), 4),
+                  "encode_share_of_project": round(max(e / p for e, p in zip(inside_encode, project_runs, strict=False)), 4),
                   "torch_threads": __import__("torch").get_num_threads()})
     for line in lines:
         print(json.dumps(line), flush=True)

@@ -16,7 +16,14 @@ from corpus.models import KnowledgeBase
 from corpus.models.qa import QAPair
 from corpus.review_render import render_answer, render_highlighted, spans_for
 from corpus.selectors_qa import SORTS, kb_events, next_pair, pair_events, review_kbs, review_queue
-from corpus.services_qa import ConflictError, PairFilter, QAError, qa_agreement, qa_pair_update, qa_pairs_bulk
+from corpus.services_qa import (
+    ConflictError,
+    PairFilter,
+    QAError,
+    qa_agreement,
+    qa_pair_update,
+    qa_pairs_bulk,
+)
 from raftweb.core.roles import Role, role_required, user_has_role
 
 REVIEW_ROLES = (Role.REVIEWER, Role.ADMIN)

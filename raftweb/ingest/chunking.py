@@ -138,7 +138,7 @@ class TokenWindowChunker(Chunker):
             raise ValueError("chunk size must be at least 8 tokens")
         overlap = max(0, min(overlap, size // 2))
         chunks: list[Chunk] = []
-        for section, base in zip(doc.sections, doc.section_offsets()):
+        for section, base in zip(doc.sections, doc.section_offsets(), strict=False):
             text = section.text
             offsets = token_offsets(text)
             if not offsets:
@@ -163,7 +163,7 @@ class RecordChunker(Chunker):
 
     def chunk(self, doc: ParsedDocument, *, size: int, overlap: int, token_offsets: TokenOffsets) -> list[Chunk]:
         chunks: list[Chunk] = []
-        for section, base in zip(doc.sections, doc.section_offsets()):
+        for section, base in zip(doc.sections, doc.section_offsets(), strict=False):
             text = section.text
             if not text.strip():
                 continue

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from raftweb.retrieval.bm25 import BM25Error, BM25Index, IndexedChunk
-from raftweb.retrieval.embedder import DEFAULT_EMBEDDING_MODEL, Embedder, ModelNotFound, load_embedder
+from raftweb.retrieval.embedder import (
+    DEFAULT_EMBEDDING_MODEL,
+    Embedder,
+    ModelNotFound,
+    load_embedder,
+)
 from raftweb.retrieval.fusion import DEFAULT_RRF_K, reciprocal_rank_fusion
 from raftweb.retrieval.retriever import RetrievalError, Retriever, rank_documents
 from raftweb.retrieval.store import (

@@ -19,11 +19,10 @@ import re
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -70,7 +69,7 @@ class Analyzer:
         missing = [w for w in set(words) if w not in cache]
         if missing:
             with self._lock:
-                for w, s in zip(missing, self._stemmer.stemWords(missing)):
+                for w, s in zip(missing, self._stemmer.stemWords(missing), strict=False):
                     cache[w] = s
                 if len(cache) > 500_000:  # bound memory on pathological corpora
                     cache.clear()
@@ -254,7 +253,7 @@ class BM25Index:
                 "INSERT INTO segments(terms, indptr, doc_idx, tf, ndocs) VALUES ('', x'', x'', x'', 0)"
             ).lastrowid
             rows: list[tuple[int, Counter[str]]] = []
-            for c, counts in zip(chunks, analyzed):
+            for c, counts in zip(chunks, analyzed, strict=False):
                 idx = conn.execute(
                     'INSERT INTO docs(chunk_id, document_id, document_name, page, start, "end", length, text, seg) '
                     "VALUES (?,?,?,?,?,?,?,?,?)",

@@ -18,7 +18,7 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], *, k: int = DEFAUL
     if len(weights) != len(rankings):
         raise ValueError("one weight per ranking")
     scores: dict[str, float] = {}
-    for ranking, weight in zip(rankings, weights):
+    for ranking, weight in zip(rankings, weights, strict=False):
         seen: set[str] = set()
         for rank, item in enumerate(ranking, start=1):
             if item in seen:

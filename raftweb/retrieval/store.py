@@ -147,7 +147,12 @@ class ChromaStore(VectorStore):
             batch_ids = list(ids[i:i + step])
             batch_vecs = np.asarray(vectors[i:i + step], dtype=np.float32)
             batch_meta = [dict(m) for m in metadatas[i:i + step]]
-            self._call(lambda: coll.upsert(ids=batch_ids, embeddings=batch_vecs, metadatas=batch_meta))
+            # Bound as defaults: the call runs now, but the binding makes that explicit.
+            self._call(
+                lambda ids_=batch_ids, vecs=batch_vecs, meta=batch_meta: coll.upsert(
+                    ids=ids_, embeddings=vecs, metadatas=meta
+                )
+            )
 
     def delete_document(self, collection: str, document_id: int) -> None:
         coll = self._collection(collection)
@@ -173,7 +178,7 @@ class ChromaStore(VectorStore):
         ))
         ids_out = result["ids"][0] if result.get("ids") else []
         dists = result["distances"][0] if result.get("distances") else []
-        return [(cid, 1.0 - float(d)) for cid, d in zip(ids_out, dists)]
+        return [(cid, 1.0 - float(d)) for cid, d in zip(ids_out, dists, strict=False)]
 
     def count(self, collection: str) -> int:
         return int(self._call(lambda: self._collection(collection).count()))

@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from corpus.models import Document
-from corpus.services import document_delete, document_ingest, document_upload, kb_create, kb_search, vector_store
+from corpus.services import (
+    document_delete,
+    document_ingest,
+    document_upload,
+    kb_create,
+    kb_search,
+    vector_store,
+)
 from raftweb.retrieval import collection_name
 from raftweb.retrieval.store import forget_open_stores
 from tests.services import free_port, port_open, require_service

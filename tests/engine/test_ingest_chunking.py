@@ -54,7 +54,7 @@ def test_it_falls_back_to_sentence_boundaries_and_overlaps() -> None:
     doc = ParsedDocument(kind="text", sections=[Section(text=sentences)])
     chunks = chunk_document(doc, size=60, overlap=10)
     assert len(chunks) > 3
-    for a, b in zip(chunks, chunks[1:]):
+    for a, b in zip(chunks, chunks[1:], strict=False):
         assert a.text.endswith(".")
         assert b.start < a.end  # the windows overlap
         assert a.end - b.start < len(a.text)

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.corpus.corpus_files import pdf_bytes as _pdf_bytes
-
 from raftweb.ingest import (
     NO_TEXT_PDF_MESSAGE,
     CorruptFile,
@@ -22,6 +20,7 @@ from raftweb.ingest import (
     parse_bytes,
     parse_file,
 )
+from tests.corpus.corpus_files import pdf_bytes as _pdf_bytes
 
 SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "raft_samples"
 needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"public samples absent ({SAMPLES})")

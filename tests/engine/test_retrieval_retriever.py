@@ -40,7 +40,7 @@ def retriever(tmp_path: Path) -> Retriever:
         store.upsert(coll, ids, embedder.encode([c.index_text for c in chunks]),
                      [{"document_id": doc_id} for _ in chunks])
         bm25.add([IndexedChunk(chunk_id=i, document_id=doc_id, document_name=name, text=c.text, page=c.page,
-                               start=c.start, end=c.end, index_text=c.index_text) for i, c in zip(ids, chunks)])
+                               start=c.start, end=c.end, index_text=c.index_text) for i, c in zip(ids, chunks, strict=False)])
     return Retriever(store=store, collection=coll, bm25=bm25, embedder=embedder)
 
 

@@ -14,7 +14,13 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from corpus.models import Document, KnowledgeBase
-from corpus.services import CorpusError, UploadTooLarge, document_upload, documents_ingest, kb_create
+from corpus.services import (
+    CorpusError,
+    UploadTooLarge,
+    document_upload,
+    documents_ingest,
+    kb_create,
+)
 from corpus.uploads import iter_file
 
 
