@@ -54,9 +54,11 @@ def _reply(messages: list[dict[str, str]]) -> str:
         words = user.split() or ["nothing"]
         # Distinct questions (different spans of the chunk) so no client drops a duplicate.
         return json.dumps(
-            [f"What does the manual mean by '{' '.join(words[i * 7 : i * 7 + 7] or words[:3])}' "
-             f"in passage {['one', 'two', 'three', 'four', 'five', 'six'][i % 6]}?"
-             for i in range(n)]
+            [
+                f"What does the manual mean by '{' '.join(words[i * 7 : i * 7 + 7] or words[:3])}' "
+                f"in passage {['one', 'two', 'three', 'four', 'five', 'six'][i % 6]}?"
+                for i in range(n)
+            ]
         )
     if "grader" in system:
         return json.dumps({"score": 4, "reason": "Faithful to the document."})
@@ -78,14 +80,26 @@ def serve(delay: float) -> None:
         await asyncio.sleep(delay)
         text = _reply(body.get("messages", []))
         prompt = sum(len(m.get("content", "")) for m in body.get("messages", [])) // 4
-        return web.json_response({
-            "id": "cmpl-bench", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", "bench"),
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": text}}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": len(text) // 4,
-                      "total_tokens": prompt + len(text) // 4},
-        })
+        return web.json_response(
+            {
+                "id": "cmpl-bench",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", "bench"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": text},
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": len(text) // 4,
+                    "total_tokens": prompt + len(text) // 4,
+                },
+            }
+        )
 
     async def main() -> None:
         app = web.Application()
@@ -117,8 +131,10 @@ def load_chunks(n: int) -> list[str]:
                 break
     while len(chunks) < n:  # no dataset: synthetic, distinct chunks
         i = len(chunks)
-        chunks.append(f"Chunk {i} describes setting number {i}. It is enabled from menu {i * 7}. "
-                      f"Hold the key for {i % 9 + 1} seconds to confirm choice {i * 3}.")
+        chunks.append(
+            f"Chunk {i} describes setting number {i}. It is enabled from menu {i * 7}. "
+            f"Hold the key for {i % 9 + 1} seconds to confirm choice {i * 3}."
+        )
     return chunks[:n]
 
 
@@ -126,13 +142,24 @@ def run_pipeline(base_url: str, chunks: list[str], concurrency: int, q: int) -> 
     from raftweb.llm import ModelSpec, get_backend
     from raftweb.raft.pipeline import ChunkInput, ChunkStore, GenerationConfig, run_chunks
 
-    spec = ModelSpec(backend="openai", model="bench", base_url=base_url, api_key="x",
-                     max_concurrency=concurrency, timeout_s=60)
+    spec = ModelSpec(
+        backend="openai",
+        model="bench",
+        base_url=base_url,
+        api_key="x",
+        max_concurrency=concurrency,
+        timeout_s=60,
+    )
     backend = get_backend(spec)
     texts = dict(enumerate(chunks))
     store = ChunkStore(pool=list(texts), text_of=texts.__getitem__)
-    config = GenerationConfig(questions_per_chunk=q, max_concurrency=concurrency, p=1.0,
-                              num_distractors=3, hard_negative_share=0.0)
+    config = GenerationConfig(
+        questions_per_chunk=q,
+        max_concurrency=concurrency,
+        p=1.0,
+        num_distractors=3,
+        hard_negative_share=0.0,
+    )
     inputs = [ChunkInput(i, t) for i, t in texts.items()]
     start = time.perf_counter()
     results = run_chunks(inputs, teacher=backend, judge=backend, config=config, store=store)
@@ -140,8 +167,13 @@ def run_pipeline(base_url: str, chunks: list[str], concurrency: int, q: int) -> 
     rows = sum(len(r.rows) for r in results)
     verified = sum(1 for r in results for row in r.rows if row.quote_status == "verified")
     errors = sum(1 for r in results if r.error)
-    return {"rows": rows, "seconds": elapsed, "rows_per_s": rows / elapsed,
-            "verified_rows": verified, "chunk_errors": errors}
+    return {
+        "rows": rows,
+        "seconds": elapsed,
+        "rows_per_s": rows / elapsed,
+        "verified_rows": verified,
+        "chunk_errors": errors,
+    }
 
 
 def run_service(base_url: str, chunks: list[str], concurrency: int, q: int) -> dict[str, float]:
@@ -170,23 +202,58 @@ def run_service(base_url: str, chunks: list[str], concurrency: int, q: int) -> d
     call_command("migrate", verbosity=0)
     kb = KnowledgeBase.objects.create(slug=f"bench-{time.time_ns()}", name="bench")
     for i in range(0, len(chunks), 8):  # 8 chunks per document
-        doc = Document.objects.create(kb=kb, name=f"doc{i}.txt", original_filename=f"doc{i}.txt",
-                                      file_path="-", content_hash=hashlib.sha256(f"{kb.slug}{i}".encode()).hexdigest(),
-                                      status=Document.Status.READY)
-        Chunk.objects.bulk_create([
-            Chunk(document=doc, ordinal=j, text=t, start=0, end=len(t), hash=hashlib.sha256(t.encode()).hexdigest())
-            for j, t in enumerate(chunks[i:i + 8])])
+        doc = Document.objects.create(
+            kb=kb,
+            name=f"doc{i}.txt",
+            original_filename=f"doc{i}.txt",
+            file_path="-",
+            content_hash=hashlib.sha256(f"{kb.slug}{i}".encode()).hexdigest(),
+            status=Document.Status.READY,
+        )
+        Chunk.objects.bulk_create(
+            [
+                Chunk(
+                    document=doc,
+                    ordinal=j,
+                    text=t,
+                    start=0,
+                    end=len(t),
+                    hash=hashlib.sha256(t.encode()).hexdigest(),
+                )
+                for j, t in enumerate(chunks[i : i + 8])
+            ]
+        )
     for role in ("teacher", "judge"):
-        profile_update(role=role, user=None, backend="openai", model="bench", base_url=base_url, api_key="x",
-                       max_concurrency=concurrency, timeout_s=60)
-    job = generation_job_create(kb=kb, enqueue=False, config={
-        "questions_per_chunk": q, "max_concurrency": concurrency, "p": 1.0, "num_distractors": 3,
-        "hard_negative_share": 0.0})
+        profile_update(
+            role=role,
+            user=None,
+            backend="openai",
+            model="bench",
+            base_url=base_url,
+            api_key="x",
+            max_concurrency=concurrency,
+            timeout_s=60,
+        )
+    job = generation_job_create(
+        kb=kb,
+        enqueue=False,
+        config={
+            "questions_per_chunk": q,
+            "max_concurrency": concurrency,
+            "p": 1.0,
+            "num_distractors": 3,
+            "hard_negative_share": 0.0,
+        },
+    )
     start = time.perf_counter()
     job = generation_job_run(job_id=job.pk)
     elapsed = time.perf_counter() - start
-    return {"rows": job.rows, "seconds": elapsed, "rows_per_s": job.rows / elapsed,
-            "chunks_failed": job.chunks_failed}
+    return {
+        "rows": job.rows,
+        "seconds": elapsed,
+        "rows_per_s": job.rows / elapsed,
+        "chunks_failed": job.chunks_failed,
+    }
 
 
 def _messages(chunk: str, q: int) -> list[dict[str, str]]:
@@ -217,7 +284,8 @@ def run_plain(base_url: str, chunks: list[str], concurrency: int, q: int) -> dic
         async def call(messages: list[dict[str, str]], max_tokens: int) -> str:
             async with sem:
                 resp = await client.chat.completions.create(
-                    model="bench", messages=messages, max_tokens=max_tokens)  # type: ignore[arg-type]
+                    model="bench", messages=messages, max_tokens=max_tokens
+                )  # type: ignore[arg-type]
             return resp.choices[0].message.content or ""
 
         async def row(question: str, chunk: str) -> None:
@@ -246,8 +314,11 @@ def run_reference(base_url: str, chunks: list[str], q: int) -> dict[str, float]:
     client = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, timeout=60)
 
     def call(messages: list[dict[str, str]], max_tokens: int) -> str:
-        resp = client.chat.completions.create(model="bench", messages=messages,  # type: ignore[arg-type]
-                                              max_tokens=max_tokens)
+        resp = client.chat.completions.create(
+            model="bench",
+            messages=messages,  # type: ignore[arg-type]
+            max_tokens=max_tokens,
+        )
         return resp.choices[0].message.content or ""
 
     def one(chunk: str) -> int:
@@ -268,8 +339,12 @@ def run_reference(base_url: str, chunks: list[str], q: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--chunks", type=int, default=64)
-    parser.add_argument("--reference-chunks", type=int, default=12,
-                        help="the reference shape is slow; its rate is measured on fewer chunks")
+    parser.add_argument(
+        "--reference-chunks",
+        type=int,
+        default=12,
+        help="the reference shape is slow; its rate is measured on fewer chunks",
+    )
     parser.add_argument("--questions", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--delay", type=float, default=0.2, help="server delay per request (s)")
@@ -278,31 +353,56 @@ def main() -> None:
     if args.serve:
         serve(args.delay)
         return
-    server = subprocess.Popen([sys.executable, __file__, "--serve", "--delay", str(args.delay)],
-                              stdout=subprocess.PIPE, text=True, env={**os.environ})
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", "--delay", str(args.delay)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
     try:
         port = int(server.stdout.readline())  # type: ignore[union-attr]
         base_url = f"http://127.0.0.1:{port}/v1"
         chunks = load_chunks(args.chunks)
-        common = {"chunks": len(chunks), "questions_per_chunk": args.questions,
-                  "concurrency": args.concurrency, "server_delay_s": args.delay}
+        common = {
+            "chunks": len(chunks),
+            "questions_per_chunk": args.questions,
+            "concurrency": args.concurrency,
+            "server_delay_s": args.delay,
+        }
         run_plain(base_url, chunks[:4], args.concurrency, args.questions)  # warm-up
         plain = run_plain(base_url, chunks, args.concurrency, args.questions)
         pipe = run_pipeline(base_url, chunks, args.concurrency, args.questions)
         service = run_service(base_url, chunks, args.concurrency, args.questions)
         ref = run_reference(base_url, chunks[: args.reference_chunks], args.questions)
-        for name, res in (("plain_asyncio", plain), ("pipeline", pipe), ("service", service),
-                          ("reference_2_threads", ref)):
+        for name, res in (
+            ("plain_asyncio", plain),
+            ("pipeline", pipe),
+            ("service", service),
+            ("reference_2_threads", ref),
+        ):
             print(json.dumps({"case": name, **common, **{k: round(v, 3) for k, v in res.items()}}))
-        print(json.dumps({
-            "case": "ratios", **common,
-            "pipeline_vs_plain_asyncio": round(pipe["rows_per_s"] / plain["rows_per_s"], 3),
-            "pipeline_vs_reference_2_threads": round(pipe["rows_per_s"] / ref["rows_per_s"], 2),
-            "service_vs_plain_asyncio": round(service["rows_per_s"] / plain["rows_per_s"], 3),
-            "service_vs_reference_2_threads": round(service["rows_per_s"] / ref["rows_per_s"], 2),
-            "targets": {"pipeline_vs_plain_asyncio": ">= 0.9",
-                        "pipeline_vs_reference_2_threads": ">= 5 at concurrency 16"},
-        }))
+        print(
+            json.dumps(
+                {
+                    "case": "ratios",
+                    **common,
+                    "pipeline_vs_plain_asyncio": round(pipe["rows_per_s"] / plain["rows_per_s"], 3),
+                    "pipeline_vs_reference_2_threads": round(
+                        pipe["rows_per_s"] / ref["rows_per_s"], 2
+                    ),
+                    "service_vs_plain_asyncio": round(
+                        service["rows_per_s"] / plain["rows_per_s"], 3
+                    ),
+                    "service_vs_reference_2_threads": round(
+                        service["rows_per_s"] / ref["rows_per_s"], 2
+                    ),
+                    "targets": {
+                        "pipeline_vs_plain_asyncio": ">= 0.9",
+                        "pipeline_vs_reference_2_threads": ">= 5 at concurrency 16",
+                    },
+                }
+            )
+        )
     finally:
         server.terminate()
         server.wait(10)

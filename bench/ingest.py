@@ -61,19 +61,30 @@ def write_corpus(folder: Path, docs: int, copies: int, samples: bool = True) -> 
                 shutil.copy(SHARED / "raft_samples" / name, folder / f"sample-{name}")
                 n += 1
         return n
-    words = ("battery screen camera settings tap swipe notification network wireless charge display "
-             "account privacy location update storage backup security sound vibration").split()
+    words = (
+        "battery screen camera settings tap swipe notification network wireless charge display "
+        "account privacy location update storage backup security sound vibration"
+    ).split()
     for i in range(docs * copies):
-        paras = [" ".join(words[(i * 7 + j * 3 + k) % len(words)] for k in range(40)) + "." for j in range(6)]
+        paras = [
+            " ".join(words[(i * 7 + j * 3 + k) % len(words)] for k in range(40)) + "."
+            for j in range(6)
+        ]
         (folder / f"doc{i}.txt").write_text(f"Section {i}\n\n" + "\n\n".join(paras))
         n += 1
     return n
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--docs", type=int, default=451, help="documents per copy (E-Manual has 451)")
-    parser.add_argument("--copies", type=int, default=1, help="repeat the corpus (distinct bytes) to scale it")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--docs", type=int, default=451, help="documents per copy (E-Manual has 451)"
+    )
+    parser.add_argument(
+        "--copies", type=int, default=1, help="repeat the corpus (distinct bytes) to scale it"
+    )
     parser.add_argument("--tiny", action="store_true", help="smoke run: 6 documents, no samples")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved project/baseline rounds")
     parser.add_argument("--keep", action="store_true", help="keep the temp data dir")
@@ -112,8 +123,12 @@ def main() -> None:
     engine_texts: list[str] = []
     for path in sorted(folder.iterdir()):
         try:
-            pieces = chunk_document(parse_file(path), size=kb.chunk_size, overlap=kb.chunk_overlap,
-                                    token_offsets=embedder.token_offsets)
+            pieces = chunk_document(
+                parse_file(path),
+                size=kb.chunk_size,
+                overlap=kb.chunk_overlap,
+                token_offsets=embedder.token_offsets,
+            )
         except Exception:
             continue
         n_pieces += len(pieces)
@@ -159,8 +174,15 @@ def main() -> None:
         project_runs.append(time.perf_counter() - t)
         project_cpu.append(time.process_time() - c)
         result = json.loads(out.getvalue().strip().splitlines()[-1])
-        texts = [c.index_text for c in Chunk.objects.filter(document__kb__slug=slug).order_by("document_id", "ordinal")]
-        assert sorted(texts) == sorted(engine_texts), "the baseline must embed exactly the project's chunk texts"
+        texts = [
+            c.index_text
+            for c in Chunk.objects.filter(document__kb__slug=slug).order_by(
+                "document_id", "ordinal"
+            )
+        ]
+        assert sorted(texts) == sorted(engine_texts), (
+            "the baseline must embed exactly the project's chunk texts"
+        )
         after = baseline(32)  # plain encode (library default batch size), right after it
         # Symmetric in time around the project run, so load drift hits both sides alike.
         per_round.append((before + after) / 2 / project_runs[-1])
@@ -170,25 +192,55 @@ def main() -> None:
 
     n = len(texts)
     lines = [
-        {"case": "parse_chunk_only", "files": n_files, "chunks": n_pieces, "seconds": round(parse_chunk_s, 3),
-         "share_of_baseline_encode": round(parse_chunk_s / baseline_s, 4)},
-        {"case": "project", "documents": result["documents"], "failed": len(result["failed"]),  # type: ignore[arg-type]
-         "chunks": n, "median_seconds": round(project_s, 3), "chunks_per_s": round(n / project_s, 2),
-         "runs": [round(x, 3) for x in project_runs], "cpu_s": [round(x, 3) for x in project_cpu],
-         "inside_encode_s": [round(x, 3) for x in inside_encode], "peak_rss_mb": rss_after_ingest,
-         "rss_model_loaded_mb": rss_after_model},
-        {"case": "baseline_encode", "chunks": n, "median_seconds": round(baseline_s, 3),
-         "chunks_per_s": round(n / baseline_s, 2), "runs": [round(x, 3) for x in baseline_runs],
-         "cpu_s": [round(x, 3) for x in baseline_cpu]},
+        {
+            "case": "parse_chunk_only",
+            "files": n_files,
+            "chunks": n_pieces,
+            "seconds": round(parse_chunk_s, 3),
+            "share_of_baseline_encode": round(parse_chunk_s / baseline_s, 4),
+        },
+        {
+            "case": "project",
+            "documents": result["documents"],
+            "failed": len(result["failed"]),  # type: ignore[arg-type]
+            "chunks": n,
+            "median_seconds": round(project_s, 3),
+            "chunks_per_s": round(n / project_s, 2),
+            "runs": [round(x, 3) for x in project_runs],
+            "cpu_s": [round(x, 3) for x in project_cpu],
+            "inside_encode_s": [round(x, 3) for x in inside_encode],
+            "peak_rss_mb": rss_after_ingest,
+            "rss_model_loaded_mb": rss_after_model,
+        },
+        {
+            "case": "baseline_encode",
+            "chunks": n,
+            "median_seconds": round(baseline_s, 3),
+            "chunks_per_s": round(n / baseline_s, 2),
+            "runs": [round(x, 3) for x in baseline_runs],
+            "cpu_s": [round(x, 3) for x in baseline_cpu],
+        },
     ]
     ratio = statistics.median(per_round)
-    lines.append({"case": "ratio", "project_vs_encode_throughput": round(ratio, 4), "target": 0.85,
-                  "pass": ratio >= 0.85, "per_round": [round(x, 4) for x in per_round],
-                  "compared": "per round: mean of the encode runs just before and after / the project run; median",
-                  "baseline_at_project_batch_size_s": round(same_bs, 3), "project_batch_size": EMBED_BATCH,
-                  "cpu_time_ratio": round(statistics.median(baseline_cpu) / statistics.median(project_cpu), 4),
-                  "encode_share_of_project": round(max(e / p for e, p in zip(inside_encode, project_runs, strict=False)), 4),
-                  "torch_threads": __import__("torch").get_num_threads()})
+    lines.append(
+        {
+            "case": "ratio",
+            "project_vs_encode_throughput": round(ratio, 4),
+            "target": 0.85,
+            "pass": ratio >= 0.85,
+            "per_round": [round(x, 4) for x in per_round],
+            "compared": "per round: mean of the encode runs just before and after / the project run; median",
+            "baseline_at_project_batch_size_s": round(same_bs, 3),
+            "project_batch_size": EMBED_BATCH,
+            "cpu_time_ratio": round(
+                statistics.median(baseline_cpu) / statistics.median(project_cpu), 4
+            ),
+            "encode_share_of_project": round(
+                max(e / p for e, p in zip(inside_encode, project_runs, strict=False)), 4
+            ),
+            "torch_threads": __import__("torch").get_num_threads(),
+        }
+    )
     for line in lines:
         print(json.dumps(line), flush=True)
     if not args.keep:

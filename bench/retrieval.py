@@ -43,7 +43,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[idx]
 
 
-def base_material(embedder: object, limit: int | None = None) -> tuple[list[str], object, list[str]]:
+def base_material(
+    embedder: object, limit: int | None = None
+) -> tuple[list[str], object, list[str]]:
     """Real chunk texts + their embeddings, and real questions (synthetic fallback)."""
     import numpy as np
 
@@ -56,11 +58,17 @@ def base_material(embedder: object, limit: int | None = None) -> tuple[list[str]
         for line in corpus.read_text().splitlines()[:limit]:
             rec = json.loads(line)
             doc = parse_bytes(rec["text"].encode(), rec["doc_id"] + ".txt")
-            texts += [c.index_text for c in chunk_document(doc, token_offsets=embedder.token_offsets)]  # type: ignore[attr-defined]
-        questions = [json.loads(line)["question"] for line in questions_file.read_text().splitlines()][:limit]
+            texts += [
+                c.index_text for c in chunk_document(doc, token_offsets=embedder.token_offsets)
+            ]  # type: ignore[attr-defined]
+        questions = [
+            json.loads(line)["question"] for line in questions_file.read_text().splitlines()
+        ][:limit]
     else:
-        words = ("battery screen camera settings tap swipe notification network wireless charge display account "
-                 "privacy location update storage backup security sound vibration").split()
+        words = (
+            "battery screen camera settings tap swipe notification network wireless charge display account "
+            "privacy location update storage backup security sound vibration"
+        ).split()
         rng = random.Random(0)
         texts = [" ".join(rng.choice(words) for _ in range(120)) + "." for _ in range(300)]
         questions = [" ".join(rng.choice(words) for _ in range(6)) + "?" for _ in range(50)]
@@ -74,7 +82,9 @@ def base_material(embedder: object, limit: int | None = None) -> tuple[list[str]
     return texts, vectors, questions
 
 
-def build(n: int, folder: Path, embedder: object, limit: int | None = None) -> tuple[object, object, list[str]]:
+def build(
+    n: int, folder: Path, embedder: object, limit: int | None = None
+) -> tuple[object, object, list[str]]:
     import numpy as np
 
     from raftweb.retrieval import BM25Index, IndexedChunk, collection_name, open_vector_store
@@ -105,12 +115,29 @@ def build(n: int, folder: Path, embedder: object, limit: int | None = None) -> t
             ids.append(str(i))
             vecs.append(vec / np.linalg.norm(vec))
             metas.append({"document_id": i // 5})
-            records.append(IndexedChunk(chunk_id=str(i), document_id=i // 5, document_name=f"doc{i // 5}.txt",
-                                        text=text, start=0, end=len(text)))
+            records.append(
+                IndexedChunk(
+                    chunk_id=str(i),
+                    document_id=i // 5,
+                    document_name=f"doc{i // 5}.txt",
+                    text=text,
+                    start=0,
+                    end=len(text),
+                )
+            )
         store.upsert(coll, ids, np.asarray(vecs, dtype="float32"), metas)
         bm25.add(records)
-        print(json.dumps({"building": min(n, start + batch), "of": n, "s": round(time.perf_counter() - t0, 1)}),
-              file=sys.stderr, flush=True)
+        print(
+            json.dumps(
+                {
+                    "building": min(n, start + batch),
+                    "of": n,
+                    "s": round(time.perf_counter() - t0, 1),
+                }
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
     bm25.optimize()
     return store, bm25, questions
 
@@ -127,11 +154,15 @@ def timed(fn: Callable[[], object], rounds: int, queries: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--reuse", action="store_true", help="keep/reuse the built index in bench/out/")
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep/reuse the built index in bench/out/"
+    )
     parser.add_argument("--tiny", action="store_true", help="smoke run: 2,000 chunks, 1 round")
     args = parser.parse_args()
     if args.tiny:
@@ -144,7 +175,11 @@ def main() -> None:
     from raftweb.retrieval import Retriever, collection_name, load_embedder
 
     embedder = load_embedder()
-    folder = OUT / f"retrieval_index_{args.chunks}" if args.reuse else Path(tempfile.mkdtemp(prefix="raftweb-bench-"))
+    folder = (
+        OUT / f"retrieval_index_{args.chunks}"
+        if args.reuse
+        else Path(tempfile.mkdtemp(prefix="raftweb-bench-"))
+    )
     t = time.perf_counter()
     store, bm25, questions = build(args.chunks, folder, embedder, 30 if args.tiny else None)
     build_s = time.perf_counter() - t
@@ -155,7 +190,9 @@ def main() -> None:
     nq = len(questions)
 
     cases: dict[str, Callable[[int], object]] = {
-        "raw_chroma": lambda i: raw.query(query_embeddings=[qvecs[i]], n_results=args.k, include=["distances"]),
+        "raw_chroma": lambda i: raw.query(
+            query_embeddings=[qvecs[i]], n_results=args.k, include=["distances"]
+        ),
         "query_embedding": lambda i: embedder.encode_query(questions[i]),
         "dense": lambda i: retriever.search(questions[i], mode="dense", k=args.k),
         "bm25": lambda i: retriever.search(questions[i], mode="bm25", k=args.k),
@@ -167,17 +204,46 @@ def main() -> None:
     results = {name: timed(fn, args.rounds, nq) for name, fn in cases.items()}  # type: ignore[arg-type]
     raw_p50 = statistics.median(results["raw_chroma"])
     raw_p95 = percentile(results["raw_chroma"], 0.95)
-    print(json.dumps({"case": "index", "chunks": args.chunks, "bm25_segments": bm25.segment_count(),
-                      "build_s": round(build_s, 1), "synthetic_from_real_chunks": True}))
+    print(
+        json.dumps(
+            {
+                "case": "index",
+                "chunks": args.chunks,
+                "bm25_segments": bm25.segment_count(),
+                "build_s": round(build_s, 1),
+                "synthetic_from_real_chunks": True,
+            }
+        )
+    )
     for name, samples in results.items():
         p50, p95 = statistics.median(samples), percentile(samples, 0.95)
-        print(json.dumps({"case": name, "chunks": args.chunks, "queries": len(samples), "k": args.k,
-                          "p50_ms": round(p50, 2), "p95_ms": round(p95, 2),
-                          "ratio_p50_vs_raw_chroma": round(p50 / raw_p50, 2),
-                          "ratio_p95_vs_raw_chroma": round(p95 / raw_p95, 2)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "case": name,
+                    "chunks": args.chunks,
+                    "queries": len(samples),
+                    "k": args.k,
+                    "p50_ms": round(p50, 2),
+                    "p95_ms": round(p95, 2),
+                    "ratio_p50_vs_raw_chroma": round(p50 / raw_p50, 2),
+                    "ratio_p95_vs_raw_chroma": round(p95 / raw_p95, 2),
+                }
+            ),
+            flush=True,
+        )
     hybrid_p95 = percentile(results["hybrid"], 0.95)
-    print(json.dumps({"case": "summary", "hybrid_p95_ms": round(hybrid_p95, 2), "target_ms": 100,
-                      "pass": hybrid_p95 <= 100, "torch_threads": torch.get_num_threads()}))
+    print(
+        json.dumps(
+            {
+                "case": "summary",
+                "hybrid_p95_ms": round(hybrid_p95, 2),
+                "target_ms": 100,
+                "pass": hybrid_p95 <= 100,
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
+    )
     if not args.reuse:
         shutil.rmtree(folder, ignore_errors=True)
 

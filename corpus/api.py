@@ -110,10 +110,16 @@ class HitOut(Schema):
 
 def _kb_out(kb: KnowledgeBase) -> dict[str, Any]:
     return {
-        "slug": kb.slug, "name": kb.name, "description": kb.description, "chunk_size": kb.chunk_size,
-        "chunk_overlap": kb.chunk_overlap, "embedding_model": kb.embedding_model,
-        "embedding_version": kb.embedding_version, "allowed_groups": sorted(g.name for g in kb.allowed_groups.all()),
-        "documents": kb.documents.count(), "created_at": kb.created_at,
+        "slug": kb.slug,
+        "name": kb.name,
+        "description": kb.description,
+        "chunk_size": kb.chunk_size,
+        "chunk_overlap": kb.chunk_overlap,
+        "embedding_model": kb.embedding_model,
+        "embedding_version": kb.embedding_version,
+        "allowed_groups": sorted(g.name for g in kb.allowed_groups.all()),
+        "documents": kb.documents.count(),
+        "created_at": kb.created_at,
     }
 
 
@@ -151,17 +157,26 @@ def _corpus_error(exc: services.CorpusError) -> ApiError:
 def kb_list(request: HttpRequest) -> list[dict[str, Any]]:
     if not user_roles(request.user):
         raise ApiError(403, "forbidden", "Your role does not allow this.")
-    return [_kb_out(kb) for kb in selectors.kbs_visible_to(request.user).prefetch_related("allowed_groups")]
+    return [
+        _kb_out(kb)
+        for kb in selectors.kbs_visible_to(request.user).prefetch_related("allowed_groups")
+    ]
 
 
 @router.post("/kbs", response={201: KBOut}, summary="Create a knowledge base (admin)")
 def kb_create(request: HttpRequest, payload: KBIn) -> tuple[int, dict[str, Any]]:
     require_role(request, Role.ADMIN)
     try:
-        kb = services.kb_create(name=payload.name, slug=payload.slug, description=payload.description,
-                                chunk_size=payload.chunk_size, chunk_overlap=payload.chunk_overlap,
-                                embedding_model=payload.embedding_model, allowed_groups=payload.allowed_groups,
-                                user=request.user)
+        kb = services.kb_create(
+            name=payload.name,
+            slug=payload.slug,
+            description=payload.description,
+            chunk_size=payload.chunk_size,
+            chunk_overlap=payload.chunk_overlap,
+            embedding_model=payload.embedding_model,
+            allowed_groups=payload.allowed_groups,
+            user=request.user,
+        )
     except services.CorpusError as exc:
         raise _corpus_error(exc) from exc
     return 201, _kb_out(kb)
@@ -182,7 +197,11 @@ def kb_update(request: HttpRequest, slug: str, payload: KBPatch) -> dict[str, An
     return _kb_out(kb)
 
 
-@router.delete("/kbs/{slug}", response={204: None}, summary="Delete a knowledge base and everything in it (admin)")
+@router.delete(
+    "/kbs/{slug}",
+    response={204: None},
+    summary="Delete a knowledge base and everything in it (admin)",
+)
 def kb_delete(request: HttpRequest, slug: str) -> tuple[int, None]:
     kb = _admin_kb(request, slug)
     try:
@@ -192,7 +211,11 @@ def kb_delete(request: HttpRequest, slug: str) -> tuple[int, None]:
     return 204, None
 
 
-@router.post("/kbs/{slug}/reindex", response={202: QueuedOut}, summary="Re-chunk and re-embed every document (admin)")
+@router.post(
+    "/kbs/{slug}/reindex",
+    response={202: QueuedOut},
+    summary="Re-chunk and re-embed every document (admin)",
+)
 def kb_reindex(request: HttpRequest, slug: str) -> tuple[int, dict[str, int]]:
     kb = _admin_kb(request, slug)
     with transaction.atomic():
@@ -207,10 +230,17 @@ def document_list(request: HttpRequest, slug: str) -> list[Document]:
 
 _MULTIPART_FILES = {
     "requestBody": {
-        "content": {"multipart/form-data": {"schema": {
-            "type": "object", "required": ["files"],
-            "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
-        }}},
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                }
+            }
+        },
         "required": True,
     }
 }
@@ -218,8 +248,12 @@ _MULTIPART_FILES = {
 
 # The files are read inside the function (not as a ninja File parameter) so the size limit can
 # be installed before the body is parsed; the schema above documents them for /api/docs.
-@router.post("/kbs/{slug}/documents", response={201: UploadOut}, openapi_extra=_MULTIPART_FILES,
-             summary="Upload files (multipart field 'files', several allowed) (admin)")
+@router.post(
+    "/kbs/{slug}/documents",
+    response={201: UploadOut},
+    openapi_extra=_MULTIPART_FILES,
+    summary="Upload files (multipart field 'files', several allowed) (admin)",
+)
 def document_upload(request: HttpRequest, slug: str) -> tuple[int, dict[str, Any]]:
     kb = _admin_kb(request, slug)
     try:
@@ -234,16 +268,25 @@ def document_upload(request: HttpRequest, slug: str) -> tuple[int, dict[str, Any
         raise ApiError(400, "invalid", "Send one or more files in the multipart field 'files'.")
     created: list[Document] = []
     duplicates: list[int] = []
-    failed = [{"name": n, "error": f"file is larger than the upload limit of {human_size(max_upload_bytes())}"}
-              for n in too_large]
+    failed = [
+        {
+            "name": n,
+            "error": f"file is larger than the upload limit of {human_size(max_upload_bytes())}",
+        }
+        for n in too_large
+    ]
     for f in files:
         try:
             with transaction.atomic():
-                result = services.document_upload(kb=kb, name=f.name or "upload", chunks=f.chunks(), user=request.user)
+                result = services.document_upload(
+                    kb=kb, name=f.name or "upload", chunks=f.chunks(), user=request.user
+                )
         except (services.UploadTooLarge, services.CorpusError) as exc:
             failed.append({"name": f.name or "upload", "error": str(exc)})
             continue
-        (created if result.created else duplicates).append(result.document if result.created else result.document.pk)
+        (created if result.created else duplicates).append(
+            result.document if result.created else result.document.pk
+        )
     if not created and not duplicates:
         status = 413 if too_large or any("larger than" in f["error"] for f in failed) else 400
         raise ApiError(status, "upload_rejected", "No file was accepted.", {"failed": failed})
@@ -274,37 +317,61 @@ def document_retry(request: HttpRequest, slug: str, document_id: int) -> tuple[i
     return 202, doc
 
 
-@router.post("/kbs/{slug}/search", response=list[HitOut], summary="Search a knowledge base (any role allowed on it)")
+@router.post(
+    "/kbs/{slug}/search",
+    response=list[HitOut],
+    summary="Search a knowledge base (any role allowed on it)",
+)
 def kb_search(request: HttpRequest, slug: str, payload: SearchIn) -> list[Any]:
     kb = _visible_kb(request, slug)
     try:
-        hits = services.kb_search(kb=kb, query=payload.query, mode=payload.mode, k=payload.k,
-                                  document_ids=payload.document_ids, embedding_version=payload.embedding_version)
+        hits = services.kb_search(
+            kb=kb,
+            query=payload.query,
+            mode=payload.mode,
+            k=payload.k,
+            document_ids=payload.document_ids,
+            embedding_version=payload.embedding_version,
+        )
     except services.CorpusError as exc:
         raise _corpus_error(exc) from exc
     return [h.as_dict() for h in hits]
 
 
 @router.get("/kbs/{slug}/search", response=list[HitOut], summary="Search with query parameters")
-def kb_search_get(request: HttpRequest, slug: str, q: str, mode: str = "hybrid", k: int = 5) -> list[Any]:
+def kb_search_get(
+    request: HttpRequest, slug: str, q: str, mode: str = "hybrid", k: int = 5
+) -> list[Any]:
     return kb_search(request, slug, SearchIn(query=q, mode=mode, k=k))
 
 
-
-
 def _versions(kb: KnowledgeBase) -> list[dict[str, Any]]:
-    return [{"version": i.version, "model": i.model or services.embedding_model_name(kb), "status": i.status,
-             "error": i.error, "active": i.version == kb.embedding_version} for i in kb.embedding_indexes.all()]
+    return [
+        {
+            "version": i.version,
+            "model": i.model or services.embedding_model_name(kb),
+            "status": i.status,
+            "error": i.error,
+            "active": i.version == kb.embedding_version,
+        }
+        for i in kb.embedding_indexes.all()
+    ]
 
 
-@router.get("/kbs/{slug}/embeddings", response=list[EmbeddingVersionOut],
-            summary="Embedding versions indexed for this knowledge base (admin)")
+@router.get(
+    "/kbs/{slug}/embeddings",
+    response=list[EmbeddingVersionOut],
+    summary="Embedding versions indexed for this knowledge base (admin)",
+)
 def embedding_versions(request: HttpRequest, slug: str) -> list[dict[str, Any]]:
     return _versions(_admin_kb(request, slug))
 
 
-@router.post("/kbs/{slug}/embeddings/{version}/activate", response=list[EmbeddingVersionOut],
-             summary="Make an embedding version the one search uses by default (admin)")
+@router.post(
+    "/kbs/{slug}/embeddings/{version}/activate",
+    response=list[EmbeddingVersionOut],
+    summary="Make an embedding version the one search uses by default (admin)",
+)
 def embedding_activate(request: HttpRequest, slug: str, version: str) -> list[dict[str, Any]]:
     kb = _admin_kb(request, slug)
     try:

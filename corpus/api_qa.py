@@ -160,24 +160,53 @@ def _err(exc: QAError) -> ApiError:
 
 def _job_out(job: GenerationJob) -> dict[str, Any]:
     return {
-        "id": job.pk, "kb": job.kb.slug, "status": job.status, "config": job.config,
-        "chunks_total": job.chunks_total, "chunks_done": job.chunks_done, "chunks_failed": job.chunks_failed,
-        "rows": job.rows, "rows_rejected": job.rows_rejected, "tokens_in": job.tokens_in,
-        "tokens_out": job.tokens_out, "calls": job.calls, "cost": job.cost, "tokens_per_s": job.tokens_per_s,
-        "eta_seconds": job.eta_seconds, "percent": job.percent, "error": job.error, "notes": job.notes or [],
-        "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
+        "id": job.pk,
+        "kb": job.kb.slug,
+        "status": job.status,
+        "config": job.config,
+        "chunks_total": job.chunks_total,
+        "chunks_done": job.chunks_done,
+        "chunks_failed": job.chunks_failed,
+        "rows": job.rows,
+        "rows_rejected": job.rows_rejected,
+        "tokens_in": job.tokens_in,
+        "tokens_out": job.tokens_out,
+        "calls": job.calls,
+        "cost": job.cost,
+        "tokens_per_s": job.tokens_per_s,
+        "eta_seconds": job.eta_seconds,
+        "percent": job.percent,
+        "error": job.error,
+        "notes": job.notes or [],
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
     }
 
 
 def _pair_out(p: QAPair) -> dict[str, Any]:
     return {
-        "id": p.pk, "kb": p.kb.slug, "job_id": p.job_id, "question": p.question, "cot_answer": p.cot_answer,
-        "final_answer": p.final_answer, "context_chunk_ids": list(p.context_chunk_ids or []),
-        "oracle_index": p.oracle_index, "oracle_chunk_id": p.oracle_chunk_id,
-        "document": p.document.name if p.document else None, "refusal": p.refusal, "split": p.split,
-        "status": p.status, "auto_reject_reason": p.auto_reject_reason, "judge_score": p.judge_score,
-        "judge_reason": p.judge_reason, "quote_status": p.quote_status, "quote_checks": p.quote_checks or [],
-        "source": p.source, "version": p.version, "updated_at": p.updated_at,
+        "id": p.pk,
+        "kb": p.kb.slug,
+        "job_id": p.job_id,
+        "question": p.question,
+        "cot_answer": p.cot_answer,
+        "final_answer": p.final_answer,
+        "context_chunk_ids": list(p.context_chunk_ids or []),
+        "oracle_index": p.oracle_index,
+        "oracle_chunk_id": p.oracle_chunk_id,
+        "document": p.document.name if p.document else None,
+        "refusal": p.refusal,
+        "split": p.split,
+        "status": p.status,
+        "auto_reject_reason": p.auto_reject_reason,
+        "judge_score": p.judge_score,
+        "judge_reason": p.judge_reason,
+        "quote_status": p.quote_status,
+        "quote_checks": p.quote_checks or [],
+        "source": p.source,
+        "version": p.version,
+        "updated_at": p.updated_at,
     }
 
 
@@ -191,8 +220,14 @@ def _job(request: HttpRequest, job_id: int) -> GenerationJob:
 # ----------------------------------------------------------------------------- generation
 
 
-@router.post("/kbs/{slug}/generation-jobs", response={201: GenerationJobOut}, summary="Launch a generation job")
-def generation_job_launch(request: HttpRequest, slug: str, payload: GenerationJobIn) -> tuple[int, dict[str, Any]]:
+@router.post(
+    "/kbs/{slug}/generation-jobs",
+    response={201: GenerationJobOut},
+    summary="Launch a generation job",
+)
+def generation_job_launch(
+    request: HttpRequest, slug: str, payload: GenerationJobIn
+) -> tuple[int, dict[str, Any]]:
     require_role(request, Role.ADMIN)
     kb = _kb(request, slug)
     try:
@@ -203,14 +238,18 @@ def generation_job_launch(request: HttpRequest, slug: str, payload: GenerationJo
     return 201, _job_out(job)
 
 
-@router.get("/kbs/{slug}/generation-jobs", response=list[GenerationJobOut], summary="A KB's generation jobs")
+@router.get(
+    "/kbs/{slug}/generation-jobs", response=list[GenerationJobOut], summary="A KB's generation jobs"
+)
 def generation_jobs_list(request: HttpRequest, slug: str) -> list[dict[str, Any]]:
     require_role(request, Role.ADMIN)
     kb = _kb(request, slug)
     return [_job_out(j) for j in GenerationJob.objects.filter(kb=kb).select_related("kb")[:100]]
 
 
-@router.get("/generation-jobs/{job_id}", response=GenerationJobOut, summary="Job progress, tokens and cost")
+@router.get(
+    "/generation-jobs/{job_id}", response=GenerationJobOut, summary="Job progress, tokens and cost"
+)
 def generation_job_get(request: HttpRequest, job_id: int) -> dict[str, Any]:
     require_role(request, Role.ADMIN)
     return _job_out(_job(request, job_id))
@@ -225,7 +264,11 @@ def generation_job_cancel_api(request: HttpRequest, job_id: int) -> dict[str, An
         raise _err(exc) from None
 
 
-@router.post("/generation-jobs/{job_id}/resume", response=GenerationJobOut, summary="Resume a job (done chunks are kept)")
+@router.post(
+    "/generation-jobs/{job_id}/resume",
+    response=GenerationJobOut,
+    summary="Resume a job (done chunks are kept)",
+)
 def generation_job_resume_api(request: HttpRequest, job_id: int) -> dict[str, Any]:
     require_role(request, Role.ADMIN)
     try:
@@ -239,18 +282,34 @@ def generation_job_resume_api(request: HttpRequest, job_id: int) -> dict[str, An
 # ----------------------------------------------------------------------------- review
 
 
-@router.get("/kbs/{slug}/qa-pairs", response=QAPairPage, summary="List Q&A pairs (filters as in the review queue)")
-def qa_pairs_list(request: HttpRequest, slug: str, filters: Query[PairFilterIn], sort: str = "id",
-                  offset: int = 0, limit: int = 50) -> dict[str, Any]:
+@router.get(
+    "/kbs/{slug}/qa-pairs",
+    response=QAPairPage,
+    summary="List Q&A pairs (filters as in the review queue)",
+)
+def qa_pairs_list(
+    request: HttpRequest,
+    slug: str,
+    filters: Query[PairFilterIn],
+    sort: str = "id",
+    offset: int = 0,
+    limit: int = 50,
+) -> dict[str, Any]:
     require_role(request, Role.REVIEWER, Role.ADMIN)
     kb = _kb(request, slug)
     if sort not in SORTS:
         raise ApiError(422, "invalid", f"sort must be one of {', '.join(SORTS)}")
     limit = max(1, min(limit, MAX_PAGE))
     offset = max(0, offset)
-    qs = review_queue(kb=kb, filters=PairFilter.from_params(filters.dict()), sort=sort).select_related("kb")
-    return {"count": qs.count(), "offset": offset, "limit": limit,
-            "items": [_pair_out(p) for p in qs[offset:offset + limit]]}
+    qs = review_queue(
+        kb=kb, filters=PairFilter.from_params(filters.dict()), sort=sort
+    ).select_related("kb")
+    return {
+        "count": qs.count(),
+        "offset": offset,
+        "limit": limit,
+        "items": [_pair_out(p) for p in qs[offset : offset + limit]],
+    }
 
 
 def _pair(request: HttpRequest, pair_id: int) -> QAPair:
@@ -266,27 +325,46 @@ def qa_pair_get(request: HttpRequest, pair_id: int) -> dict[str, Any]:
     return _pair_out(_pair(request, pair_id))
 
 
-@router.patch("/qa-pairs/{pair_id}", response=QAPairOut,
-              summary="Approve, reject or edit a pair (send the version you read; 409 if it changed)")
+@router.patch(
+    "/qa-pairs/{pair_id}",
+    response=QAPairOut,
+    summary="Approve, reject or edit a pair (send the version you read; 409 if it changed)",
+)
 def qa_pair_patch(request: HttpRequest, pair_id: int, payload: QAPairPatchIn) -> dict[str, Any]:
     require_role(request, Role.REVIEWER, Role.ADMIN)
     pair = _pair(request, pair_id)
     try:
-        qa_pair_update(pair_id=pair.pk, user=request.user, version=payload.version, action=payload.action,
-                       question=payload.question, cot_answer=payload.cot_answer,
-                       final_answer=payload.final_answer, split=payload.split, note=payload.note)
+        qa_pair_update(
+            pair_id=pair.pk,
+            user=request.user,
+            version=payload.version,
+            action=payload.action,
+            question=payload.question,
+            cot_answer=payload.cot_answer,
+            final_answer=payload.final_answer,
+            split=payload.split,
+            note=payload.note,
+        )
     except QAError as exc:
         raise _err(exc) from None
     return _pair_out(_pair(request, pair_id))
 
 
-@router.post("/kbs/{slug}/qa-pairs/bulk", response=BulkOut, summary="Approve/reject/reset every pair matching a filter")
+@router.post(
+    "/kbs/{slug}/qa-pairs/bulk",
+    response=BulkOut,
+    summary="Approve/reject/reset every pair matching a filter",
+)
 def qa_pairs_bulk_api(request: HttpRequest, slug: str, payload: BulkIn) -> dict[str, int]:
     require_role(request, Role.REVIEWER, Role.ADMIN)
     kb = _kb(request, slug)
     try:
-        n = qa_pairs_bulk(kb=kb, user=request.user, filters=PairFilter.from_params(payload.filters.dict()),
-                          action=payload.action)
+        n = qa_pairs_bulk(
+            kb=kb,
+            user=request.user,
+            filters=PairFilter.from_params(payload.filters.dict()),
+            action=payload.action,
+        )
     except QAError as exc:
         raise _err(exc) from None
     return {"changed": n}
@@ -301,23 +379,45 @@ def qa_agreement_api(request: HttpRequest, slug: str, threshold: int = 3) -> dic
 # ----------------------------------------------------------------------------- import / export
 
 
-@router.post("/kbs/{slug}/qa-pairs/import", response=ImportOut,
-             summary="Import pairs (RAFT hf/chat JSONL, question/answer JSONL or CSV)")
-def qa_import_api(request: HttpRequest, slug: str, file: File[UploadedFile], status: Form[str] = "pending",
-                  split: Form[str] = "") -> dict[str, Any]:
+@router.post(
+    "/kbs/{slug}/qa-pairs/import",
+    response=ImportOut,
+    summary="Import pairs (RAFT hf/chat JSONL, question/answer JSONL or CSV)",
+)
+def qa_import_api(
+    request: HttpRequest,
+    slug: str,
+    file: File[UploadedFile],
+    status: Form[str] = "pending",
+    split: Form[str] = "",
+) -> dict[str, Any]:
     require_role(request, Role.ADMIN)
     kb = _kb(request, slug)
     try:
-        return qa_import(kb=kb, data=file.read(), filename=file.name or "", user=request.user, status=status,
-                         split=split or None)
+        return qa_import(
+            kb=kb,
+            data=file.read(),
+            filename=file.name or "",
+            user=request.user,
+            status=status,
+            split=split or None,
+        )
     except QAError as exc:
         raise _err(exc) from None
 
 
-@router.get("/kbs/{slug}/qa-pairs/export", summary="Export the dataset as JSONL (hf, chat, completion, eval)",
-            response={200: None})
-def qa_export_api(request: HttpRequest, slug: str, format: str = "hf", split: str = "train",  # noqa: A002
-                  status: str = "approved") -> StreamingHttpResponse:
+@router.get(
+    "/kbs/{slug}/qa-pairs/export",
+    summary="Export the dataset as JSONL (hf, chat, completion, eval)",
+    response={200: None},
+)
+def qa_export_api(
+    request: HttpRequest,
+    slug: str,
+    format: str = "hf",
+    split: str = "train",  # noqa: A002
+    status: str = "approved",
+) -> StreamingHttpResponse:
     require_role(request, Role.ADMIN)
     kb = _kb(request, slug)
     try:
@@ -342,7 +442,11 @@ class PromptsIn(Schema):
     overrides: dict[str, str]
 
 
-@router.get("/kbs/{slug}/qa-prompts", response=PromptsOut, summary="The KB's RAFT prompts (defaults and overrides)")
+@router.get(
+    "/kbs/{slug}/qa-prompts",
+    response=PromptsOut,
+    summary="The KB's RAFT prompts (defaults and overrides)",
+)
 def qa_prompts_get(request: HttpRequest, slug: str) -> dict[str, Any]:
     require_role(request, Role.ADMIN)
     from corpus.models.qa import KBPromptOverrides
@@ -353,7 +457,9 @@ def qa_prompts_get(request: HttpRequest, slug: str) -> dict[str, Any]:
     return {"defaults": PromptSet().as_dict(), "overrides": dict(row.overrides) if row else {}}
 
 
-@router.put("/kbs/{slug}/qa-prompts", response=PromptsOut, summary="Replace the KB's prompt overrides")
+@router.put(
+    "/kbs/{slug}/qa-prompts", response=PromptsOut, summary="Replace the KB's prompt overrides"
+)
 def qa_prompts_put(request: HttpRequest, slug: str, payload: PromptsIn) -> dict[str, Any]:
     require_role(request, Role.ADMIN)
     from corpus.services_qa import kb_prompts_update

@@ -6,18 +6,27 @@ from django.contrib.auth.models import Group
 
 class KnowledgeBaseForm(forms.Form):
     name = forms.CharField(max_length=200)
-    slug = forms.SlugField(max_length=80, required=False, help_text="Leave empty to derive it from the name.")
+    slug = forms.SlugField(
+        max_length=80, required=False, help_text="Leave empty to derive it from the name."
+    )
     description = forms.CharField(widget=forms.Textarea, required=False)
-    chunk_size = forms.IntegerField(min_value=16, max_value=4096, initial=300,
-                                    help_text="Tokens per chunk, counted with the embedding model's tokenizer.")
+    chunk_size = forms.IntegerField(
+        min_value=16,
+        max_value=4096,
+        initial=300,
+        help_text="Tokens per chunk, counted with the embedding model's tokenizer.",
+    )
     chunk_overlap = forms.IntegerField(min_value=0, max_value=2048, initial=30)
     embedding_model = forms.CharField(
-        max_length=500, required=False,
+        max_length=500,
+        required=False,
         help_text="sentence-transformers model id or local path; empty = the 'embedding' model profile. "
-                  "Fixed once created (tuned versions are added beside it).",
+        "Fixed once created (tuned versions are added beside it).",
     )
     allowed_groups = forms.ModelMultipleChoiceField(
-        queryset=Group.objects.order_by("name"), required=False, widget=forms.CheckboxSelectMultiple,
+        queryset=Group.objects.order_by("name"),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
         help_text="Empty: every role may search and chat with it. Otherwise only these groups (and admins).",
     )
 
@@ -30,6 +39,9 @@ class KnowledgeBaseForm(forms.Form):
 
 class SearchForm(forms.Form):
     q = forms.CharField(required=False, max_length=1000)
-    mode = forms.ChoiceField(choices=[("hybrid", "Hybrid"), ("dense", "Dense"), ("bm25", "BM25")], initial="hybrid",
-                             required=False)
+    mode = forms.ChoiceField(
+        choices=[("hybrid", "Hybrid"), ("dense", "Dense"), ("bm25", "BM25")],
+        initial="hybrid",
+        required=False,
+    )
     k = forms.IntegerField(min_value=1, max_value=50, initial=5, required=False)

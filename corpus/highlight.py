@@ -25,8 +25,15 @@ def highlight(text: str, query: str) -> SafeString:
     if not terms:
         return mark_safe(escaped)
     # A word starting with a query word (or its stem-ish prefix) is marked: "charging" for "charge".
-    stems = sorted({t if len(t) <= 4 else t[: max(4, len(t) - 2)] for t in terms}, key=len, reverse=True)
-    pattern = re.compile(r"\b(" + "|".join(re.escape(escape(s)) for s in stems) + r")\w*", re.IGNORECASE | re.UNICODE)
+    stems = sorted(
+        {t if len(t) <= 4 else t[: max(4, len(t) - 2)] for t in terms}, key=len, reverse=True
+    )
+    pattern = re.compile(
+        r"\b(" + "|".join(re.escape(escape(s)) for s in stems) + r")\w*", re.IGNORECASE | re.UNICODE
+    )
     parts = _ENTITY.split(escaped)  # never touch the inside of an entity such as &amp;
-    out = [p if _ENTITY.fullmatch(p) else pattern.sub(lambda m: f"<mark>{m.group(0)}</mark>", p) for p in parts]
+    out = [
+        p if _ENTITY.fullmatch(p) else pattern.sub(lambda m: f"<mark>{m.group(0)}</mark>", p)
+        for p in parts
+    ]
     return mark_safe("".join(out))

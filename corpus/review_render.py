@@ -13,7 +13,9 @@ from django.utils.safestring import SafeString, mark_safe
 
 from raftweb.raft.prompts import BEGIN_QUOTE, END_QUOTE
 
-_QUOTE_SPLIT = re.compile(re.escape(BEGIN_QUOTE) + r"(.*?)(?:" + re.escape(END_QUOTE) + r"|$)", re.DOTALL)
+_QUOTE_SPLIT = re.compile(
+    re.escape(BEGIN_QUOTE) + r"(.*?)(?:" + re.escape(END_QUOTE) + r"|$)", re.DOTALL
+)
 
 
 def render_answer(cot_answer: str, checks: Sequence[Mapping[str, Any]]) -> SafeString:
@@ -23,15 +25,17 @@ def render_answer(cot_answer: str, checks: Sequence[Mapping[str, Any]]) -> SafeS
     pos = 0
     index = 0
     for m in _QUOTE_SPLIT.finditer(cot_answer or ""):
-        out.append(escape(cot_answer[pos:m.start()]))
+        out.append(escape(cot_answer[pos : m.start()]))
         quote = m.group(1)
         if quote.strip():
             ok = verified[index] if index < len(verified) else False
             index += 1
             label = "verified quote" if ok else "quote not found in the document"
-            out.append(f'<mark class="quote {"quote-ok" if ok else "quote-bad"}" title="{label}">'
-                       f'{escape(quote)}<span class="quote-flag" aria-label="{label}">'
-                       f'{"✓" if ok else "✗"}</span></mark>')
+            out.append(
+                f'<mark class="quote {"quote-ok" if ok else "quote-bad"}" title="{label}">'
+                f'{escape(quote)}<span class="quote-flag" aria-label="{label}">'
+                f"{'✓' if ok else '✗'}</span></mark>"
+            )
         pos = m.end()
     out.append(escape((cot_answer or "")[pos:]))
     return mark_safe("".join(out))  # noqa: S308 - every piece above is escaped
@@ -62,6 +66,11 @@ def render_highlighted(text: str, spans: Iterable[tuple[int, int]]) -> SafeStrin
 
 
 def spans_for(checks: Sequence[Mapping[str, Any]], doc_key: str) -> list[tuple[int, int]]:
-    return [(int(c["start"]), int(c["end"])) for c in checks
-            if c.get("verified") and str(c.get("doc_key")) == doc_key
-            and c.get("start") is not None and c.get("end") is not None]
+    return [
+        (int(c["start"]), int(c["end"]))
+        for c in checks
+        if c.get("verified")
+        and str(c.get("doc_key")) == doc_key
+        and c.get("start") is not None
+        and c.get("end") is not None
+    ]

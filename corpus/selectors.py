@@ -29,8 +29,12 @@ def kb_visible_get(*, user: Any, slug: str) -> KnowledgeBase | None:
 def kb_list_with_counts() -> QuerySet[KnowledgeBase]:
     return KnowledgeBase.objects.annotate(
         n_documents=Count("documents", distinct=True),
-        n_in_progress=Count("documents", filter=Q(documents__status__in=Document.IN_PROGRESS), distinct=True),
-        n_failed=Count("documents", filter=Q(documents__status=Document.Status.FAILED), distinct=True),
+        n_in_progress=Count(
+            "documents", filter=Q(documents__status__in=Document.IN_PROGRESS), distinct=True
+        ),
+        n_failed=Count(
+            "documents", filter=Q(documents__status=Document.Status.FAILED), distinct=True
+        ),
     )
 
 

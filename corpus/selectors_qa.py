@@ -12,7 +12,8 @@ from corpus.selectors import kbs_visible_to
 from corpus.services_qa import PairFilter
 
 SORTS: dict[str, tuple[Any, ...]] = {
-    "id": ("id",), "-id": ("-id",),
+    "id": ("id",),
+    "-id": ("-id",),
     # Unscored pairs sort last either way, on every database.
     "score": (F("judge_score").asc(nulls_last=True), "id"),
     "-score": (F("judge_score").desc(nulls_last=True), "id"),
@@ -31,10 +32,12 @@ def review_queue(*, kb: KnowledgeBase, filters: PairFilter, sort: str = "id") ->
 
 def next_pair(*, pair: QAPair, filters: PairFilter, sort: str = "id") -> QAPair | None:
     """The pair after ``pair`` in the filtered queue (for approve-and-next)."""
-    ids = list(review_queue(kb=pair.kb, filters=filters, sort=sort).values_list("pk", flat=True)[:5000])
+    ids = list(
+        review_queue(kb=pair.kb, filters=filters, sort=sort).values_list("pk", flat=True)[:5000]
+    )
     if pair.pk in ids:
         i = ids.index(pair.pk)
-        rest = ids[i + 1:]
+        rest = ids[i + 1 :]
     else:
         rest = [x for x in ids if x > pair.pk] if sort == "id" else ids
     return QAPair.objects.filter(pk=rest[0]).first() if rest else None
@@ -45,7 +48,11 @@ def pair_events(pair: QAPair) -> QuerySet[ReviewEvent]:
 
 
 def kb_events(kb: KnowledgeBase) -> QuerySet[ReviewEvent]:
-    return ReviewEvent.objects.filter(pair__kb=kb).select_related("user", "pair").order_by("-created_at", "-id")
+    return (
+        ReviewEvent.objects.filter(pair__kb=kb)
+        .select_related("user", "pair")
+        .order_by("-created_at", "-id")
+    )
 
 
 def kb_jobs(kb: KnowledgeBase | None = None) -> QuerySet[GenerationJob]:

@@ -85,8 +85,10 @@ def embedding_model_name(kb: KnowledgeBase) -> str:
 
 
 def kb_embedder(kb: KnowledgeBase, model: str | None = None) -> Embedder:
-    return load_embedder(model or embedding_model_name(kb),
-                         setting="the 'embedding' model profile (Settings → Models, or RAFTWEB_EMBEDDING_MODEL)")
+    return load_embedder(
+        model or embedding_model_name(kb),
+        setting="the 'embedding' model profile (Settings → Models, or RAFTWEB_EMBEDDING_MODEL)",
+    )
 
 
 def upload_root() -> Path:
@@ -109,8 +111,17 @@ def _check_chunking(chunk_size: int, chunk_overlap: int) -> None:
         raise CorpusError("chunk overlap must be at least 0 and at most half the chunk size")
 
 
-def kb_create(*, name: str, slug: str = "", description: str = "", chunk_size: int = 300, chunk_overlap: int = 30,
-              embedding_model: str = "", allowed_groups: Iterable[Group | str] = (), user: Any = None) -> KnowledgeBase:
+def kb_create(
+    *,
+    name: str,
+    slug: str = "",
+    description: str = "",
+    chunk_size: int = 300,
+    chunk_overlap: int = 30,
+    embedding_model: str = "",
+    allowed_groups: Iterable[Group | str] = (),
+    user: Any = None,
+) -> KnowledgeBase:
     name = (name or "").strip()
     if not name:
         raise CorpusError("a knowledge base needs a name")
@@ -127,8 +138,13 @@ def kb_create(*, name: str, slug: str = "", description: str = "", chunk_size: i
             raise CorpusError(str(exc)) from exc
     with transaction.atomic():
         kb = KnowledgeBase.objects.create(
-            slug=slug, name=name[:200], description=description, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-            embedding_model=embedding_model.strip(), created_by=user if getattr(user, "pk", None) else None,
+            slug=slug,
+            name=name[:200],
+            description=description,
+            chunk_size=chunk_size,
+            chunk_overlap=chunk_overlap,
+            embedding_model=embedding_model.strip(),
+            created_by=user if getattr(user, "pk", None) else None,
         )
         _set_groups(kb, allowed_groups)
         EmbeddingIndex.objects.create(kb=kb, version=BASE_VERSION, model=embedding_model.strip())
@@ -148,9 +164,15 @@ def _set_groups(kb: KnowledgeBase, groups: Iterable[Group | str]) -> None:
     kb.allowed_groups.set(resolved)
 
 
-def kb_update(*, kb: KnowledgeBase, name: str | None = None, description: str | None = None,
-              chunk_size: int | None = None, chunk_overlap: int | None = None,
-              allowed_groups: Iterable[Group | str] | None = None) -> KnowledgeBase:
+def kb_update(
+    *,
+    kb: KnowledgeBase,
+    name: str | None = None,
+    description: str | None = None,
+    chunk_size: int | None = None,
+    chunk_overlap: int | None = None,
+    allowed_groups: Iterable[Group | str] | None = None,
+) -> KnowledgeBase:
     """Rename / describe / re-parametrise. New chunking applies on the next re-index."""
     if name is not None:
         if not name.strip():
@@ -193,8 +215,15 @@ class UploadResult:
     replaced: Document | None = None  # the previous version of the same file name
 
 
-def document_upload(*, kb: KnowledgeBase, name: str, chunks: Iterable[bytes], user: Any = None,
-                    max_bytes: int | None = None, enqueue: bool = True) -> UploadResult:
+def document_upload(
+    *,
+    kb: KnowledgeBase,
+    name: str,
+    chunks: Iterable[bytes],
+    user: Any = None,
+    max_bytes: int | None = None,
+    enqueue: bool = True,
+) -> UploadResult:
     """Store an uploaded file (streamed, size-limited, deduplicated by content) and queue it.
 
     Raises UploadTooLarge (nothing kept), CorpusError for an empty file.
@@ -213,12 +242,22 @@ def document_upload(*, kb: KnowledgeBase, name: str, chunks: Iterable[bytes], us
             # Optimistic insert: the unique (kb, content_hash) constraint recognises identical
             # bytes — uploaded earlier or at this very moment — in one round trip.
             with transaction.atomic():
-                previous = (Document.objects.select_for_update().filter(kb=kb, name=safe)
-                            .order_by("-version").first())
+                previous = (
+                    Document.objects.select_for_update()
+                    .filter(kb=kb, name=safe)
+                    .order_by("-version")
+                    .first()
+                )
                 version = (previous.version + 1) if previous else 1
                 document = Document.objects.create(
-                    kb=kb, name=safe, original_filename=sanitize_filename(name), file_path=str(rel),
-                    content_hash=digest, version=version, replaces=previous, size=size,
+                    kb=kb,
+                    name=safe,
+                    original_filename=sanitize_filename(name),
+                    file_path=str(rel),
+                    content_hash=digest,
+                    version=version,
+                    replaces=previous,
+                    size=size,
                     created_by=user if getattr(user, "pk", None) else None,
                 )
         except IntegrityError:
@@ -243,7 +282,9 @@ def _enqueue_ingest(document_id: int) -> None:
 
 
 # --------------------------------------------------------------------------- ingestion
-def _set_status(document: Document, status: str, *, progress: int | None = None, error: str = "") -> None:
+def _set_status(
+    document: Document, status: str, *, progress: int | None = None, error: str = ""
+) -> None:
     document.status = status
     document.error = error
     fields = ["status", "error", "updated_at"]
@@ -254,8 +295,19 @@ def _set_status(document: Document, status: str, *, progress: int | None = None,
 
 
 def _chunk_records(document: Document, chunks: Sequence[Chunk]) -> list[IndexedChunk]:
-    return [IndexedChunk(chunk_id=str(c.pk), document_id=document.pk, document_name=document.name, text=c.text,
-                         page=c.page, start=c.start, end=c.end, index_text=c.index_text) for c in chunks]
+    return [
+        IndexedChunk(
+            chunk_id=str(c.pk),
+            document_id=document.pk,
+            document_name=document.name,
+            text=c.text,
+            page=c.page,
+            start=c.start,
+            end=c.end,
+            index_text=c.index_text,
+        )
+        for c in chunks
+    ]
 
 
 def _metadata(document: Document, chunk: Chunk) -> dict[str, Any]:
@@ -276,8 +328,13 @@ def _failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _prepare_many(kb: KnowledgeBase, documents: Sequence[Document], *, force: bool, embedder: Embedder,
-                  ) -> tuple[list[tuple[Document, list[Chunk]]], list[tuple[Document, BaseException]]]:
+def _prepare_many(
+    kb: KnowledgeBase,
+    documents: Sequence[Document],
+    *,
+    force: bool,
+    embedder: Embedder,
+) -> tuple[list[tuple[Document, list[Chunk]]], list[tuple[Document, BaseException]]]:
     """Parse and chunk several documents of one KB; (re)create Chunk rows only where the text
     changed (resumability). Database work is done per group, not per document, so hundreds
     of small files cost a handful of queries. Returns (prepared, failed)."""
@@ -287,8 +344,12 @@ def _prepare_many(kb: KnowledgeBase, documents: Sequence[Document], *, force: bo
         try:
             data = (upload_root() / document.file_path).read_bytes()
             doc = parse_bytes(data, document.name)
-            pieces = chunk_document(doc, size=kb.chunk_size, overlap=kb.chunk_overlap,
-                                    token_offsets=embedder.token_offsets)
+            pieces = chunk_document(
+                doc,
+                size=kb.chunk_size,
+                overlap=kb.chunk_overlap,
+                token_offsets=embedder.token_offsets,
+            )
             if not pieces:
                 raise ParseError("no text to index")
             parsed.append((document, doc, pieces))
@@ -297,10 +358,15 @@ def _prepare_many(kb: KnowledgeBase, documents: Sequence[Document], *, force: bo
     if not parsed:
         return [], failed
     existing: dict[int, list[Chunk]] = {}
-    for chunk in Chunk.objects.filter(document_id__in=[d.pk for d, _, _ in parsed]).order_by("document_id", "ordinal"):
+    for chunk in Chunk.objects.filter(document_id__in=[d.pk for d, _, _ in parsed]).order_by(
+        "document_id", "ordinal"
+    ):
         existing.setdefault(chunk.document_id, []).append(chunk)
-    keep = {d.pk for d, _, pieces in parsed
-            if not force and [c.hash for c in existing.get(d.pk, [])] == [p.hash for p in pieces]}
+    keep = {
+        d.pk
+        for d, _, pieces in parsed
+        if not force and [c.hash for c in existing.get(d.pk, [])] == [p.hash for p in pieces]
+    }
     recreate = [(d, pieces) for d, _, pieces in parsed if d.pk not in keep]
     stale = [d.pk for d, _ in recreate if d.pk in existing or force]
     if stale:
@@ -312,20 +378,39 @@ def _prepare_many(kb: KnowledgeBase, documents: Sequence[Document], *, force: bo
             store.delete_document(collection_name(kb.index_key, BASE_VERSION), pk)
     created: dict[int, list[Chunk]] = {}
     if recreate:
-        rows = [Chunk(document=d, ordinal=p.ordinal, text=p.text, title=p.title[:300], page=p.page, start=p.start,
-                      end=p.end, hash=p.hash, token_count=p.token_count) for d, pieces in recreate for p in pieces]
+        rows = [
+            Chunk(
+                document=d,
+                ordinal=p.ordinal,
+                text=p.text,
+                title=p.title[:300],
+                page=p.page,
+                start=p.start,
+                end=p.end,
+                hash=p.hash,
+                token_count=p.token_count,
+            )
+            for d, pieces in recreate
+            for p in pieces
+        ]
         with transaction.atomic():
             if stale:
                 Chunk.objects.filter(document_id__in=stale).delete()
             rows = Chunk.objects.bulk_create(rows, batch_size=500)
         if not all(c.pk for c in rows):  # backends that cannot return ids from bulk inserts
-            rows = list(Chunk.objects.filter(document_id__in=[d.pk for d, _ in recreate]).order_by("document_id", "ordinal"))
+            rows = list(
+                Chunk.objects.filter(document_id__in=[d.pk for d, _ in recreate]).order_by(
+                    "document_id", "ordinal"
+                )
+            )
         for chunk in rows:
             created.setdefault(chunk.document_id, []).append(chunk)
     prepared: list[tuple[Document, list[Chunk]]] = []
     texts: dict[int, str] = {}
     for document, doc, _ in parsed:
-        chunks = existing.get(document.pk, []) if document.pk in keep else created.get(document.pk, [])
+        chunks = (
+            existing.get(document.pk, []) if document.pk in keep else created.get(document.pk, [])
+        )
         document.text = texts[document.pk] = doc.text
         document.kind, document.pages, document.chunk_count = doc.kind, doc.pages, len(chunks)
         document.status, document.progress, document.error = Document.Status.EMBEDDING, 5, ""
@@ -334,11 +419,20 @@ def _prepare_many(kb: KnowledgeBase, documents: Sequence[Document], *, force: bo
     # Few distinct (kind, pages, chunk count) values: one UPDATE each beats bulk_update's CASE.
     by_values: dict[tuple[str, int | None, int], list[int]] = {}
     for document, _ in prepared:
-        by_values.setdefault((document.kind, document.pages, document.chunk_count), []).append(document.pk)
+        by_values.setdefault((document.kind, document.pages, document.chunk_count), []).append(
+            document.pk
+        )
     now = timezone.now()
     for (kind, pages, count), ids in by_values.items():
-        Document.objects.filter(pk__in=ids).update(kind=kind, pages=pages, chunk_count=count, updated_at=now,
-                                                   status=Document.Status.EMBEDDING, progress=5, error="")
+        Document.objects.filter(pk__in=ids).update(
+            kind=kind,
+            pages=pages,
+            chunk_count=count,
+            updated_at=now,
+            status=Document.Status.EMBEDDING,
+            progress=5,
+            error="",
+        )
     for pk, text in texts.items():  # one row each: texts differ, and a CASE would copy them all
         Document.objects.filter(pk=pk).update(text=text)
     return prepared, failed
@@ -346,20 +440,28 @@ def _prepare_many(kb: KnowledgeBase, documents: Sequence[Document], *, force: bo
 
 def _prepare(document: Document, *, force: bool) -> list[Chunk]:
     _set_status(document, Document.Status.PARSING, progress=2)
-    prepared, failed = _prepare_many(document.kb, [document], force=force, embedder=kb_embedder(document.kb))
+    prepared, failed = _prepare_many(
+        document.kb, [document], force=force, embedder=kb_embedder(document.kb)
+    )
     if failed:
         raise failed[0][1]
     return prepared[0][1]
 
 
-def _embed(kb: KnowledgeBase, items: Sequence[tuple[Document, Chunk]], embedder: Embedder | None = None) -> None:
+def _embed(
+    kb: KnowledgeBase, items: Sequence[tuple[Document, Chunk]], embedder: Embedder | None = None
+) -> None:
     """Embed one batch (possibly spanning documents) into the base collection."""
     if not items:
         return
     embedder = embedder or kb_embedder(kb)
     vectors = embedder.encode([c.index_text for _, c in items], batch_size=EMBED_BATCH)
-    vector_store().upsert(collection_name(kb.index_key, BASE_VERSION), [str(c.pk) for _, c in items], vectors,
-                          [_metadata(d, c) for d, c in items])
+    vector_store().upsert(
+        collection_name(kb.index_key, BASE_VERSION),
+        [str(c.pk) for _, c in items],
+        vectors,
+        [_metadata(d, c) for d, c in items],
+    )
     Chunk.objects.filter(pk__in=[c.pk for _, c in items]).update(embedded=True)
     for _, c in items:
         c.embedded = True
@@ -379,8 +481,13 @@ def _finish_many(kb: KnowledgeBase, done: Sequence[tuple[Document, Sequence[Chun
         records.extend(_chunk_records(document, chunks))
     bm25_index(kb).add(records)
     Document.objects.filter(pk__in=[d.pk for d, _ in done]).update(
-        status=Document.Status.READY, progress=100, error="", updated_at=timezone.now())
-    others = list(kb.embedding_indexes.exclude(version=BASE_VERSION).filter(status=EmbeddingIndex.Status.READY))
+        status=Document.Status.READY, progress=100, error="", updated_at=timezone.now()
+    )
+    others = list(
+        kb.embedding_indexes.exclude(version=BASE_VERSION).filter(
+            status=EmbeddingIndex.Status.READY
+        )
+    )
     for document, chunks in done:
         document.status, document.progress, document.error = Document.Status.READY, 100, ""
         if others:
@@ -403,17 +510,21 @@ def document_ingest(*, document_id: int, force: bool = False) -> Document:
         todo = [c for c in chunks if not c.embedded]
         done = len(chunks) - len(todo)
         for i in range(0, len(todo), ROUND_SIZE):
-            batch = todo[i:i + ROUND_SIZE]
+            batch = todo[i : i + ROUND_SIZE]
             _embed(document.kb, [(document, c) for c in batch])
             done += len(batch)
-            Document.objects.filter(pk=document.pk).update(progress=5 + int(90 * done / max(1, len(chunks))))
+            Document.objects.filter(pk=document.pk).update(
+                progress=5 + int(90 * done / max(1, len(chunks)))
+            )
         _finish(document, chunks)
     except Exception as exc:  # one broken document must never stop the others
         _fail(document, _failure_reason(exc))
     return document
 
 
-def documents_ingest(*, document_ids: Sequence[int], force: bool = False, batch_size: int = 1024) -> list[Document]:
+def documents_ingest(
+    *, document_ids: Sequence[int], force: bool = False, batch_size: int = 1024
+) -> list[Document]:
     """Bulk ingestion (CLI, re-index): the same steps as :func:`document_ingest`, but embedding
     batches span documents, so hundreds of small files embed as fast as one big one.
     A document that fails to parse fails alone; a failed batch fails the documents in it."""
@@ -421,7 +532,7 @@ def documents_ingest(*, document_ids: Sequence[int], force: bool = False, batch_
     ordered: list[Document] = []
     ids = list(document_ids)
     for start in range(0, len(ids), 500):  # bounded IN lists, whatever the corpus size
-        part = ids[start:start + 500]
+        part = ids[start : start + 500]
         found = Document.objects.select_related("kb").in_bulk(part)
         documents.update(found)
         ordered.extend(found[i] for i in part if i in found)
@@ -444,8 +555,11 @@ def documents_ingest(*, document_ids: Sequence[int], force: bool = False, batch_
                     pending.pop(doc.pk, None)
                 buffer[:] = [(d, c) for d, c in buffer if d.pk not in failed]
                 continue
-            complete = [(documents[i], pending.pop(i)) for i in dict.fromkeys(d.pk for d, _ in batch)
-                        if i in pending and all(c.embedded for c in pending[i])]
+            complete = [
+                (documents[i], pending.pop(i))
+                for i in dict.fromkeys(d.pk for d, _ in batch)
+                if i in pending and all(c.embedded for c in pending[i])
+            ]
             try:
                 _finish_many(kb, complete)
             except Exception as exc:
@@ -455,7 +569,7 @@ def documents_ingest(*, document_ids: Sequence[int], force: bool = False, batch_
     todo_docs = [d for d in ordered if force or d.status != Document.Status.READY]
     group_size = 64
     for start in range(0, len(todo_docs), group_size):
-        group = todo_docs[start:start + group_size]
+        group = todo_docs[start : start + group_size]
         by_kb: dict[int, list[Document]] = {}
         for document in group:
             by_kb.setdefault(document.kb_id, []).append(document)
@@ -484,7 +598,7 @@ def documents_ingest(*, document_ids: Sequence[int], force: bool = False, batch_
     flush(final=True)
     fresh: dict[int, Document] = {}
     for start in range(0, len(ordered), 500):
-        fresh.update(Document.objects.in_bulk([d.pk for d in ordered[start:start + 500]]))
+        fresh.update(Document.objects.in_bulk([d.pk for d in ordered[start : start + 500]]))
     return [fresh[d.pk] for d in ordered if d.pk in fresh]
 
 
@@ -494,13 +608,17 @@ def _fail(document: Document, reason: str) -> None:
 
 def _index_other_versions(document: Document, chunks: Sequence[Chunk]) -> None:
     """Keep tuned embedding versions in step with the base index."""
-    for idx in document.kb.embedding_indexes.exclude(version=BASE_VERSION).filter(status=EmbeddingIndex.Status.READY):
+    for idx in document.kb.embedding_indexes.exclude(version=BASE_VERSION).filter(
+        status=EmbeddingIndex.Status.READY
+    ):
         embedder = kb_embedder(document.kb, idx.model)
         coll = collection_name(document.kb.index_key, idx.version)
         for i in range(0, len(chunks), ROUND_SIZE):
-            batch = chunks[i:i + ROUND_SIZE]
+            batch = chunks[i : i + ROUND_SIZE]
             vectors = embedder.encode([c.index_text for c in batch], batch_size=EMBED_BATCH)
-            vector_store().upsert(coll, [str(c.pk) for c in batch], vectors, [_metadata(document, c) for c in batch])
+            vector_store().upsert(
+                coll, [str(c.pk) for c in batch], vectors, [_metadata(document, c) for c in batch]
+            )
 
 
 def document_retry(*, document: Document) -> Document:
@@ -542,14 +660,19 @@ def kb_reindex(*, kb: KnowledgeBase, enqueue: bool = True) -> int:
 
 
 # --------------------------------------------------------------------------- embedding versions
-def kb_embedding_add(*, kb: KnowledgeBase, version: str, model: str, activate: bool = False) -> EmbeddingIndex:
+def kb_embedding_add(
+    *, kb: KnowledgeBase, version: str, model: str, activate: bool = False
+) -> EmbeddingIndex:
     """Index every chunk of ``kb`` with another embedding model (e.g. a fine-tuned one) into its
     own collection, beside the base one, so the two can be compared."""
     version = slugify(version)[:100]
     if not version or version in (BASE_VERSION, "active"):
         raise CorpusError("choose a version label other than 'base' or 'active'")
     index, _ = EmbeddingIndex.objects.update_or_create(
-        kb=kb, version=version, defaults={"model": model, "status": EmbeddingIndex.Status.BUILDING, "error": ""})
+        kb=kb,
+        version=version,
+        defaults={"model": model, "status": EmbeddingIndex.Status.BUILDING, "error": ""},
+    )
     try:
         embedder = kb_embedder(kb, model)
         store = vector_store()
@@ -558,9 +681,13 @@ def kb_embedding_add(*, kb: KnowledgeBase, version: str, model: str, activate: b
         for document in kb.documents.filter(status=Document.Status.READY):
             chunks = list(document.chunks.order_by("ordinal"))
             for i in range(0, len(chunks), ROUND_SIZE):
-                batch = chunks[i:i + ROUND_SIZE]
-                store.upsert(coll, [str(c.pk) for c in batch], embedder.encode([c.index_text for c in batch]),
-                             [_metadata(document, c) for c in batch])
+                batch = chunks[i : i + ROUND_SIZE]
+                store.upsert(
+                    coll,
+                    [str(c.pk) for c in batch],
+                    embedder.encode([c.index_text for c in batch]),
+                    [_metadata(document, c) for c in batch],
+                )
     except (ModelNotFound, VectorStoreError) as exc:
         index.status, index.error = EmbeddingIndex.Status.FAILED, str(exc)
         index.save(update_fields=["status", "error"])
@@ -574,8 +701,12 @@ def kb_embedding_add(*, kb: KnowledgeBase, version: str, model: str, activate: b
 
 
 def kb_embedding_activate(*, kb: KnowledgeBase, version: str) -> KnowledgeBase:
-    if not kb.embedding_indexes.filter(version=version, status=EmbeddingIndex.Status.READY).exists():
-        raise CorpusError(f"no ready embedding version {version!r} for this knowledge base", code="not_found")
+    if not kb.embedding_indexes.filter(
+        version=version, status=EmbeddingIndex.Status.READY
+    ).exists():
+        raise CorpusError(
+            f"no ready embedding version {version!r} for this knowledge base", code="not_found"
+        )
     kb.embedding_version = version
     kb.save(update_fields=["embedding_version", "updated_at"])
     return kb
@@ -583,28 +714,42 @@ def kb_embedding_activate(*, kb: KnowledgeBase, version: str) -> KnowledgeBase:
 
 def resolve_embedding_version(kb: KnowledgeBase, embedding_version: str | None) -> EmbeddingIndex:
     """``None``/"active" → the KB's active version, "base" → base, else that label."""
-    version = kb.embedding_version if embedding_version in (None, "", "active") else embedding_version
+    version = (
+        kb.embedding_version if embedding_version in (None, "", "active") else embedding_version
+    )
     index = kb.embedding_indexes.filter(version=version).first()
     if index is None:
         if version == BASE_VERSION:
-            index, _ = EmbeddingIndex.objects.get_or_create(kb=kb, version=BASE_VERSION,
-                                                            defaults={"model": kb.embedding_model})
+            index, _ = EmbeddingIndex.objects.get_or_create(
+                kb=kb, version=BASE_VERSION, defaults={"model": kb.embedding_model}
+            )
         else:
             raise CorpusError(f"unknown embedding version {version!r}", code="not_found")
     return index
 
 
 # --------------------------------------------------------------------------- search
-def kb_search(*, kb: KnowledgeBase, query: str, mode: str = "hybrid", k: int = 5,
-              document_ids: Sequence[int] | None = None, embedding_version: str | None = None) -> list[SearchHit]:
+def kb_search(
+    *,
+    kb: KnowledgeBase,
+    query: str,
+    mode: str = "hybrid",
+    k: int = 5,
+    document_ids: Sequence[int] | None = None,
+    embedding_version: str | None = None,
+) -> list[SearchHit]:
     """Search one knowledge base. Hits carry ``chunk_id == str(Chunk.pk)``."""
     if mode not in ("hybrid", "dense", "bm25"):
         raise CorpusError(f"unknown search mode {mode!r}; use hybrid, dense or bm25")
     k = max(1, min(int(k), 200))
     index = resolve_embedding_version(kb, embedding_version)
     embedder = kb_embedder(kb, index.model or None) if mode != "bm25" else None
-    retriever = Retriever(store=vector_store(), collection=collection_name(kb.index_key, index.version),
-                          bm25=bm25_index(kb), embedder=embedder)  # type: ignore[arg-type]
+    retriever = Retriever(
+        store=vector_store(),
+        collection=collection_name(kb.index_key, index.version),
+        bm25=bm25_index(kb),
+        embedder=embedder,
+    )  # type: ignore[arg-type]
     try:
         return retriever.search(query, mode=mode, k=k, document_ids=document_ids)
     except VectorStoreError as exc:
@@ -612,9 +757,24 @@ def kb_search(*, kb: KnowledgeBase, query: str, mode: str = "hybrid", k: int = 5
 
 
 __all__ = [
-    "CorpusError", "UploadResult", "UploadTooLarge", "bm25_index", "document_delete", "document_ingest",
-    "document_retry", "document_upload", "documents_ingest", "kb_create", "kb_delete", "kb_embedding_activate", "kb_embedding_add",
-    "kb_reindex", "kb_search", "kb_update", "resolve_embedding_version", "vector_store",
+    "CorpusError",
+    "UploadResult",
+    "UploadTooLarge",
+    "bm25_index",
+    "document_delete",
+    "document_ingest",
+    "document_retry",
+    "document_upload",
+    "documents_ingest",
+    "kb_create",
+    "kb_delete",
+    "kb_embedding_activate",
+    "kb_embedding_add",
+    "kb_reindex",
+    "kb_search",
+    "kb_update",
+    "resolve_embedding_version",
+    "vector_store",
 ]
 
 
@@ -624,9 +784,14 @@ def _name_keys(name: str) -> set[str]:
     return {name, stem}
 
 
-def kb_retrieval_evaluate(*, kb: KnowledgeBase, questions: Sequence[dict[str, Any]], mode: str = "hybrid",
-                          k_values: Sequence[int] = (1, 5, 10), embedding_version: str | None = None,
-                          ) -> dict[str, Any]:
+def kb_retrieval_evaluate(
+    *,
+    kb: KnowledgeBase,
+    questions: Sequence[dict[str, Any]],
+    mode: str = "hybrid",
+    k_values: Sequence[int] = (1, 5, 10),
+    embedding_version: str | None = None,
+) -> dict[str, Any]:
     """Document-level recall@k and MRR. Each question is ``{"question": str, "gold": [names]}``;
     a gold name matches a document's file name with or without its extension; documents are
     ranked by their best chunk."""

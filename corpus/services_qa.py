@@ -54,8 +54,15 @@ log = logging.getLogger(__name__)
 
 CANCEL_POLL_S = 0.5
 STALE_AFTER = timedelta(minutes=2)
-REVIEW_FIELDS = ("question", "cot_answer", "final_answer", "status", "split", "quote_status",
-                 "auto_reject_reason")
+REVIEW_FIELDS = (
+    "question",
+    "cot_answer",
+    "final_answer",
+    "status",
+    "split",
+    "quote_status",
+    "auto_reject_reason",
+)
 
 
 class QAError(Exception):
@@ -69,8 +76,11 @@ class QAError(Exception):
 
 
 class ConflictError(QAError):
-    def __init__(self, message: str = "This pair was changed by someone else since you opened it; "
-                 "reload to see their change. Nothing was overwritten.") -> None:
+    def __init__(
+        self,
+        message: str = "This pair was changed by someone else since you opened it; "
+        "reload to see their change. Nothing was overwritten.",
+    ) -> None:
         super().__init__(message, code="conflict", status=409)
 
 
@@ -99,7 +109,9 @@ def kb_document_splits(*, kb: KnowledgeBase, seed: int, eval_share: float) -> di
     doc_ids = list(Document.objects.filter(kb=kb).values_list("pk", flat=True))
     existing = dict(DocumentSplit.objects.filter(kb=kb).values_list("document_id", "split"))
     splits = split_documents(doc_ids, seed=seed, eval_share=eval_share, existing=existing)
-    new = [DocumentSplit(kb=kb, document_id=d, split=s) for d, s in splits.items() if d not in existing]
+    new = [
+        DocumentSplit(kb=kb, document_id=d, split=s) for d, s in splits.items() if d not in existing
+    ]
     DocumentSplit.objects.bulk_create(new, ignore_conflicts=True)
     return {int(k): v for k, v in splits.items()}  # type: ignore[arg-type]
 
@@ -107,8 +119,13 @@ def kb_document_splits(*, kb: KnowledgeBase, seed: int, eval_share: float) -> di
 # ------------------------------------------------------------------------------ jobs
 
 
-def generation_job_create(*, kb: KnowledgeBase, user: Any = None, config: Mapping[str, Any] | None = None,
-                          enqueue: bool = True) -> GenerationJob:
+def generation_job_create(
+    *,
+    kb: KnowledgeBase,
+    user: Any = None,
+    config: Mapping[str, Any] | None = None,
+    enqueue: bool = True,
+) -> GenerationJob:
     """Validate the config, pick the chunks, create one unit per chunk, enqueue the run."""
     try:
         cfg = GenerationConfig.from_dict(config)
@@ -121,14 +138,22 @@ def generation_job_create(*, kb: KnowledgeBase, user: Any = None, config: Mappin
     if cfg.limit_chunks:
         chunk_ids = chunk_ids[: cfg.limit_chunks]
     if not chunk_ids:
-        raise QAError("This knowledge base has no ready chunks to generate from "
-                      "(upload documents and wait until they are ready).", code="empty")
+        raise QAError(
+            "This knowledge base has no ready chunks to generate from "
+            "(upload documents and wait until they are ready).",
+            code="empty",
+        )
     with transaction.atomic():
-        job = GenerationJob.objects.create(kb=kb, created_by=user if getattr(user, "pk", None) else None,
-                                           config=cfg.to_dict(), seed=cfg.seed,
-                                           chunks_total=len(chunk_ids))
-        GenerationUnit.objects.bulk_create([GenerationUnit(job=job, chunk_id=c) for c in chunk_ids],
-                                           batch_size=500)
+        job = GenerationJob.objects.create(
+            kb=kb,
+            created_by=user if getattr(user, "pk", None) else None,
+            config=cfg.to_dict(),
+            seed=cfg.seed,
+            chunks_total=len(chunk_ids),
+        )
+        GenerationUnit.objects.bulk_create(
+            [GenerationUnit(job=job, chunk_id=c) for c in chunk_ids], batch_size=500
+        )
         if enqueue:
             transaction.on_commit(lambda: _enqueue(job.pk))
     return job
@@ -146,9 +171,11 @@ def generation_job_cancel(*, job: GenerationJob) -> GenerationJob:
     GenerationJob.objects.filter(pk=job.pk).update(cancel_requested=True)
     # A queued job that never started is cancelled at once; a running one stops at its next poll.
     GenerationJob.objects.filter(pk=job.pk, status=GenerationJob.Status.QUEUED).update(
-        status=GenerationJob.Status.CANCELLED, finished_at=timezone.now())
+        status=GenerationJob.Status.CANCELLED, finished_at=timezone.now()
+    )
     GenerationJob.objects.filter(pk=job.pk, status=GenerationJob.Status.RUNNING).update(
-        status=GenerationJob.Status.CANCELLING)
+        status=GenerationJob.Status.CANCELLING
+    )
     job.refresh_from_db()
     return job
 
@@ -159,8 +186,9 @@ def generation_job_resume(*, job: GenerationJob, enqueue: bool = True) -> Genera
         GenerationJob.objects.filter(pk=job.pk).update(cancel_requested=False)
     if job.is_active and not job_is_stale(job) and job.status != GenerationJob.Status.QUEUED:
         raise QAError(f"job {job.pk} is still running", code="running", status=409)
-    GenerationJob.objects.filter(pk=job.pk).update(status=GenerationJob.Status.QUEUED, cancel_requested=False,
-                                                   finished_at=None, error="")
+    GenerationJob.objects.filter(pk=job.pk).update(
+        status=GenerationJob.Status.QUEUED, cancel_requested=False, finished_at=None, error=""
+    )
     if enqueue:
         transaction.on_commit(lambda: _enqueue(job.pk))
     job.refresh_from_db()
@@ -201,11 +229,16 @@ def generation_job_run(*, job_id: int) -> GenerationJob:
         return _finish(job, GenerationJob.Status.CANCELLED)
     cfg = GenerationConfig.from_dict(job.config)
     now = timezone.now()
-    GenerationJob.objects.filter(pk=job.pk).update(status=GenerationJob.Status.RUNNING, heartbeat_at=now,
-                                                   started_at=job.started_at or now)
+    GenerationJob.objects.filter(pk=job.pk).update(
+        status=GenerationJob.Status.RUNNING, heartbeat_at=now, started_at=job.started_at or now
+    )
     job.refresh_from_db()
-    units = deque(job.units.exclude(state=GenerationUnit.State.DONE).filter(chunk__isnull=False)
-                  .select_related("chunk", "chunk__document").order_by("id"))
+    units = deque(
+        job.units.exclude(state=GenerationUnit.State.DONE)
+        .filter(chunk__isnull=False)
+        .select_related("chunk", "chunk__document")
+        .order_by("id")
+    )
     if not units:
         return _finish(job, None)
     from raftweb.core.services import profile_prices, profile_spec
@@ -218,12 +251,23 @@ def generation_job_run(*, job_id: int) -> GenerationJob:
         job.refresh_from_db()
         return _finish(job, GenerationJob.Status.FAILED)
     ctx = _RunContext(
-        job=job, cfg=cfg, kb=job.kb,
-        pool=list(Chunk.objects.filter(document__kb=job.kb, document__status=Document.Status.READY)
-                  .values_list("pk", flat=True)),
+        job=job,
+        cfg=cfg,
+        kb=job.kb,
+        pool=list(
+            Chunk.objects.filter(
+                document__kb=job.kb, document__status=Document.Status.READY
+            ).values_list("pk", flat=True)
+        ),
         splits=kb_document_splits(kb=job.kb, seed=cfg.seed, eval_share=cfg.eval_share),
-        prices={"teacher": profile_prices(cfg.teacher_profile), "judge": profile_prices(cfg.judge_profile)},
-        texts={}, titles={}, docs={}, notes=[],
+        prices={
+            "teacher": profile_prices(cfg.teacher_profile),
+            "judge": profile_prices(cfg.judge_profile),
+        },
+        texts={},
+        titles={},
+        docs={},
+        notes=[],
     )
     runner = PipelineRunner(teacher=teacher, judge=judge, config=cfg, prompts=kb_prompts(job.kb))
     runner.start()
@@ -266,7 +310,9 @@ def generation_job_run(*, job_id: int) -> GenerationJob:
             runner.cancel()
         runner.join(timeout=10)
     if ctx.notes:
-        GenerationJob.objects.filter(pk=job.pk).update(notes=list(dict.fromkeys((job.notes or []) + ctx.notes)))
+        GenerationJob.objects.filter(pk=job.pk).update(
+            notes=list(dict.fromkeys((job.notes or []) + ctx.notes))
+        )
     job.refresh_from_db()
     return _finish(job, status)
 
@@ -277,13 +323,20 @@ def _finish(job: GenerationJob, status: str | None) -> GenerationJob:
         failed = job.units.filter(state=GenerationUnit.State.FAILED).count()
         if failed and not done:
             status = GenerationJob.Status.FAILED
-            first = job.units.filter(state=GenerationUnit.State.FAILED).values_list("error", flat=True).first()
-            GenerationJob.objects.filter(pk=job.pk).update(error=f"every chunk failed; first error: {first}")
+            first = (
+                job.units.filter(state=GenerationUnit.State.FAILED)
+                .values_list("error", flat=True)
+                .first()
+            )
+            GenerationJob.objects.filter(pk=job.pk).update(
+                error=f"every chunk failed; first error: {first}"
+            )
         else:
             status = GenerationJob.Status.FINISHED
             if failed:
                 GenerationJob.objects.filter(pk=job.pk).update(
-                    error=f"{failed} chunk(s) failed; resume the job to retry them")
+                    error=f"{failed} chunk(s) failed; resume the job to retry them"
+                )
     GenerationJob.objects.filter(pk=job.pk).update(status=status, finished_at=timezone.now())
     job.refresh_from_db()
     return job
@@ -294,7 +347,8 @@ def _text(ctx: _RunContext, ids: Iterable[int]) -> None:
     if not missing:
         return
     for pk, text, title, doc_id, doc_name in Chunk.objects.filter(pk__in=missing).values_list(
-            "pk", "text", "title", "document_id", "document__name"):
+        "pk", "text", "title", "document_id", "document__name"
+    ):
         ctx.texts[pk] = text
         ctx.titles[pk] = title or doc_name
         ctx.docs[pk] = doc_id
@@ -316,7 +370,9 @@ def _hard_negatives(ctx: _RunContext, chunk: Chunk) -> list[int]:
             if note not in ctx.notes:
                 ctx.notes.append(note)
             continue
-        return [int(h.chunk_id) for h in hits if h.chunk_id.isdigit() and int(h.chunk_id) != chunk.pk]
+        return [
+            int(h.chunk_id) for h in hits if h.chunk_id.isdigit() and int(h.chunk_id) != chunk.pk
+        ]
     return []
 
 
@@ -331,12 +387,20 @@ def _prepare_chunk(ctx: _RunContext, chunk: Chunk) -> ChunkInput:
 
     store = ChunkStore(pool=ctx.pool, text_of=text_of)
     base = ChunkInput(id=chunk.pk, text=chunk.text, title=chunk.title, hard_negatives=tuple(hard))
-    plans: list[ContextPlan[Any]] = [plan_row(base, i, config=ctx.cfg, store=store, seed=ctx.cfg.seed)
-                                     for i in range(ctx.cfg.questions_per_chunk)]
+    plans: list[ContextPlan[Any]] = [
+        plan_row(base, i, config=ctx.cfg, store=store, seed=ctx.cfg.seed)
+        for i in range(ctx.cfg.questions_per_chunk)
+    ]
     ids = {cid for plan in plans for cid in plan.chunk_ids} | {chunk.pk}
     _text(ctx, ids)
-    return ChunkInput(id=chunk.pk, text=chunk.text, title=chunk.title, hard_negatives=tuple(hard),
-                      plans=tuple(plans), texts={cid: ctx.texts[cid] for cid in ids})
+    return ChunkInput(
+        id=chunk.pk,
+        text=chunk.text,
+        title=chunk.title,
+        hard_negatives=tuple(hard),
+        plans=tuple(plans),
+        texts={cid: ctx.texts[cid] for cid in ids},
+    )
 
 
 def _save_unit(ctx: _RunContext, unit: GenerationUnit, result: ChunkResult, elapsed: float) -> None:
@@ -357,11 +421,20 @@ def _save_unit(ctx: _RunContext, unit: GenerationUnit, result: ChunkResult, elap
             _save_unit_rows(ctx, unit, result, elapsed, chunk, split, cost)
     except IntegrityError:
         # Another worker saved this chunk first (two runs of one job): its rows stand.
-        log.warning("generation job %s: chunk %s was already saved by another run", ctx.job.pk, chunk.pk)
+        log.warning(
+            "generation job %s: chunk %s was already saved by another run", ctx.job.pk, chunk.pk
+        )
 
 
-def _save_unit_rows(ctx: _RunContext, unit: GenerationUnit, result: ChunkResult, elapsed: float,
-                    chunk: Chunk, split: str, cost: float) -> int:
+def _save_unit_rows(
+    ctx: _RunContext,
+    unit: GenerationUnit,
+    result: ChunkResult,
+    elapsed: float,
+    chunk: Chunk,
+    split: str,
+    cost: float,
+) -> int:
     """The body of :func:`_save_unit`, inside its transaction; returns the rejected count."""
     rejected = 0
     locked = GenerationUnit.objects.select_for_update().get(pk=unit.pk)
@@ -373,36 +446,72 @@ def _save_unit_rows(ctx: _RunContext, unit: GenerationUnit, result: ChunkResult,
         rejected += status == QAPair.Status.REJECTED
         ids = [int(c) for c in row.context_ids]  # type: ignore[call-overload]
         _text(ctx, ids)
-        pairs.append(QAPair(
-            kb=ctx.kb, job=ctx.job, question_index=row.question_index, oracle_chunk_id=chunk.pk,
-            document_id=chunk.document_id, question=row.question, cot_answer=row.cot_answer,
-            final_answer=row.final_answer, context_chunk_ids=ids,
-            context_texts=[ctx.texts.get(i, "") for i in ids],
-            context_titles=[ctx.titles.get(i, "") for i in ids],
-            oracle_index=row.oracle_index, oracle_text=chunk.text, refusal=row.refusal, split=split,
-            status=status, auto_reject_reason=row.auto_reject_reason, judge_score=row.judge_score,
-            judge_reason=row.judge_reason, quote_status=row.quote_status, quote_checks=row.quote_checks,
-            parsed_ok=row.parsed_ok, notes=row.notes, source=QAPair.Source.GENERATED,
-        ))
+        pairs.append(
+            QAPair(
+                kb=ctx.kb,
+                job=ctx.job,
+                question_index=row.question_index,
+                oracle_chunk_id=chunk.pk,
+                document_id=chunk.document_id,
+                question=row.question,
+                cot_answer=row.cot_answer,
+                final_answer=row.final_answer,
+                context_chunk_ids=ids,
+                context_texts=[ctx.texts.get(i, "") for i in ids],
+                context_titles=[ctx.titles.get(i, "") for i in ids],
+                oracle_index=row.oracle_index,
+                oracle_text=chunk.text,
+                refusal=row.refusal,
+                split=split,
+                status=status,
+                auto_reject_reason=row.auto_reject_reason,
+                judge_score=row.judge_score,
+                judge_reason=row.judge_reason,
+                quote_status=row.quote_status,
+                quote_checks=row.quote_checks,
+                parsed_ok=row.parsed_ok,
+                notes=row.notes,
+                source=QAPair.Source.GENERATED,
+            )
+        )
     QAPair.objects.bulk_create(pairs)
-    ModelCall.objects.bulk_create([
-        ModelCall(job=ctx.job, unit=unit, role=c.role, prompt_tokens=c.prompt_tokens,
-                  completion_tokens=c.completion_tokens, latency_s=c.latency_s, error=c.error[:2000])
-        for c in result.calls
-    ])
+    ModelCall.objects.bulk_create(
+        [
+            ModelCall(
+                job=ctx.job,
+                unit=unit,
+                role=c.role,
+                prompt_tokens=c.prompt_tokens,
+                completion_tokens=c.completion_tokens,
+                latency_s=c.latency_s,
+                error=c.error[:2000],
+            )
+            for c in result.calls
+        ]
+    )
     failed = bool(result.error)
     GenerationUnit.objects.filter(pk=unit.pk).update(
         state=GenerationUnit.State.FAILED if failed else GenerationUnit.State.DONE,
-        attempts=F("attempts") + 1, rows=len(pairs), tokens_in=result.tokens_in,
-        tokens_out=result.tokens_out, error=result.error, notes=result.notes, finished_at=timezone.now())
+        attempts=F("attempts") + 1,
+        rows=len(pairs),
+        tokens_in=result.tokens_in,
+        tokens_out=result.tokens_out,
+        error=result.error,
+        notes=result.notes,
+        finished_at=timezone.now(),
+    )
     was_failed = locked.state == GenerationUnit.State.FAILED
     GenerationJob.objects.filter(pk=ctx.job.pk).update(
         chunks_done=F("chunks_done") + (0 if failed else 1),
         chunks_failed=F("chunks_failed") + (1 if failed else 0) - (1 if was_failed else 0),
-        rows=F("rows") + len(pairs), rows_rejected=F("rows_rejected") + rejected,
-        tokens_in=F("tokens_in") + result.tokens_in, tokens_out=F("tokens_out") + result.tokens_out,
-        calls=F("calls") + len(result.calls), cost=F("cost") + cost,
-        run_seconds=F("run_seconds") + elapsed, heartbeat_at=timezone.now(),
+        rows=F("rows") + len(pairs),
+        rows_rejected=F("rows_rejected") + rejected,
+        tokens_in=F("tokens_in") + result.tokens_in,
+        tokens_out=F("tokens_out") + result.tokens_out,
+        calls=F("calls") + len(result.calls),
+        cost=F("cost") + cost,
+        run_seconds=F("run_seconds") + elapsed,
+        heartbeat_at=timezone.now(),
     )
     return rejected
 
@@ -415,8 +524,14 @@ def _snapshot(pair: QAPair) -> dict[str, Any]:
 
 
 def _record(pair: QAPair, user: Any, action: str, before: dict[str, Any], note: str = "") -> None:
-    ReviewEvent.objects.create(pair=pair, user=user if getattr(user, "pk", None) else None, action=action,
-                               before=before, after=_snapshot(pair), note=note[:300])
+    ReviewEvent.objects.create(
+        pair=pair,
+        user=user if getattr(user, "pk", None) else None,
+        action=action,
+        before=before,
+        after=_snapshot(pair),
+        note=note[:300],
+    )
 
 
 def reverify_quotes(pair: QAPair) -> None:
@@ -425,24 +540,38 @@ def reverify_quotes(pair: QAPair) -> None:
     evidence: dict[str, str]
     if pair.refusal or not pair.oracle_text:
         # A refusal explains what the (distractor-only) context says: quotes come from it.
-        evidence = {str(i if i is not None else f"ctx{n}"): t
-                    for n, (i, t) in enumerate(zip(pair.context_chunk_ids, pair.context_texts, strict=False))}
+        evidence = {
+            str(i if i is not None else f"ctx{n}"): t
+            for n, (i, t) in enumerate(
+                zip(pair.context_chunk_ids, pair.context_texts, strict=False)
+            )
+        }
     else:
         # Otherwise quotes must come from the oracle, even when a row's context omits it
         # (RAFT's p < 1 rows), exactly as generation checks them.
         evidence = {str(pair.oracle_chunk_id or "oracle"): pair.oracle_text}
     checks = verify_quotes(parsed.quotes, evidence) if evidence else []
     pair.quote_checks = [c.as_dict() for c in checks]
-    pair.quote_status = ("none" if not checks else
-                         "verified" if all(c.verified for c in checks) else "unverified")
+    pair.quote_status = (
+        "none" if not checks else "verified" if all(c.verified for c in checks) else "unverified"
+    )
     pair.parsed_ok = parsed.parsed_ok
     if parsed.final:
         pair.final_answer = parsed.final
 
 
-def qa_pair_update(*, pair_id: int, user: Any, version: int, action: str,
-                   question: str | None = None, cot_answer: str | None = None,
-                   final_answer: str | None = None, split: str | None = None, note: str = "") -> QAPair:
+def qa_pair_update(
+    *,
+    pair_id: int,
+    user: Any,
+    version: int,
+    action: str,
+    question: str | None = None,
+    cot_answer: str | None = None,
+    final_answer: str | None = None,
+    split: str | None = None,
+    note: str = "",
+) -> QAPair:
     """Approve, reject or edit one pair under an optimistic lock on ``version``.
 
     Raises :class:`ConflictError` when someone else changed it first (nothing is written).
@@ -481,10 +610,19 @@ def qa_pair_update(*, pair_id: int, user: Any, version: int, action: str,
         pair.reviewed_at = timezone.now()
         # The conditional update is the lock that also holds on databases without row locks.
         changed = QAPair.objects.filter(pk=pair.pk, version=version).update(
-            question=pair.question, cot_answer=pair.cot_answer, final_answer=pair.final_answer,
-            quote_checks=pair.quote_checks, quote_status=pair.quote_status, parsed_ok=pair.parsed_ok,
-            split=pair.split, status=pair.status, version=pair.version, reviewed_by=pair.reviewed_by,
-            reviewed_at=pair.reviewed_at, updated_at=timezone.now())
+            question=pair.question,
+            cot_answer=pair.cot_answer,
+            final_answer=pair.final_answer,
+            quote_checks=pair.quote_checks,
+            quote_status=pair.quote_status,
+            parsed_ok=pair.parsed_ok,
+            split=pair.split,
+            status=pair.status,
+            version=pair.version,
+            reviewed_by=pair.reviewed_by,
+            reviewed_at=pair.reviewed_at,
+            updated_at=timezone.now(),
+        )
         if not changed:
             raise ConflictError()
         _record(pair, user, action, before, note)
@@ -516,12 +654,15 @@ class PairFilter:
 
         return cls(
             status=choice("status", ("pending", "approved", "rejected")),
-            min_score=num("min_score"), max_score=num("max_score"),
+            min_score=num("min_score"),
+            max_score=num("max_score"),
             unscored=str(params.get("unscored") or "") in ("1", "true", "on"),
             quote_status=choice("quote", ("verified", "unverified", "none")),
-            document_id=num("document"), split=choice("split", ("train", "eval")),
+            document_id=num("document"),
+            split=choice("split", ("train", "eval")),
             source=choice("source", ("generated", "imported", "chat_feedback")),
-            job_id=num("job"), q=str(params.get("q") or "").strip()[:200],
+            job_id=num("job"),
+            q=str(params.get("q") or "").strip()[:200],
         )
 
     def apply(self, qs: QuerySet[QAPair]) -> QuerySet[QAPair]:
@@ -550,8 +691,11 @@ class PairFilter:
 
 def qa_pairs_bulk(*, kb: KnowledgeBase, user: Any, filters: PairFilter, action: str) -> int:
     """Approve / reject / reset every pair matching ``filters``; each change is recorded."""
-    target = {"approve": QAPair.Status.APPROVED, "reject": QAPair.Status.REJECTED,
-              "reset": QAPair.Status.PENDING}.get(action)
+    target = {
+        "approve": QAPair.Status.APPROVED,
+        "reject": QAPair.Status.REJECTED,
+        "reset": QAPair.Status.PENDING,
+    }.get(action)
     if target is None:
         raise QAError(f"unknown bulk action {action!r}")
     count = 0
@@ -566,7 +710,9 @@ def qa_pairs_bulk(*, kb: KnowledgeBase, user: Any, filters: PairFilter, action: 
             pair.version += 1
             pair.reviewed_by = user if getattr(user, "pk", None) else None
             pair.reviewed_at = timezone.now()
-            pair.save(update_fields=["status", "version", "reviewed_by", "reviewed_at", "updated_at"])
+            pair.save(
+                update_fields=["status", "version", "reviewed_by", "reviewed_at", "updated_at"]
+            )
             _record(pair, user, f"bulk_{action}", before)
             count += 1
     return count
@@ -580,9 +726,14 @@ def qa_agreement(*, kb: KnowledgeBase, threshold: int = 3) -> dict[str, Any]:
     judge scored: confusion matrix, Cohen's kappa, score histograms, best threshold."""
     from raftweb.metrics import best_threshold, cohen_kappa, confusion
 
-    decided = list(QAPair.objects.filter(kb=kb, reviewed_by__isnull=False, judge_score__isnull=False,
-                                         status__in=[QAPair.Status.APPROVED, QAPair.Status.REJECTED])
-                   .values_list("judge_score", "status"))
+    decided = list(
+        QAPair.objects.filter(
+            kb=kb,
+            reviewed_by__isnull=False,
+            judge_score__isnull=False,
+            status__in=[QAPair.Status.APPROVED, QAPair.Status.REJECTED],
+        ).values_list("judge_score", "status")
+    )
     scores = [s for s, _ in decided]
     human = [st == QAPair.Status.APPROVED for _, st in decided]
     judge = [s >= threshold for s in scores]
@@ -596,7 +747,9 @@ def qa_agreement(*, kb: KnowledgeBase, threshold: int = 3) -> dict[str, Any]:
         # rows: human approve/reject; columns: judge approve/reject
         "confusion": confusion(human, judge, [True, False]),
         "kappa": cohen_kappa(human, judge),
-        "agreement": (sum(a == b for a, b in zip(human, judge, strict=True)) / len(human)) if human else None,
+        "agreement": (sum(a == b for a, b in zip(human, judge, strict=True)) / len(human))
+        if human
+        else None,
         "histogram": histogram,
         "best_threshold": best.threshold if best else None,
         "best_agreement": best.agreement if best else None,
@@ -610,16 +763,25 @@ def qa_agreement(*, kb: KnowledgeBase, threshold: int = 3) -> dict[str, Any]:
 def pair_to_row(pair: QAPair) -> RaftRow:
     """A stored pair as the engine's :class:`RaftRow` (what every exporter takes)."""
     return RaftRow(
-        id=f"{pair.kb.slug if hasattr(pair, 'kb') else 'kb'}-{pair.pk}", question=pair.question,
-        cot_answer=pair.cot_answer, final_answer=pair.final_answer,
-        context_ids=[str(c) for c in pair.context_chunk_ids], context_texts=list(pair.context_texts),
-        context_titles=list(pair.context_titles), oracle_index=pair.oracle_index, split=pair.split,
-        type="general", oracle_text=pair.oracle_text,
-        oracle_id=str(pair.oracle_chunk_id) if pair.oracle_chunk_id else None, refusal=pair.refusal,
+        id=f"{pair.kb.slug if hasattr(pair, 'kb') else 'kb'}-{pair.pk}",
+        question=pair.question,
+        cot_answer=pair.cot_answer,
+        final_answer=pair.final_answer,
+        context_ids=[str(c) for c in pair.context_chunk_ids],
+        context_texts=list(pair.context_texts),
+        context_titles=list(pair.context_titles),
+        oracle_index=pair.oracle_index,
+        split=pair.split,
+        type="general",
+        oracle_text=pair.oracle_text,
+        oracle_id=str(pair.oracle_chunk_id) if pair.oracle_chunk_id else None,
+        refusal=pair.refusal,
     )
 
 
-def qa_export_queryset(*, kb: KnowledgeBase, split: str = "train", status: str = "approved") -> QuerySet[QAPair]:
+def qa_export_queryset(
+    *, kb: KnowledgeBase, split: str = "train", status: str = "approved"
+) -> QuerySet[QAPair]:
     if split not in ("train", "eval", "all"):
         raise QAError("split must be train, eval or all")
     if status not in ("approved", "all"):
@@ -632,15 +794,23 @@ def qa_export_queryset(*, kb: KnowledgeBase, split: str = "train", status: str =
     return qs
 
 
-def qa_rows(*, kb: KnowledgeBase, split: str = "train", status: str = "approved") -> Iterator[RaftRow]:
+def qa_rows(
+    *, kb: KnowledgeBase, split: str = "train", status: str = "approved"
+) -> Iterator[RaftRow]:
     """The dataset as RaftRows, for training and evaluation. ``split="train"`` (the default)
     never yields an eval-split pair."""
     for pair in qa_export_queryset(kb=kb, split=split, status=status).iterator(chunk_size=500):
         yield pair_to_row(pair)
 
 
-def qa_export_lines(*, kb: KnowledgeBase, fmt: str, split: str = "train", status: str = "approved",
-                    system: str | None = None) -> tuple[int, Iterator[str]]:
+def qa_export_lines(
+    *,
+    kb: KnowledgeBase,
+    fmt: str,
+    split: str = "train",
+    status: str = "approved",
+    system: str | None = None,
+) -> tuple[int, Iterator[str]]:
     """(row count, JSONL lines). Raises QAError(code="empty") when nothing matches, so callers
     never write an empty file."""
     from raftweb.raft.formats import EXPORTERS
@@ -652,8 +822,11 @@ def qa_export_lines(*, kb: KnowledgeBase, fmt: str, split: str = "train", status
     if not count:
         what = "approved " if status == "approved" else ""
         where = "" if split == "all" else f" in the {split} split"
-        raise QAError(f"Nothing to export: knowledge base '{kb.slug}' has no {what}Q&A pairs{where}.",
-                      code="empty", status=404)
+        raise QAError(
+            f"Nothing to export: knowledge base '{kb.slug}' has no {what}Q&A pairs{where}.",
+            code="empty",
+            status=404,
+        )
     rows = (pair_to_row(p) for p in qs.iterator(chunk_size=500))
     return count, export_lines(rows, fmt, system=system, prompts=kb_prompts(kb))
 
@@ -672,8 +845,15 @@ def _doc_matches(kb: KnowledgeBase, names: Sequence[str]) -> list[int]:
     return out
 
 
-def qa_import(*, kb: KnowledgeBase, data: bytes | str, filename: str = "", user: Any = None,
-              status: str = "pending", split: str | None = None) -> dict[str, Any]:
+def qa_import(
+    *,
+    kb: KnowledgeBase,
+    data: bytes | str,
+    filename: str = "",
+    user: Any = None,
+    status: str = "pending",
+    split: str | None = None,
+) -> dict[str, Any]:
     """Import pairs; returns ``{"imported": n, "skipped": [{"line": k, "error": ...}]}``.
 
     The oracle chunk comes from the gold documents (the chunk that best matches the question
@@ -694,28 +874,53 @@ def qa_import(*, kb: KnowledgeBase, data: bytes | str, filename: str = "", user:
         if rec.gold:
             doc_ids = _doc_matches(kb, rec.gold)
             if not doc_ids:
-                skipped.append({"line": rec.line, "error": f"gold document not found: {', '.join(rec.gold)}"})
+                skipped.append(
+                    {"line": rec.line, "error": f"gold document not found: {', '.join(rec.gold)}"}
+                )
                 continue
-            candidates = dict(Chunk.objects.filter(document_id__in=doc_ids).values_list("pk", "text"))
+            candidates = dict(
+                Chunk.objects.filter(document_id__in=doc_ids).values_list("pk", "text")
+            )
         else:
             if all_chunks is None:
                 all_chunks = dict(Chunk.objects.filter(document__kb=kb).values_list("pk", "text"))
             candidates = all_chunks
-        oracle_id = best_chunk(question=rec.question, answer=rec.final_answer, quotes=rec.quotes,
-                               candidates=candidates, oracle_text=rec.oracle_text) if candidates else None
+        oracle_id = (
+            best_chunk(
+                question=rec.question,
+                answer=rec.final_answer,
+                quotes=rec.quotes,
+                candidates=candidates,
+                oracle_text=rec.oracle_text,
+            )
+            if candidates
+            else None
+        )
         if oracle_id is None and (rec.gold or rec.quotes or rec.oracle_text):
-            skipped.append({"line": rec.line, "error": "no chunk of the knowledge base matches this pair"})
+            skipped.append(
+                {"line": rec.line, "error": "no chunk of the knowledge base matches this pair"}
+            )
             continue
-        chunk = Chunk.objects.select_related("document").filter(pk=oracle_id).first() if oracle_id else None
+        chunk = (
+            Chunk.objects.select_related("document").filter(pk=oracle_id).first()
+            if oracle_id
+            else None
+        )
         pair = QAPair(
-            kb=kb, question=rec.question, cot_answer=rec.cot_answer, final_answer=rec.final_answer,
-            oracle_chunk=chunk, document=chunk.document if chunk else None,
+            kb=kb,
+            question=rec.question,
+            cot_answer=rec.cot_answer,
+            final_answer=rec.final_answer,
+            oracle_chunk=chunk,
+            document=chunk.document if chunk else None,
             oracle_text=chunk.text if chunk else rec.oracle_text,
-            context_chunk_ids=[chunk.pk] if chunk else [], context_texts=[chunk.text] if chunk else [],
+            context_chunk_ids=[chunk.pk] if chunk else [],
+            context_texts=[chunk.text] if chunk else [],
             context_titles=[chunk.title or chunk.document.name] if chunk else [],
             oracle_index=0 if chunk else None,
             split=split or (doc_splits.get(chunk.document_id, "train") if chunk else "train"),
-            status=status, source=QAPair.Source.IMPORTED,
+            status=status,
+            source=QAPair.Source.IMPORTED,
             reviewed_by=user if (status == "approved" and getattr(user, "pk", None)) else None,
             notes=[f"imported from {filename or 'upload'} line {rec.line} ({rec.source_format})"],
         )

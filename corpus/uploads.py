@@ -47,7 +47,11 @@ def sanitize_filename(name: str) -> str:
         return "document"
     if len(name) > MAX_NAME:
         stem, dot, ext = name.rpartition(".")
-        name = (stem[: MAX_NAME - len(ext) - 1] + "." + ext) if dot and len(ext) <= 10 else name[:MAX_NAME]
+        name = (
+            (stem[: MAX_NAME - len(ext) - 1] + "." + ext)
+            if dot and len(ext) <= 10
+            else name[:MAX_NAME]
+        )
     return name
 
 
@@ -55,7 +59,9 @@ def max_upload_bytes() -> int:
     return int(getattr(settings, "MAX_UPLOAD_BYTES", 50 * 1024 * 1024))
 
 
-def stream_to_temp(chunks: Iterable[bytes], *, directory: Path, limit: int) -> tuple[Path, str, int]:
+def stream_to_temp(
+    chunks: Iterable[bytes], *, directory: Path, limit: int
+) -> tuple[Path, str, int]:
     """Write ``chunks`` to a temp file while hashing; stop as soon as ``limit`` is exceeded."""
     directory.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()

@@ -17,9 +17,15 @@ urlpatterns = [
     path("kb/<slug:slug>/upload/", views.kb_upload, name="kb_upload"),
     path("kb/<slug:slug>/reindex/", views.kb_reindex, name="kb_reindex"),
     path("kb/<slug:slug>/search/", views.kb_search, name="kb_search"),
-    path("kb/<slug:slug>/embeddings/activate/", views.kb_embedding_activate, name="kb_embedding_activate"),
+    path(
+        "kb/<slug:slug>/embeddings/activate/",
+        views.kb_embedding_activate,
+        name="kb_embedding_activate",
+    ),
     path("kb/<slug:slug>/documents/<int:pk>/", views.document_detail, name="document_detail"),
-    path("kb/<slug:slug>/documents/<int:pk>/delete/", views.document_delete, name="document_delete"),
+    path(
+        "kb/<slug:slug>/documents/<int:pk>/delete/", views.document_delete, name="document_delete"
+    ),
     path("kb/<slug:slug>/documents/<int:pk>/retry/", views.document_retry, name="document_retry"),
 ]
 

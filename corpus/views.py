@@ -48,8 +48,13 @@ def kb_create(request: HttpRequest) -> HttpResponse:
 @admin_only
 def kb_edit(request: HttpRequest, slug: str) -> HttpResponse:
     kb = _kb(slug)
-    initial = {"name": kb.name, "description": kb.description, "chunk_size": kb.chunk_size,
-               "chunk_overlap": kb.chunk_overlap, "allowed_groups": list(kb.allowed_groups.all())}
+    initial = {
+        "name": kb.name,
+        "description": kb.description,
+        "chunk_size": kb.chunk_size,
+        "chunk_overlap": kb.chunk_overlap,
+        "allowed_groups": list(kb.allowed_groups.all()),
+    }
     form = KnowledgeBaseForm(request.POST or None, initial=initial, editing=True)
     if request.method == "POST" and form.is_valid():
         try:
@@ -74,7 +79,9 @@ def kb_delete(request: HttpRequest, slug: str) -> HttpResponse:
             return redirect("corpus:kb_detail", slug=slug)
         messages.success(request, f"Knowledge base “{name}” deleted.")
         return redirect("corpus:kb_list")
-    return render(request, "corpus/kb_confirm_delete.html", {"kb": kb, "documents": kb.documents.count()})
+    return render(
+        request, "corpus/kb_confirm_delete.html", {"kb": kb, "documents": kb.documents.count()}
+    )
 
 
 def _documents_context(kb: KnowledgeBase) -> dict[str, Any]:
@@ -88,8 +95,13 @@ def kb_detail(request: HttpRequest, slug: str) -> HttpResponse:
     context = _documents_context(kb)
     if request.htmx:
         return render(request, "corpus/partials/documents.html", context)
-    context.update({"max_upload": human_size(max_upload_bytes()), "chunks": selectors.kb_chunk_count(kb),
-                    "versions": kb.embedding_indexes.all()})
+    context.update(
+        {
+            "max_upload": human_size(max_upload_bytes()),
+            "chunks": selectors.kb_chunk_count(kb),
+            "versions": kb.embedding_indexes.all(),
+        }
+    )
     return render(request, "corpus/kb_detail.html", context)
 
 
@@ -107,18 +119,31 @@ def _kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
     kb = _kb(slug)
     files = request.FILES.getlist("files")  # parses the body (our handler runs first)
     results: list[dict[str, Any]] = [
-        {"name": name, "ok": False, "error": f"file is larger than the upload limit of {human_size(max_upload_bytes())}"}
+        {
+            "name": name,
+            "ok": False,
+            "error": f"file is larger than the upload limit of {human_size(max_upload_bytes())}",
+        }
         for name in getattr(request, "too_large_uploads", [])
     ]
     for f in files:
         try:
             with transaction.atomic():
-                result = services.document_upload(kb=kb, name=f.name or "upload", chunks=f.chunks(), user=request.user)
+                result = services.document_upload(
+                    kb=kb, name=f.name or "upload", chunks=f.chunks(), user=request.user
+                )
         except (services.UploadTooLarge, services.CorpusError) as exc:
             results.append({"name": f.name, "ok": False, "error": str(exc)})
             continue
-        results.append({"name": f.name, "ok": True, "id": result.document.pk, "duplicate": not result.created,
-                        "status": result.document.status})
+        results.append(
+            {
+                "name": f.name,
+                "ok": True,
+                "id": result.document.pk,
+                "duplicate": not result.created,
+                "status": result.document.status,
+            }
+        )
     wants_json = "application/json" in request.headers.get("Accept", "")
     if wants_json:
         status = 200 if any(r["ok"] for r in results) or not results else 400
@@ -127,7 +152,10 @@ def _kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
         return JsonResponse({"results": results}, status=status)
     for r in results:
         if r["ok"]:
-            messages.success(request, f"{r['name']}: {'already in this knowledge base' if r['duplicate'] else 'queued'}")
+            messages.success(
+                request,
+                f"{r['name']}: {'already in this knowledge base' if r['duplicate'] else 'queued'}",
+            )
         else:
             messages.error(request, f"{r['name']}: {r['error']}")
     if not results:
@@ -195,7 +223,9 @@ def kb_search(request: HttpRequest, slug: str) -> HttpResponse:
         query = form.cleaned_data["q"]
         mode = form.cleaned_data.get("mode") or "hybrid"
         try:
-            results = services.kb_search(kb=kb, query=query, mode=mode, k=form.cleaned_data.get("k") or 5)
+            results = services.kb_search(
+                kb=kb, query=query, mode=mode, k=form.cleaned_data.get("k") or 5
+            )
         except services.CorpusError as exc:
             error = exc.message
         else:

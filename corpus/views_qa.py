@@ -38,31 +38,62 @@ DEFAULTS = GenerationConfig()
 
 
 class GenerationForm(forms.Form):
-    kb = forms.ModelChoiceField(queryset=KnowledgeBase.objects.order_by("name"), to_field_name="slug",
-                                label="Knowledge base")
-    questions_per_chunk = forms.IntegerField(min_value=1, max_value=50, initial=DEFAULTS.questions_per_chunk)
-    num_distractors = forms.IntegerField(min_value=0, max_value=20, initial=DEFAULTS.num_distractors,
-                                         label="Distractors per row")
-    p = forms.FloatField(min_value=0, max_value=1, initial=DEFAULTS.p, label="p (oracle in context)")
-    hard_negative_share = forms.FloatField(min_value=0, max_value=1, initial=DEFAULTS.hard_negative_share,
-                                           label="Share of hard-negative distractors")
-    hard_negative_mode = forms.ChoiceField(choices=[("hybrid", "hybrid"), ("dense", "dense"), ("bm25", "bm25")],
-                                           initial=DEFAULTS.hard_negative_mode, label="Hard negatives retrieved by")
-    refusal_share = forms.FloatField(min_value=0, max_value=1, initial=DEFAULTS.refusal_share,
-                                     label="Share of refusal rows among rows without the oracle")
+    kb = forms.ModelChoiceField(
+        queryset=KnowledgeBase.objects.order_by("name"),
+        to_field_name="slug",
+        label="Knowledge base",
+    )
+    questions_per_chunk = forms.IntegerField(
+        min_value=1, max_value=50, initial=DEFAULTS.questions_per_chunk
+    )
+    num_distractors = forms.IntegerField(
+        min_value=0, max_value=20, initial=DEFAULTS.num_distractors, label="Distractors per row"
+    )
+    p = forms.FloatField(
+        min_value=0, max_value=1, initial=DEFAULTS.p, label="p (oracle in context)"
+    )
+    hard_negative_share = forms.FloatField(
+        min_value=0,
+        max_value=1,
+        initial=DEFAULTS.hard_negative_share,
+        label="Share of hard-negative distractors",
+    )
+    hard_negative_mode = forms.ChoiceField(
+        choices=[("hybrid", "hybrid"), ("dense", "dense"), ("bm25", "bm25")],
+        initial=DEFAULTS.hard_negative_mode,
+        label="Hard negatives retrieved by",
+    )
+    refusal_share = forms.FloatField(
+        min_value=0,
+        max_value=1,
+        initial=DEFAULTS.refusal_share,
+        label="Share of refusal rows among rows without the oracle",
+    )
     limit_chunks = forms.IntegerField(min_value=1, required=False, label="Only the first N chunks")
-    document_ids = forms.CharField(required=False, label="Only these document ids (comma separated)")
-    max_concurrency = forms.IntegerField(min_value=1, max_value=256, initial=DEFAULTS.max_concurrency)
+    document_ids = forms.CharField(
+        required=False, label="Only these document ids (comma separated)"
+    )
+    max_concurrency = forms.IntegerField(
+        min_value=1, max_value=256, initial=DEFAULTS.max_concurrency
+    )
     max_new_tokens = forms.IntegerField(min_value=16, initial=DEFAULTS.max_new_tokens)
     judge_enabled = forms.BooleanField(required=False, initial=True, label="Judge every row")
     judge_threshold = forms.IntegerField(min_value=1, max_value=5, initial=DEFAULTS.judge_threshold)
     reject_unverified_quotes = forms.BooleanField(required=False, initial=True)
-    teacher_profile = forms.ChoiceField(choices=[("teacher", "teacher"), ("judge", "judge"), ("student", "student")],
-                                        initial="teacher")
-    judge_profile = forms.ChoiceField(choices=[("judge", "judge"), ("teacher", "teacher"), ("student", "student")],
-                                      initial="judge")
-    eval_share = forms.FloatField(min_value=0, max_value=0.9, initial=DEFAULTS.eval_share,
-                                  label="Share of documents held out for eval")
+    teacher_profile = forms.ChoiceField(
+        choices=[("teacher", "teacher"), ("judge", "judge"), ("student", "student")],
+        initial="teacher",
+    )
+    judge_profile = forms.ChoiceField(
+        choices=[("judge", "judge"), ("teacher", "teacher"), ("student", "student")],
+        initial="judge",
+    )
+    eval_share = forms.FloatField(
+        min_value=0,
+        max_value=0.9,
+        initial=DEFAULTS.eval_share,
+        label="Share of documents held out for eval",
+    )
     seed = forms.IntegerField(initial=DEFAULTS.seed)
 
     def config(self) -> dict[str, Any]:
@@ -79,7 +110,11 @@ class GenerationForm(forms.Form):
 @role_required(Role.ADMIN)
 def generation_list(request: HttpRequest) -> HttpResponse:
     jobs = kb_jobs()[:100]
-    template = "corpus/generation/partials/jobs_table.html" if request.htmx else "corpus/generation/list.html"
+    template = (
+        "corpus/generation/partials/jobs_table.html"
+        if request.htmx
+        else "corpus/generation/list.html"
+    )
     return render(request, template, {"jobs": jobs, "any_active": any(j.is_active for j in jobs)})
 
 
@@ -89,20 +124,29 @@ def generation_new(request: HttpRequest) -> HttpResponse:
     form = GenerationForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
-            job = generation_job_create(kb=form.cleaned_data["kb"], user=request.user, config=form.config())
+            job = generation_job_create(
+                kb=form.cleaned_data["kb"], user=request.user, config=form.config()
+            )
         except (QAError, forms.ValidationError) as exc:
             form.add_error(None, getattr(exc, "message", str(exc)))
         else:
-            messages.success(request, f"Generation job {job.pk} queued ({job.chunks_total} chunks).")
+            messages.success(
+                request, f"Generation job {job.pk} queued ({job.chunks_total} chunks)."
+            )
             return HttpResponseRedirect(reverse("review:generation_detail", args=[job.pk]))
-    return render(request, "corpus/generation/new.html", {"form": form}, status=400 if form.errors else 200)
+    return render(
+        request, "corpus/generation/new.html", {"form": form}, status=400 if form.errors else 200
+    )
 
 
 @role_required(Role.ADMIN)
 def generation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(GenerationJob.objects.select_related("kb", "created_by"), pk=pk)
-    ctx = {"job": job, "stale": job_is_stale(job),
-           "failed_units": job.units.filter(state="failed").select_related("chunk")[:20]}
+    ctx = {
+        "job": job,
+        "stale": job_is_stale(job),
+        "failed_units": job.units.filter(state="failed").select_related("chunk")[:20],
+    }
     if request.htmx and request.GET.get("fragment") == "progress":
         return render(request, "corpus/generation/partials/progress.html", ctx)
     return render(request, "corpus/generation/detail.html", ctx)
@@ -147,17 +191,29 @@ def kb_dataset(request: HttpRequest, slug: str) -> HttpResponse:
             status = 400
         else:
             try:
-                result = qa_import(kb=kb, data=upload.read(), filename=upload.name, user=request.user,
-                                   status=request.POST.get("status", "pending"),
-                                   split=request.POST.get("split") or None)
+                result = qa_import(
+                    kb=kb,
+                    data=upload.read(),
+                    filename=upload.name,
+                    user=request.user,
+                    status=request.POST.get("status", "pending"),
+                    split=request.POST.get("split") or None,
+                )
             except QAError as exc:
                 messages.error(request, exc.message)
                 status = 400
             else:
-                messages.success(request, f"Imported {result['imported']} pair(s); skipped "
-                                          f"{len(result['skipped'])} line(s).")
-    return render(request, "corpus/generation/dataset.html",
-                  {"kb": kb, "result": result, "formats": sorted(EXPORTERS)}, status=status)
+                messages.success(
+                    request,
+                    f"Imported {result['imported']} pair(s); skipped "
+                    f"{len(result['skipped'])} line(s).",
+                )
+    return render(
+        request,
+        "corpus/generation/dataset.html",
+        {"kb": kb, "result": result, "formats": sorted(EXPORTERS)},
+        status=status,
+    )
 
 
 @role_required(Role.ADMIN)
@@ -190,7 +246,9 @@ def kb_prompts_page(request: HttpRequest, slug: str) -> HttpResponse:
     defaults = PromptSet().as_dict()
     if request.method == "POST":
         overrides = {name: request.POST.get(name, "") for name in defaults}
-        overrides = {k: v for k, v in overrides.items() if v.strip() and v.strip() != defaults[k].strip()}
+        overrides = {
+            k: v for k, v in overrides.items() if v.strip() and v.strip() != defaults[k].strip()
+        }
         kb_prompts_update(kb=kb, overrides=overrides)
         messages.success(request, f"Saved {len(overrides)} prompt override(s).")
         return HttpResponseRedirect(reverse("review:kb_prompts", args=[kb.slug]))

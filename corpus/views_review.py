@@ -27,8 +27,19 @@ from corpus.services_qa import (
 from raftweb.core.roles import Role, role_required, user_has_role
 
 REVIEW_ROLES = (Role.REVIEWER, Role.ADMIN)
-FILTER_KEYS = ("status", "min_score", "max_score", "unscored", "quote", "document", "split", "source", "job", "q",
-               "sort")
+FILTER_KEYS = (
+    "status",
+    "min_score",
+    "max_score",
+    "unscored",
+    "quote",
+    "document",
+    "split",
+    "source",
+    "job",
+    "q",
+    "sort",
+)
 MIN_DECIDED_FOR_AGREEMENT = 10
 
 
@@ -58,13 +69,25 @@ def queue(request: HttpRequest) -> HttpResponse:
     qs = review_queue(kb=kb, filters=filters, sort=sort)
     page = Paginator(qs, 50).get_page(request.GET.get("page"))
     ctx = {
-        "kb": kb, "kbs": review_kbs(request.user), "page": page, "filters": filters, "sort": sort,
-        "sorts": list(SORTS), "documents": kb.documents.order_by("name"), "total": page.paginator.count,
-        "filter_query": _filter_query(request.GET), "params": request.GET,
-        "counts": {s: QAPair.objects.filter(kb=kb, status=s).count() for s in ("pending", "approved", "rejected")},
+        "kb": kb,
+        "kbs": review_kbs(request.user),
+        "page": page,
+        "filters": filters,
+        "sort": sort,
+        "sorts": list(SORTS),
+        "documents": kb.documents.order_by("name"),
+        "total": page.paginator.count,
+        "filter_query": _filter_query(request.GET),
+        "params": request.GET,
+        "counts": {
+            s: QAPair.objects.filter(kb=kb, status=s).count()
+            for s in ("pending", "approved", "rejected")
+        },
         "is_admin": user_has_role(request.user, Role.ADMIN),
     }
-    template = "corpus/review/partials/queue_table.html" if request.htmx else "corpus/review/queue.html"
+    template = (
+        "corpus/review/partials/queue_table.html" if request.htmx else "corpus/review/queue.html"
+    )
     return render(request, template, ctx)
 
 
@@ -72,20 +95,32 @@ def _pair_context(request: HttpRequest, pair: QAPair) -> dict[str, Any]:
     checks = pair.quote_checks or []
     contexts = []
     for i, text in enumerate(pair.context_texts or []):
-        cid = (pair.context_chunk_ids or [None] * (i + 1))[i] if i < len(pair.context_chunk_ids or []) else None
-        title = (pair.context_titles or [""] * (i + 1))[i] if i < len(pair.context_titles or []) else ""
+        cid = (
+            (pair.context_chunk_ids or [None] * (i + 1))[i]
+            if i < len(pair.context_chunk_ids or [])
+            else None
+        )
+        title = (
+            (pair.context_titles or [""] * (i + 1))[i] if i < len(pair.context_titles or []) else ""
+        )
         is_oracle = pair.oracle_index == i
         key = str(cid) if cid is not None else ""
-        contexts.append({
-            "index": i, "title": title, "is_oracle": is_oracle,
-            "html": render_highlighted(text, spans_for(checks, key) if key else []),
-        })
+        contexts.append(
+            {
+                "index": i,
+                "title": title,
+                "is_oracle": is_oracle,
+                "html": render_highlighted(text, spans_for(checks, key) if key else []),
+            }
+        )
     oracle_key = str(pair.oracle_chunk_id) if pair.oracle_chunk_id else "oracle"
     return {
-        "pair": pair, "kb": pair.kb,
+        "pair": pair,
+        "kb": pair.kb,
         "answer_html": render_answer(pair.cot_answer, checks),
         "oracle_html": render_highlighted(pair.oracle_text, spans_for(checks, oracle_key)),
-        "contexts": contexts, "checks": checks,
+        "contexts": contexts,
+        "checks": checks,
         "filter_query": _filter_query(request.GET or request.POST),
         "events": pair_events(pair)[:20],
     }
@@ -108,7 +143,9 @@ def pair_detail(request: HttpRequest, pk: int) -> HttpResponse:
         edit = action == "edit" or action in ("save_approve",)
         try:
             qa_pair_update(
-                pair_id=pair.pk, user=request.user, version=version,
+                pair_id=pair.pk,
+                user=request.user,
+                version=version,
                 action="approve" if action == "save_approve" else action,
                 question=request.POST.get("question") if edit else None,
                 cot_answer=request.POST.get("cot_answer") if edit else None,
@@ -121,16 +158,28 @@ def pair_detail(request: HttpRequest, pk: int) -> HttpResponse:
             messages.error(request, exc.message)
             status = 400
         else:
-            labels = {"approve": "Approved", "reject": "Rejected", "edit": "Saved", "reset": "Back to pending",
-                      "save_approve": "Saved and approved"}
+            labels = {
+                "approve": "Approved",
+                "reject": "Rejected",
+                "edit": "Saved",
+                "reset": "Back to pending",
+                "save_approve": "Saved and approved",
+            }
             messages.success(request, f"{labels.get(action, 'Saved')} pair {pair.pk}.")
             filters = PairFilter.from_params(request.POST)
             query = _filter_query(request.POST)
-            if action in ("approve", "reject", "save_approve") and request.POST.get("advance") != "0":
+            if (
+                action in ("approve", "reject", "save_approve")
+                and request.POST.get("advance") != "0"
+            ):
                 nxt = next_pair(pair=pair, filters=filters, sort=request.POST.get("sort", "id"))
                 if nxt is not None:
-                    return HttpResponseRedirect(reverse("review:pair", args=[nxt.pk]) + (f"?{query}" if query else ""))
-            return HttpResponseRedirect(reverse("review:pair", args=[pair.pk]) + (f"?{query}" if query else ""))
+                    return HttpResponseRedirect(
+                        reverse("review:pair", args=[nxt.pk]) + (f"?{query}" if query else "")
+                    )
+            return HttpResponseRedirect(
+                reverse("review:pair", args=[pair.pk]) + (f"?{query}" if query else "")
+            )
         pair.refresh_from_db()
     ctx = _pair_context(request, pair)
     if status == 409:
@@ -147,15 +196,22 @@ def pair_history(request: HttpRequest, pk: int) -> HttpResponse:
         from django.http import Http404
 
         raise Http404("No such pair.")
-    return render(request, "corpus/review/history.html", {"pair": pair, "kb": pair.kb, "events": pair_events(pair)})
+    return render(
+        request,
+        "corpus/review/history.html",
+        {"pair": pair, "kb": pair.kb, "events": pair_events(pair)},
+    )
 
 
 @role_required(*REVIEW_ROLES)
 def kb_history(request: HttpRequest) -> HttpResponse:
     kb = _kb(request, request.GET.get("kb"))
     events = Paginator(kb_events(kb), 100).get_page(request.GET.get("page")) if kb else None
-    return render(request, "corpus/review/history.html",
-                  {"pair": None, "kb": kb, "kbs": review_kbs(request.user), "events": events})
+    return render(
+        request,
+        "corpus/review/history.html",
+        {"pair": None, "kb": kb, "kbs": review_kbs(request.user), "events": events},
+    )
 
 
 @role_required(*REVIEW_ROLES)
@@ -166,13 +222,17 @@ def bulk(request: HttpRequest) -> HttpResponse:
         return HttpResponseRedirect(reverse("review:queue"))
     filters = PairFilter.from_params(request.POST)
     try:
-        n = qa_pairs_bulk(kb=kb, user=request.user, filters=filters, action=request.POST.get("action", ""))
+        n = qa_pairs_bulk(
+            kb=kb, user=request.user, filters=filters, action=request.POST.get("action", "")
+        )
     except QAError as exc:
         messages.error(request, exc.message)
     else:
         messages.success(request, f"{request.POST.get('action', '').capitalize()}d {n} pair(s).")
     query = _filter_query(request.POST)
-    return HttpResponseRedirect(reverse("review:queue") + f"?kb={kb.slug}" + (f"&{query}" if query else ""))
+    return HttpResponseRedirect(
+        reverse("review:queue") + f"?kb={kb.slug}" + (f"&{query}" if query else "")
+    )
 
 
 @role_required(*REVIEW_ROLES)
@@ -185,6 +245,13 @@ def agreement(request: HttpRequest) -> HttpResponse:
         except ValueError:
             threshold = 3
         stats = qa_agreement(kb=kb, threshold=max(1, min(5, threshold)))
-    return render(request, "corpus/review/agreement.html", {
-        "kb": kb, "kbs": review_kbs(request.user), "stats": stats, "min_decided": MIN_DECIDED_FOR_AGREEMENT,
-    })
+    return render(
+        request,
+        "corpus/review/agreement.html",
+        {
+            "kb": kb,
+            "kbs": review_kbs(request.user),
+            "stats": stats,
+            "min_decided": MIN_DECIDED_FOR_AGREEMENT,
+        },
+    )

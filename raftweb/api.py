@@ -39,12 +39,17 @@ def on_api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
 
 @api.exception_handler(AuthenticationError)
 def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
-    return _error(request, ApiError(401, "unauthorized", "Authentication required: log in or send a valid API token."))
+    return _error(
+        request,
+        ApiError(401, "unauthorized", "Authentication required: log in or send a valid API token."),
+    )
 
 
 @api.exception_handler(ValidationError)
 def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
-    return _error(request, ApiError(422, "invalid", "The request is not valid.", {"errors": exc.errors}))
+    return _error(
+        request, ApiError(422, "invalid", "The request is not valid.", {"errors": exc.errors})
+    )
 
 
 @api.exception_handler(HttpError)

@@ -38,7 +38,9 @@ def env_bool(name: str, default: bool = False) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use one of 1/0, true/false, yes/no).")
+    raise ImproperlyConfigured(
+        f"{name}={raw!r} is not a boolean (use one of 1/0, true/false, yes/no)."
+    )
 
 
 def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
@@ -77,7 +79,9 @@ def env_list(name: str, default: list[str]) -> list[str]:
 def env_url(name: str, schemes: tuple[str, ...]) -> str:
     value = env_str(name)
     if value and not value.startswith(tuple(f"{s}://" for s in schemes)):
-        raise ImproperlyConfigured(f"{name}={value!r} must start with one of: {', '.join(schemes)}://")
+        raise ImproperlyConfigured(
+            f"{name}={value!r} must start with one of: {', '.join(schemes)}://"
+        )
     return value
 
 

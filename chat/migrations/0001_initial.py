@@ -7,81 +7,169 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('corpus', '0001_initial'),
+        ("corpus", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Conversation',
+            name="Conversation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('title', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('kb', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='conversations', to='corpus.knowledgebase')),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='conversations', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("title", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "kb",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="conversations",
+                        to="corpus.knowledgebase",
+                    ),
+                ),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="conversations",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-updated_at', '-id'],
+                "ordering": ["-updated_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('user', 'User'), ('assistant', 'Assistant')], max_length=10)),
-                ('content', models.TextField(blank=True)),
-                ('question', models.TextField(blank=True, help_text='The stand-alone question that was searched.')),
-                ('final', models.TextField(blank=True)),
-                ('reasoning', models.TextField(blank=True)),
-                ('citations', models.JSONField(blank=True, default=list)),
-                ('retrieved', models.JSONField(blank=True, default=list)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('ok', 'Ok'), ('error', 'Error'), ('cancelled', 'Cancelled')], default='ok', max_length=10)),
-                ('outcome', models.CharField(blank=True, choices=[('answered', 'Answered'), ('no_context', 'No Context'), ('refused', 'Refused'), ('unparsed', 'Unparsed'), ('error', 'Error')], max_length=12)),
-                ('error', models.TextField(blank=True)),
-                ('model_profile', models.CharField(blank=True, max_length=20)),
-                ('model_name', models.CharField(blank=True, max_length=500)),
-                ('model_version', models.CharField(blank=True, max_length=200)),
-                ('latency_s', models.FloatField(blank=True, null=True)),
-                ('ttft_s', models.FloatField(blank=True, null=True)),
-                ('retrieval_s', models.FloatField(blank=True, null=True)),
-                ('tokens_in', models.PositiveIntegerField(default=0)),
-                ('tokens_out', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='chat.conversation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[("user", "User"), ("assistant", "Assistant")], max_length=10
+                    ),
+                ),
+                ("content", models.TextField(blank=True)),
+                (
+                    "question",
+                    models.TextField(
+                        blank=True, help_text="The stand-alone question that was searched."
+                    ),
+                ),
+                ("final", models.TextField(blank=True)),
+                ("reasoning", models.TextField(blank=True)),
+                ("citations", models.JSONField(blank=True, default=list)),
+                ("retrieved", models.JSONField(blank=True, default=list)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("ok", "Ok"),
+                            ("error", "Error"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="ok",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "outcome",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("answered", "Answered"),
+                            ("no_context", "No Context"),
+                            ("refused", "Refused"),
+                            ("unparsed", "Unparsed"),
+                            ("error", "Error"),
+                        ],
+                        max_length=12,
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                ("model_profile", models.CharField(blank=True, max_length=20)),
+                ("model_name", models.CharField(blank=True, max_length=500)),
+                ("model_version", models.CharField(blank=True, max_length=200)),
+                ("latency_s", models.FloatField(blank=True, null=True)),
+                ("ttft_s", models.FloatField(blank=True, null=True)),
+                ("retrieval_s", models.FloatField(blank=True, null=True)),
+                ("tokens_in", models.PositiveIntegerField(default=0)),
+                ("tokens_out", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="messages",
+                        to="chat.conversation",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='Feedback',
+            name="Feedback",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('value', models.CharField(choices=[('up', 'Up'), ('down', 'Down')], max_length=4)),
-                ('comment', models.TextField(blank=True)),
-                ('sent_to_review', models.BooleanField(default=False)),
-                ('qa_pair_id', models.BigIntegerField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('message', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='feedback', to='chat.message')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("value", models.CharField(choices=[("up", "Up"), ("down", "Down")], max_length=4)),
+                ("comment", models.TextField(blank=True)),
+                ("sent_to_review", models.BooleanField(default=False)),
+                ("qa_pair_id", models.BigIntegerField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "message",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="feedback",
+                        to="chat.message",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.AddIndex(
-            model_name='conversation',
-            index=models.Index(fields=['owner', 'kb', '-updated_at'], name='chat_conver_owner_i_6bdb7e_idx'),
+            model_name="conversation",
+            index=models.Index(
+                fields=["owner", "kb", "-updated_at"], name="chat_conver_owner_i_6bdb7e_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='feedback',
-            constraint=models.UniqueConstraint(fields=('message', 'user'), name='chat_feedback_one_per_user'),
+            model_name="feedback",
+            constraint=models.UniqueConstraint(
+                fields=("message", "user"), name="chat_feedback_one_per_user"
+            ),
         ),
     ]

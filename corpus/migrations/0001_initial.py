@@ -9,271 +9,659 @@ import corpus.models.knowledge
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
+        ("auth", "0012_alter_user_first_name_max_length"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Document',
+            name="Document",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(help_text='Sanitized original file name.', max_length=255)),
-                ('original_filename', models.CharField(max_length=255)),
-                ('file_path', models.CharField(help_text='Relative to MEDIA_ROOT.', max_length=500)),
-                ('content_hash', models.CharField(max_length=64)),
-                ('version', models.PositiveIntegerField(default=1)),
-                ('kind', models.CharField(blank=True, max_length=20)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('parsing', 'Parsing'), ('embedding', 'Embedding'), ('ready', 'Ready'), ('failed', 'Failed')], db_index=True, default='queued', max_length=16)),
-                ('error', models.TextField(blank=True)),
-                ('progress', models.PositiveSmallIntegerField(default=0, help_text='Percent.')),
-                ('pages', models.PositiveIntegerField(blank=True, null=True)),
-                ('size', models.BigIntegerField(default=0)),
-                ('chunk_count', models.PositiveIntegerField(default=0)),
-                ('text', models.TextField(blank=True, default='')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('replaces', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='corpus.document')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(help_text="Sanitized original file name.", max_length=255),
+                ),
+                ("original_filename", models.CharField(max_length=255)),
+                (
+                    "file_path",
+                    models.CharField(help_text="Relative to MEDIA_ROOT.", max_length=500),
+                ),
+                ("content_hash", models.CharField(max_length=64)),
+                ("version", models.PositiveIntegerField(default=1)),
+                ("kind", models.CharField(blank=True, max_length=20)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("parsing", "Parsing"),
+                            ("embedding", "Embedding"),
+                            ("ready", "Ready"),
+                            ("failed", "Failed"),
+                        ],
+                        db_index=True,
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                ("progress", models.PositiveSmallIntegerField(default=0, help_text="Percent.")),
+                ("pages", models.PositiveIntegerField(blank=True, null=True)),
+                ("size", models.BigIntegerField(default=0)),
+                ("chunk_count", models.PositiveIntegerField(default=0)),
+                ("text", models.TextField(blank=True, default="")),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "replaces",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="corpus.document",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name', '-version'],
+                "ordering": ["name", "-version"],
             },
         ),
         migrations.CreateModel(
-            name='Chunk',
+            name="Chunk",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('ordinal', models.PositiveIntegerField()),
-                ('text', models.TextField()),
-                ('title', models.CharField(blank=True, help_text='Section title indexed with the chunk.', max_length=300)),
-                ('page', models.PositiveIntegerField(blank=True, null=True)),
-                ('start', models.PositiveIntegerField()),
-                ('end', models.PositiveIntegerField()),
-                ('hash', models.CharField(max_length=64)),
-                ('token_count', models.PositiveIntegerField(default=0)),
-                ('embedded', models.BooleanField(default=False)),
-                ('document', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='corpus.document')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("ordinal", models.PositiveIntegerField()),
+                ("text", models.TextField()),
+                (
+                    "title",
+                    models.CharField(
+                        blank=True,
+                        help_text="Section title indexed with the chunk.",
+                        max_length=300,
+                    ),
+                ),
+                ("page", models.PositiveIntegerField(blank=True, null=True)),
+                ("start", models.PositiveIntegerField()),
+                ("end", models.PositiveIntegerField()),
+                ("hash", models.CharField(max_length=64)),
+                ("token_count", models.PositiveIntegerField(default=0)),
+                ("embedded", models.BooleanField(default=False)),
+                (
+                    "document",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="chunks",
+                        to="corpus.document",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['document', 'ordinal'],
+                "ordering": ["document", "ordinal"],
             },
         ),
         migrations.CreateModel(
-            name='GenerationJob',
+            name="GenerationJob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('config', models.JSONField(default=dict)),
-                ('seed', models.BigIntegerField(default=0)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('cancelling', 'Cancelling'), ('cancelled', 'Cancelled'), ('finished', 'Finished'), ('failed', 'Failed')], db_index=True, default='queued', max_length=16)),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('chunks_total', models.PositiveIntegerField(default=0)),
-                ('chunks_done', models.PositiveIntegerField(default=0)),
-                ('chunks_failed', models.PositiveIntegerField(default=0)),
-                ('rows', models.PositiveIntegerField(default=0)),
-                ('rows_rejected', models.PositiveIntegerField(default=0)),
-                ('tokens_in', models.BigIntegerField(default=0)),
-                ('tokens_out', models.BigIntegerField(default=0)),
-                ('calls', models.PositiveIntegerField(default=0)),
-                ('cost', models.FloatField(default=0.0, help_text="Estimated USD from the profiles' prices.")),
-                ('run_seconds', models.FloatField(default=0.0)),
-                ('notes', models.JSONField(blank=True, default=list)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("config", models.JSONField(default=dict)),
+                ("seed", models.BigIntegerField(default=0)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("cancelling", "Cancelling"),
+                            ("cancelled", "Cancelled"),
+                            ("finished", "Finished"),
+                            ("failed", "Failed"),
+                        ],
+                        db_index=True,
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("chunks_total", models.PositiveIntegerField(default=0)),
+                ("chunks_done", models.PositiveIntegerField(default=0)),
+                ("chunks_failed", models.PositiveIntegerField(default=0)),
+                ("rows", models.PositiveIntegerField(default=0)),
+                ("rows_rejected", models.PositiveIntegerField(default=0)),
+                ("tokens_in", models.BigIntegerField(default=0)),
+                ("tokens_out", models.BigIntegerField(default=0)),
+                ("calls", models.PositiveIntegerField(default=0)),
+                (
+                    "cost",
+                    models.FloatField(
+                        default=0.0, help_text="Estimated USD from the profiles' prices."
+                    ),
+                ),
+                ("run_seconds", models.FloatField(default=0.0)),
+                ("notes", models.JSONField(blank=True, default=list)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='GenerationUnit',
+            name="GenerationUnit",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('state', models.CharField(choices=[('pending', 'Pending'), ('done', 'Done'), ('failed', 'Failed')], db_index=True, default='pending', max_length=8)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('rows', models.PositiveSmallIntegerField(default=0)),
-                ('tokens_in', models.PositiveIntegerField(default=0)),
-                ('tokens_out', models.PositiveIntegerField(default=0)),
-                ('error', models.TextField(blank=True)),
-                ('notes', models.JSONField(blank=True, default=list)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('chunk', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='corpus.chunk')),
-                ('job', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='units', to='corpus.generationjob')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[("pending", "Pending"), ("done", "Done"), ("failed", "Failed")],
+                        db_index=True,
+                        default="pending",
+                        max_length=8,
+                    ),
+                ),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("rows", models.PositiveSmallIntegerField(default=0)),
+                ("tokens_in", models.PositiveIntegerField(default=0)),
+                ("tokens_out", models.PositiveIntegerField(default=0)),
+                ("error", models.TextField(blank=True)),
+                ("notes", models.JSONField(blank=True, default=list)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "chunk",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="corpus.chunk",
+                    ),
+                ),
+                (
+                    "job",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="units",
+                        to="corpus.generationjob",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='KnowledgeBase',
+            name="KnowledgeBase",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(max_length=80, unique=True)),
-                ('index_key', models.CharField(default=corpus.models.knowledge.new_index_key, editable=False, max_length=32, unique=True)),
-                ('name', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True)),
-                ('chunk_size', models.PositiveIntegerField(default=300, help_text='Tokens per chunk (embedding tokenizer).')),
-                ('chunk_overlap', models.PositiveIntegerField(default=30, help_text='Tokens shared by neighbouring chunks.')),
-                ('embedding_model', models.CharField(blank=True, max_length=500)),
-                ('embedding_version', models.CharField(default='base', max_length=100)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('allowed_groups', models.ManyToManyField(blank=True, related_name='knowledge_bases', to='auth.group')),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("slug", models.SlugField(max_length=80, unique=True)),
+                (
+                    "index_key",
+                    models.CharField(
+                        default=corpus.models.knowledge.new_index_key,
+                        editable=False,
+                        max_length=32,
+                        unique=True,
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True)),
+                (
+                    "chunk_size",
+                    models.PositiveIntegerField(
+                        default=300, help_text="Tokens per chunk (embedding tokenizer)."
+                    ),
+                ),
+                (
+                    "chunk_overlap",
+                    models.PositiveIntegerField(
+                        default=30, help_text="Tokens shared by neighbouring chunks."
+                    ),
+                ),
+                ("embedding_model", models.CharField(blank=True, max_length=500)),
+                ("embedding_version", models.CharField(default="base", max_length=100)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "allowed_groups",
+                    models.ManyToManyField(
+                        blank=True, related_name="knowledge_bases", to="auth.group"
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name', 'id'],
+                "ordering": ["name", "id"],
             },
         ),
         migrations.CreateModel(
-            name='KBPromptOverrides',
+            name="KBPromptOverrides",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('overrides', models.JSONField(blank=True, default=dict)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('kb', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='prompt_overrides', to='corpus.knowledgebase')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("overrides", models.JSONField(blank=True, default=dict)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "kb",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="prompt_overrides",
+                        to="corpus.knowledgebase",
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='generationjob',
-            name='kb',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='generation_jobs', to='corpus.knowledgebase'),
+            model_name="generationjob",
+            name="kb",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="generation_jobs",
+                to="corpus.knowledgebase",
+            ),
         ),
         migrations.CreateModel(
-            name='EmbeddingIndex',
+            name="EmbeddingIndex",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.CharField(max_length=100)),
-                ('model', models.CharField(help_text='sentence-transformers model id or local path', max_length=500)),
-                ('status', models.CharField(choices=[('building', 'Building'), ('ready', 'Ready'), ('failed', 'Failed')], default='ready', max_length=16)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('kb', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='embedding_indexes', to='corpus.knowledgebase')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("version", models.CharField(max_length=100)),
+                (
+                    "model",
+                    models.CharField(
+                        help_text="sentence-transformers model id or local path", max_length=500
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("building", "Building"),
+                            ("ready", "Ready"),
+                            ("failed", "Failed"),
+                        ],
+                        default="ready",
+                        max_length=16,
+                    ),
+                ),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "kb",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="embedding_indexes",
+                        to="corpus.knowledgebase",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['kb', 'created_at'],
+                "ordering": ["kb", "created_at"],
             },
         ),
         migrations.CreateModel(
-            name='DocumentSplit',
+            name="DocumentSplit",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('split', models.CharField(choices=[('train', 'Train'), ('eval', 'Eval')], max_length=8)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('document', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='qa_split', to='corpus.document')),
-                ('kb', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='document_splits', to='corpus.knowledgebase')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "split",
+                    models.CharField(choices=[("train", "Train"), ("eval", "Eval")], max_length=8),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "document",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="qa_split",
+                        to="corpus.document",
+                    ),
+                ),
+                (
+                    "kb",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="document_splits",
+                        to="corpus.knowledgebase",
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='document',
-            name='kb',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='documents', to='corpus.knowledgebase'),
+            model_name="document",
+            name="kb",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="documents",
+                to="corpus.knowledgebase",
+            ),
         ),
         migrations.CreateModel(
-            name='ModelCall',
+            name="ModelCall",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(max_length=16)),
-                ('prompt_tokens', models.PositiveIntegerField(default=0)),
-                ('completion_tokens', models.PositiveIntegerField(default=0)),
-                ('latency_s', models.FloatField(default=0.0)),
-                ('error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('job', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='model_calls', to='corpus.generationjob')),
-                ('unit', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='calls', to='corpus.generationunit')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("role", models.CharField(max_length=16)),
+                ("prompt_tokens", models.PositiveIntegerField(default=0)),
+                ("completion_tokens", models.PositiveIntegerField(default=0)),
+                ("latency_s", models.FloatField(default=0.0)),
+                ("error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "job",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="model_calls",
+                        to="corpus.generationjob",
+                    ),
+                ),
+                (
+                    "unit",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="calls",
+                        to="corpus.generationunit",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='QAPair',
+            name="QAPair",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('question_index', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('question', models.TextField()),
-                ('cot_answer', models.TextField(blank=True)),
-                ('final_answer', models.TextField(blank=True)),
-                ('context_chunk_ids', models.JSONField(blank=True, default=list)),
-                ('context_texts', models.JSONField(blank=True, default=list)),
-                ('context_titles', models.JSONField(blank=True, default=list)),
-                ('oracle_index', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('oracle_text', models.TextField(blank=True)),
-                ('refusal', models.BooleanField(default=False)),
-                ('split', models.CharField(choices=[('train', 'Train'), ('eval', 'Eval')], db_index=True, default='train', max_length=8)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('approved', 'Approved'), ('rejected', 'Rejected')], db_index=True, default='pending', max_length=10)),
-                ('auto_reject_reason', models.CharField(blank=True, max_length=100)),
-                ('judge_score', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('judge_reason', models.TextField(blank=True)),
-                ('quote_status', models.CharField(choices=[('verified', 'Verified'), ('unverified', 'Unverified'), ('none', 'None')], default='none', max_length=12)),
-                ('quote_checks', models.JSONField(blank=True, default=list)),
-                ('parsed_ok', models.BooleanField(default=False)),
-                ('notes', models.JSONField(blank=True, default=list)),
-                ('source', models.CharField(choices=[('generated', 'Generated'), ('imported', 'Imported'), ('chat_feedback', 'Chat Feedback')], default='generated', max_length=16)),
-                ('version', models.PositiveIntegerField(default=1, help_text='Optimistic lock: bumped on every change.')),
-                ('reviewed_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('document', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='corpus.document')),
-                ('job', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='pairs', to='corpus.generationjob')),
-                ('kb', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='qa_pairs', to='corpus.knowledgebase')),
-                ('oracle_chunk', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='corpus.chunk')),
-                ('reviewed_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("question_index", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("question", models.TextField()),
+                ("cot_answer", models.TextField(blank=True)),
+                ("final_answer", models.TextField(blank=True)),
+                ("context_chunk_ids", models.JSONField(blank=True, default=list)),
+                ("context_texts", models.JSONField(blank=True, default=list)),
+                ("context_titles", models.JSONField(blank=True, default=list)),
+                ("oracle_index", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("oracle_text", models.TextField(blank=True)),
+                ("refusal", models.BooleanField(default=False)),
+                (
+                    "split",
+                    models.CharField(
+                        choices=[("train", "Train"), ("eval", "Eval")],
+                        db_index=True,
+                        default="train",
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("approved", "Approved"),
+                            ("rejected", "Rejected"),
+                        ],
+                        db_index=True,
+                        default="pending",
+                        max_length=10,
+                    ),
+                ),
+                ("auto_reject_reason", models.CharField(blank=True, max_length=100)),
+                ("judge_score", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("judge_reason", models.TextField(blank=True)),
+                (
+                    "quote_status",
+                    models.CharField(
+                        choices=[
+                            ("verified", "Verified"),
+                            ("unverified", "Unverified"),
+                            ("none", "None"),
+                        ],
+                        default="none",
+                        max_length=12,
+                    ),
+                ),
+                ("quote_checks", models.JSONField(blank=True, default=list)),
+                ("parsed_ok", models.BooleanField(default=False)),
+                ("notes", models.JSONField(blank=True, default=list)),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("generated", "Generated"),
+                            ("imported", "Imported"),
+                            ("chat_feedback", "Chat Feedback"),
+                        ],
+                        default="generated",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "version",
+                    models.PositiveIntegerField(
+                        default=1, help_text="Optimistic lock: bumped on every change."
+                    ),
+                ),
+                ("reviewed_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "document",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="corpus.document",
+                    ),
+                ),
+                (
+                    "job",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="pairs",
+                        to="corpus.generationjob",
+                    ),
+                ),
+                (
+                    "kb",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="qa_pairs",
+                        to="corpus.knowledgebase",
+                    ),
+                ),
+                (
+                    "oracle_chunk",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="corpus.chunk",
+                    ),
+                ),
+                (
+                    "reviewed_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='ReviewEvent',
+            name="ReviewEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('action', models.CharField(max_length=24)),
-                ('before', models.JSONField(blank=True, default=dict)),
-                ('after', models.JSONField(blank=True, default=dict)),
-                ('note', models.CharField(blank=True, max_length=300)),
-                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('pair', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='corpus.qapair')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("action", models.CharField(max_length=24)),
+                ("before", models.JSONField(blank=True, default=dict)),
+                ("after", models.JSONField(blank=True, default=dict)),
+                ("note", models.CharField(blank=True, max_length=300)),
+                (
+                    "created_at",
+                    models.DateTimeField(db_index=True, default=django.utils.timezone.now),
+                ),
+                (
+                    "pair",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="corpus.qapair",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='chunk',
-            constraint=models.UniqueConstraint(fields=('document', 'ordinal'), name='corpus_chunk_unique_ordinal'),
+            model_name="chunk",
+            constraint=models.UniqueConstraint(
+                fields=("document", "ordinal"), name="corpus_chunk_unique_ordinal"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='generationunit',
-            constraint=models.UniqueConstraint(fields=('job', 'chunk'), name='corpus_generation_unit_unique'),
+            model_name="generationunit",
+            constraint=models.UniqueConstraint(
+                fields=("job", "chunk"), name="corpus_generation_unit_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='embeddingindex',
-            constraint=models.UniqueConstraint(fields=('kb', 'version'), name='corpus_embedding_index_unique'),
+            model_name="embeddingindex",
+            constraint=models.UniqueConstraint(
+                fields=("kb", "version"), name="corpus_embedding_index_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='document',
-            constraint=models.UniqueConstraint(fields=('kb', 'content_hash'), name='corpus_document_unique_hash'),
+            model_name="document",
+            constraint=models.UniqueConstraint(
+                fields=("kb", "content_hash"), name="corpus_document_unique_hash"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='document',
-            constraint=models.UniqueConstraint(fields=('kb', 'name', 'version'), name='corpus_document_unique_version'),
+            model_name="document",
+            constraint=models.UniqueConstraint(
+                fields=("kb", "name", "version"), name="corpus_document_unique_version"
+            ),
         ),
         migrations.AddIndex(
-            model_name='qapair',
-            index=models.Index(fields=['kb', 'status', 'split'], name='corpus_qapa_kb_id_20a8ed_idx'),
+            model_name="qapair",
+            index=models.Index(
+                fields=["kb", "status", "split"], name="corpus_qapa_kb_id_20a8ed_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='qapair',
-            constraint=models.UniqueConstraint(condition=models.Q(('job__isnull', False), ('question_index__isnull', False)), fields=('job', 'oracle_chunk', 'question_index'), name='corpus_qapair_unique_generated'),
+            model_name="qapair",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("job__isnull", False), ("question_index__isnull", False)),
+                fields=("job", "oracle_chunk", "question_index"),
+                name="corpus_qapair_unique_generated",
+            ),
         ),
     ]

@@ -22,16 +22,21 @@ class KnowledgeBase(models.Model):
     index_key = models.CharField(max_length=32, unique=True, default=new_index_key, editable=False)
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
-    chunk_size = models.PositiveIntegerField(default=300, help_text="Tokens per chunk (embedding tokenizer).")
-    chunk_overlap = models.PositiveIntegerField(default=30, help_text="Tokens shared by neighbouring chunks.")
+    chunk_size = models.PositiveIntegerField(
+        default=300, help_text="Tokens per chunk (embedding tokenizer)."
+    )
+    chunk_overlap = models.PositiveIntegerField(
+        default=30, help_text="Tokens shared by neighbouring chunks."
+    )
     # Empty = the 'embedding' model profile. Fixed per KB once documents are indexed.
     embedding_model = models.CharField(max_length=500, blank=True)
     # The embedding version search uses by default ("base" or a tuned version's label).
     embedding_version = models.CharField(max_length=100, default=BASE_VERSION)
     # Empty = open to every role; otherwise only members of these groups (and admins) see it.
     allowed_groups = models.ManyToManyField(Group, blank=True, related_name="knowledge_bases")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -50,15 +55,21 @@ class EmbeddingIndex(models.Model):
         READY = "ready"
         FAILED = "failed"
 
-    kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="embedding_indexes")
+    kb = models.ForeignKey(
+        KnowledgeBase, on_delete=models.CASCADE, related_name="embedding_indexes"
+    )
     version = models.CharField(max_length=100)
-    model = models.CharField(max_length=500, help_text="sentence-transformers model id or local path")
+    model = models.CharField(
+        max_length=500, help_text="sentence-transformers model id or local path"
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["kb", "version"], name="corpus_embedding_index_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["kb", "version"], name="corpus_embedding_index_unique")
+        ]
         ordering = ["kb", "created_at"]
 
     def __str__(self) -> str:
@@ -82,9 +93,13 @@ class Document(models.Model):
     content_hash = models.CharField(max_length=64)
     version = models.PositiveIntegerField(default=1)
     # The previous version of this file; deleted once this one is ready.
-    replaces = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    replaces = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     kind = models.CharField(max_length=20, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
     error = models.TextField(blank=True)
     progress = models.PositiveSmallIntegerField(default=0, help_text="Percent.")
     pages = models.PositiveIntegerField(null=True, blank=True)
@@ -92,8 +107,9 @@ class Document(models.Model):
     chunk_count = models.PositiveIntegerField(default=0)
     # The parsed text (sections joined by a blank line); chunk offsets index into it.
     text = models.TextField(blank=True, default="")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -101,8 +117,12 @@ class Document(models.Model):
         ordering = ["name", "-version"]
         constraints = [
             # The same bytes are indexed once per KB, even when uploaded twice at the same moment.
-            models.UniqueConstraint(fields=["kb", "content_hash"], name="corpus_document_unique_hash"),
-            models.UniqueConstraint(fields=["kb", "name", "version"], name="corpus_document_unique_version"),
+            models.UniqueConstraint(
+                fields=["kb", "content_hash"], name="corpus_document_unique_hash"
+            ),
+            models.UniqueConstraint(
+                fields=["kb", "name", "version"], name="corpus_document_unique_version"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -123,7 +143,9 @@ class Chunk(models.Model):
     document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
     ordinal = models.PositiveIntegerField()
     text = models.TextField()
-    title = models.CharField(max_length=300, blank=True, help_text="Section title indexed with the chunk.")
+    title = models.CharField(
+        max_length=300, blank=True, help_text="Section title indexed with the chunk."
+    )
     page = models.PositiveIntegerField(null=True, blank=True)
     start = models.PositiveIntegerField()
     end = models.PositiveIntegerField()
@@ -134,7 +156,11 @@ class Chunk(models.Model):
 
     class Meta:
         ordering = ["document", "ordinal"]
-        constraints = [models.UniqueConstraint(fields=["document", "ordinal"], name="corpus_chunk_unique_ordinal")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["document", "ordinal"], name="corpus_chunk_unique_ordinal"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.document.name}#{self.ordinal}"

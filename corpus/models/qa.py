@@ -28,7 +28,9 @@ class Split(models.TextChoices):
 class KBPromptOverrides(models.Model):
     """Per-KB overrides of the prompts in :class:`raftweb.raft.prompts.PromptSet`."""
 
-    kb = models.OneToOneField(KnowledgeBase, on_delete=models.CASCADE, related_name="prompt_overrides")
+    kb = models.OneToOneField(
+        KnowledgeBase, on_delete=models.CASCADE, related_name="prompt_overrides"
+    )
     overrides = models.JSONField(default=dict, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -54,11 +56,14 @@ class GenerationJob(models.Model):
     ACTIVE = (Status.QUEUED, Status.RUNNING, Status.CANCELLING)
 
     kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="generation_jobs")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                   related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     config = models.JSONField(default=dict)
     seed = models.BigIntegerField(default=0)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
     cancel_requested = models.BooleanField(default=False)
     chunks_total = models.PositiveIntegerField(default=0)
     chunks_done = models.PositiveIntegerField(default=0)
@@ -98,7 +103,9 @@ class GenerationJob(models.Model):
 
     @property
     def tokens_per_s(self) -> float:
-        return (self.tokens_in + self.tokens_out) / self.run_seconds if self.run_seconds > 0 else 0.0
+        return (
+            (self.tokens_in + self.tokens_out) / self.run_seconds if self.run_seconds > 0 else 0.0
+        )
 
     @property
     def eta_seconds(self) -> float | None:
@@ -118,7 +125,9 @@ class GenerationUnit(models.Model):
 
     job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="units")
     chunk = models.ForeignKey(Chunk, null=True, on_delete=models.SET_NULL, related_name="+")
-    state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING, db_index=True)
+    state = models.CharField(
+        max_length=8, choices=State.choices, default=State.PENDING, db_index=True
+    )
     attempts = models.PositiveSmallIntegerField(default=0)
     rows = models.PositiveSmallIntegerField(default=0)
     tokens_in = models.PositiveIntegerField(default=0)
@@ -129,7 +138,9 @@ class GenerationUnit(models.Model):
 
     class Meta:
         ordering = ["id"]
-        constraints = [models.UniqueConstraint(fields=["job", "chunk"], name="corpus_generation_unit_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "chunk"], name="corpus_generation_unit_unique")
+        ]
 
 
 class QAPair(models.Model):
@@ -149,10 +160,16 @@ class QAPair(models.Model):
         NONE = "none"
 
     kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="qa_pairs")
-    job = models.ForeignKey(GenerationJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="pairs")
+    job = models.ForeignKey(
+        GenerationJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="pairs"
+    )
     question_index = models.PositiveSmallIntegerField(null=True, blank=True)
-    oracle_chunk = models.ForeignKey(Chunk, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    document = models.ForeignKey(Document, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    oracle_chunk = models.ForeignKey(
+        Chunk, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    document = models.ForeignKey(
+        Document, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     question = models.TextField()
     cot_answer = models.TextField(blank=True)
     final_answer = models.TextField(blank=True)
@@ -164,19 +181,28 @@ class QAPair(models.Model):
     oracle_index = models.PositiveSmallIntegerField(null=True, blank=True)
     oracle_text = models.TextField(blank=True)
     refusal = models.BooleanField(default=False)
-    split = models.CharField(max_length=8, choices=Split.choices, default=Split.TRAIN, db_index=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    split = models.CharField(
+        max_length=8, choices=Split.choices, default=Split.TRAIN, db_index=True
+    )
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
     auto_reject_reason = models.CharField(max_length=100, blank=True)
     judge_score = models.PositiveSmallIntegerField(null=True, blank=True)
     judge_reason = models.TextField(blank=True)
-    quote_status = models.CharField(max_length=12, choices=QuoteStatus.choices, default=QuoteStatus.NONE)
+    quote_status = models.CharField(
+        max_length=12, choices=QuoteStatus.choices, default=QuoteStatus.NONE
+    )
     quote_checks = models.JSONField(default=list, blank=True)
     parsed_ok = models.BooleanField(default=False)
     notes = models.JSONField(default=list, blank=True)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.GENERATED)
-    version = models.PositiveIntegerField(default=1, help_text="Optimistic lock: bumped on every change.")
-    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="+")
+    version = models.PositiveIntegerField(
+        default=1, help_text="Optimistic lock: bumped on every change."
+    )
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     reviewed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
@@ -185,9 +211,11 @@ class QAPair(models.Model):
         ordering = ["id"]
         constraints = [
             # Row-level idempotency on top of the unit: one row per (job, chunk, question).
-            models.UniqueConstraint(fields=["job", "oracle_chunk", "question_index"],
-                                    condition=models.Q(job__isnull=False, question_index__isnull=False),
-                                    name="corpus_qapair_unique_generated"),
+            models.UniqueConstraint(
+                fields=["job", "oracle_chunk", "question_index"],
+                condition=models.Q(job__isnull=False, question_index__isnull=False),
+                name="corpus_qapair_unique_generated",
+            ),
         ]
         indexes = [models.Index(fields=["kb", "status", "split"])]
 
@@ -197,8 +225,9 @@ class QAPair(models.Model):
 
 class ReviewEvent(models.Model):
     pair = models.ForeignKey(QAPair, on_delete=models.CASCADE, related_name="events")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
-                             related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     action = models.CharField(max_length=24)
     before = models.JSONField(default=dict, blank=True)
     after = models.JSONField(default=dict, blank=True)
@@ -212,8 +241,12 @@ class ReviewEvent(models.Model):
 class ModelCall(models.Model):
     """One teacher/judge call: tokens and latency (for totals, cost and throughput)."""
 
-    job = models.ForeignKey(GenerationJob, null=True, blank=True, on_delete=models.CASCADE, related_name="model_calls")
-    unit = models.ForeignKey(GenerationUnit, null=True, blank=True, on_delete=models.CASCADE, related_name="calls")
+    job = models.ForeignKey(
+        GenerationJob, null=True, blank=True, on_delete=models.CASCADE, related_name="model_calls"
+    )
+    unit = models.ForeignKey(
+        GenerationUnit, null=True, blank=True, on_delete=models.CASCADE, related_name="calls"
+    )
     role = models.CharField(max_length=16)
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)

@@ -61,7 +61,10 @@ async def health(request: HttpRequest) -> JsonResponse:
 
 @router.get("/me", response=MeOut)
 def me(request: HttpRequest) -> MeOut:
-    return MeOut(username=request.user.get_username(), roles=sorted(r.value for r in user_roles(request.user)))
+    return MeOut(
+        username=request.user.get_username(),
+        roles=sorted(r.value for r in user_roles(request.user)),
+    )
 
 
 @router.get("/tokens", response=list[TokenOut])

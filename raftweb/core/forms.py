@@ -6,7 +6,9 @@ from raftweb.core.models import ModelProfile
 
 
 class TokenCreateForm(forms.Form):
-    name = forms.CharField(max_length=100, help_text="What the token is for, e.g. 'nightly export'.")
+    name = forms.CharField(
+        max_length=100, help_text="What the token is for, e.g. 'nightly export'."
+    )
 
 
 class ModelProfileForm(forms.ModelForm):

@@ -51,7 +51,9 @@ def check_worker() -> Check:
     except Exception as exc:  # noqa: BLE001
         return Check(False, f"cannot read worker heartbeat: {exc}")
     if beat is None:
-        return Check(False, "no worker has reported yet (start one with `python manage.py run_huey`)")
+        return Check(
+            False, "no worker has reported yet (start one with `python manage.py run_huey`)"
+        )
     age = timezone.now() - beat.beat_at
     if age > timedelta(seconds=settings.WORKER_HEARTBEAT_STALE_S):
         return Check(False, f"last worker heartbeat {int(age.total_seconds())}s ago ({beat.name})")
@@ -114,7 +116,9 @@ async def check_models() -> dict[str, Check]:
                     await backend.aclose()
             return profile.role, Check(health.ok, health.detail, {"model": label})
         except TimeoutError:
-            return profile.role, Check(False, f"no answer within {CHECK_TIMEOUT_S:.0f}s", {"model": label})
+            return profile.role, Check(
+                False, f"no answer within {CHECK_TIMEOUT_S:.0f}s", {"model": label}
+            )
         except Exception as exc:  # noqa: BLE001 - unknown backend, bad spec…: say so
             return profile.role, Check(False, str(exc), {"model": label})
 

@@ -13,7 +13,9 @@ OPEN_PATHS = {"/health"}
 class LoginRequiredMiddleware(DjangoLoginRequired):
     """Anonymous users are sent to login everywhere except the API, static files and health."""
 
-    def process_view(self, request: HttpRequest, view_func: Any, view_args: Any, view_kwargs: Any) -> Any:
+    def process_view(
+        self, request: HttpRequest, view_func: Any, view_args: Any, view_kwargs: Any
+    ) -> Any:
         if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
             return None
         return super().process_view(request, view_func, view_args, view_kwargs)

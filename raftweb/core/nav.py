@@ -41,7 +41,11 @@ def nav_for(user: object, current_path: str = "") -> list[dict[str, object]]:
         items.append({"label": item.label, "url": url, "active": False, "name": item.url_name})
     # The longest URL that prefixes the current path is the active one (/review/generation/
     # is "Generation", not also "Review").
-    matches = [i for i in items if current_path == i["url"] or (i["url"] != "/" and current_path.startswith(i["url"]))]
+    matches = [
+        i
+        for i in items
+        if current_path == i["url"] or (i["url"] != "/" and current_path.startswith(i["url"]))
+    ]
     if matches:
         max(matches, key=lambda i: len(i["url"]))["active"] = True
     return items

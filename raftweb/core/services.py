@@ -52,9 +52,10 @@ def user_create(
 
 def admin_bootstrap() -> tuple[str, str] | None:
     """On first run, create the 'admin' account; return (username, password) when created."""
-    if User.objects.filter(groups__name=Role.ADMIN.value).exists() or User.objects.filter(
-        is_superuser=True
-    ).exists():
+    if (
+        User.objects.filter(groups__name=Role.ADMIN.value).exists()
+        or User.objects.filter(is_superuser=True).exists()
+    ):
         return None
     username = os.environ.get("RAFTWEB_ADMIN_USERNAME", "admin")
     password = os.environ.get("RAFTWEB_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
@@ -89,7 +90,12 @@ def token_revoke(*, user: AbstractBaseUser, token_id: int) -> ApiToken:
 def token_authenticate(raw: str) -> AbstractBaseUser | None:
     if not raw or not raw.startswith(ApiToken.PREFIX):
         return None
-    token = ApiToken.objects.active().select_related("user").filter(token_hash=ApiToken.hash(raw)).first()
+    token = (
+        ApiToken.objects.active()
+        .select_related("user")
+        .filter(token_hash=ApiToken.hash(raw))
+        .first()
+    )
     if token is None:
         return None
     now = timezone.now()
@@ -168,7 +174,9 @@ def profile_update(*, role: str, user: AbstractBaseUser | None, **fields: object
     # The embedding role is not a chat model: it is loaded by sentence-transformers.
     valid = ["sentence-transformers"] if role == "embedding" else list(available_backends())
     if backend not in valid:
-        raise ServiceError(f"Unknown backend {backend!r} for {role}; choose one of: {', '.join(valid)}.")
+        raise ServiceError(
+            f"Unknown backend {backend!r} for {role}; choose one of: {', '.join(valid)}."
+        )
     if backend == "openai" and not str(fields.get("base_url", profile.base_url)).strip():
         raise ServiceError("The 'openai' backend needs a base URL (e.g. http://127.0.0.1:8001/v1).")
     for key, value in fields.items():

@@ -71,7 +71,9 @@ def profile_edit(request: HttpRequest, role: str) -> HttpResponse:
         except services.ServiceError as exc:
             form.add_error(None, str(exc))
         else:
-            messages.success(request, f"Model profile “{role}” saved; it applies from the next request.")
+            messages.success(
+                request, f"Model profile “{role}” saved; it applies from the next request."
+            )
             return redirect("core:profiles")
     return render(request, "core/profile_edit.html", {"form": form, "profile": profile})
 

@@ -64,8 +64,9 @@ class Chunker(abc.ABC):
     name: ClassVar[str]
 
     @abc.abstractmethod
-    def chunk(self, doc: ParsedDocument, *, size: int, overlap: int, token_offsets: TokenOffsets) -> list[Chunk]:
-        ...
+    def chunk(
+        self, doc: ParsedDocument, *, size: int, overlap: int, token_offsets: TokenOffsets
+    ) -> list[Chunk]: ...
 
 
 class ChunkerRegistry:
@@ -118,7 +119,7 @@ def _windows(score: np.ndarray, n: int, size: int, overlap: int) -> list[tuple[i
         if hard_end >= n:
             out.append((i, n))
             break
-        window = score[i + min_len: hard_end + 1]
+        window = score[i + min_len : hard_end + 1]
         best = window.max()
         end = i + min_len + int(np.flatnonzero(window == best)[-1])
         out.append((i, end))
@@ -133,7 +134,9 @@ def _windows(score: np.ndarray, n: int, size: int, overlap: int) -> list[tuple[i
 class TokenWindowChunker(Chunker):
     name = "token"
 
-    def chunk(self, doc: ParsedDocument, *, size: int, overlap: int, token_offsets: TokenOffsets) -> list[Chunk]:
+    def chunk(
+        self, doc: ParsedDocument, *, size: int, overlap: int, token_offsets: TokenOffsets
+    ) -> list[Chunk]:
         if size < 8:
             raise ValueError("chunk size must be at least 8 tokens")
         overlap = max(0, min(overlap, size // 2))
@@ -150,8 +153,18 @@ class TokenWindowChunker(Chunker):
             for i, j in _windows(score, len(starts), size, overlap):
                 a, b = int(starts[i]), int(ends[j - 1])
                 piece = text[a:b]
-                chunks.append(Chunk(ordinal=len(chunks), text=piece, start=base + a, end=base + b,
-                                    page=section.page, token_count=j - i, hash=content_hash(piece), title=title))
+                chunks.append(
+                    Chunk(
+                        ordinal=len(chunks),
+                        text=piece,
+                        start=base + a,
+                        end=base + b,
+                        page=section.page,
+                        token_count=j - i,
+                        hash=content_hash(piece),
+                        title=title,
+                    )
+                )
         return chunks
 
 
@@ -161,19 +174,37 @@ class RecordChunker(Chunker):
 
     name = "record"
 
-    def chunk(self, doc: ParsedDocument, *, size: int, overlap: int, token_offsets: TokenOffsets) -> list[Chunk]:
+    def chunk(
+        self, doc: ParsedDocument, *, size: int, overlap: int, token_offsets: TokenOffsets
+    ) -> list[Chunk]:
         chunks: list[Chunk] = []
         for section, base in zip(doc.sections, doc.section_offsets(), strict=False):
             text = section.text
             if not text.strip():
                 continue
-            chunks.append(Chunk(ordinal=len(chunks), text=text, start=base, end=base + len(text), page=section.page,
-                                token_count=len(token_offsets(text)), hash=content_hash(text), title=section.title))
+            chunks.append(
+                Chunk(
+                    ordinal=len(chunks),
+                    text=text,
+                    start=base,
+                    end=base + len(text),
+                    page=section.page,
+                    token_count=len(token_offsets(text)),
+                    hash=content_hash(text),
+                    title=section.title,
+                )
+            )
         return chunks
 
 
-def chunk_document(doc: ParsedDocument, *, size: int = DEFAULT_CHUNK_SIZE, overlap: int = DEFAULT_CHUNK_OVERLAP,
-                   token_offsets: TokenOffsets = whitespace_token_offsets, chunker: str | None = None) -> list[Chunk]:
+def chunk_document(
+    doc: ParsedDocument,
+    *,
+    size: int = DEFAULT_CHUNK_SIZE,
+    overlap: int = DEFAULT_CHUNK_OVERLAP,
+    token_offsets: TokenOffsets = whitespace_token_offsets,
+    chunker: str | None = None,
+) -> list[Chunk]:
     """Chunk a parsed document; record-mode documents always use the record chunker."""
     name = "record" if doc.mode == "records" else (chunker or "token")
     return chunkers.get(name).chunk(doc, size=size, overlap=overlap, token_offsets=token_offsets)

@@ -115,8 +115,21 @@ class ParserRegistry:
 registry = ParserRegistry()
 
 _BINARY_MAGIC = (
-    b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"\x1f\x8b", b"BZh", b"7z\xbc\xaf", b"Rar!",
-    b"\x7fELF", b"MZ", b"\xd0\xcf\x11\xe0", b"OggS", b"ID3", b"fLaC", b"RIFF", b"%!PS",
+    b"\x89PNG",
+    b"\xff\xd8\xff",
+    b"GIF8",
+    b"\x1f\x8b",
+    b"BZh",
+    b"7z\xbc\xaf",
+    b"Rar!",
+    b"\x7fELF",
+    b"MZ",
+    b"\xd0\xcf\x11\xe0",
+    b"OggS",
+    b"ID3",
+    b"fLaC",
+    b"RIFF",
+    b"%!PS",
 )
 
 
@@ -174,7 +187,9 @@ class PdfParser(Parser):
             except Exception:
                 ok = 0
             if not ok:
-                raise EncryptedDocument("the PDF is encrypted (password protected); upload an unencrypted copy")
+                raise EncryptedDocument(
+                    "the PDF is encrypted (password protected); upload an unencrypted copy"
+                )
         sections: list[Section] = []
         try:
             pages = list(reader.pages)
@@ -194,7 +209,9 @@ class PdfParser(Parser):
                 title = str(reader.metadata.title).strip()
         except Exception:
             title = ""
-        return ParsedDocument(sections=sections, kind=self.name, title=title, metadata={"pages": str(len(pages))})
+        return ParsedDocument(
+            sections=sections, kind=self.name, title=title, metadata={"pages": str(len(pages))}
+        )
 
 
 # --------------------------------------------------------------------------- DOCX
@@ -316,13 +333,21 @@ class JsonParser(Parser):
         dicts = [r for r in records if isinstance(r, dict)]
         strings = [r for r in records if isinstance(r, str)]
         if strings and not dicts:
-            return ParsedDocument(sections=[Section(text=clean_text(s)) for s in strings], kind=self.name)
+            return ParsedDocument(
+                sections=[Section(text=clean_text(s)) for s in strings], kind=self.name
+            )
         if not dicts:
-            raise UnsupportedType("JSON must be objects with a 'text' field, API-doc records, or strings")
-        text_key = next((k for k in _TEXT_KEYS if all(isinstance(d.get(k), str) for d in dicts)), None)
+            raise UnsupportedType(
+                "JSON must be objects with a 'text' field, API-doc records, or strings"
+            )
+        text_key = next(
+            (k for k in _TEXT_KEYS if all(isinstance(d.get(k), str) for d in dicts)), None
+        )
         if text_key is not None:
             sections = [
-                Section(text=clean_text(d[text_key]).strip(), title=str(d.get("title") or "").strip())
+                Section(
+                    text=clean_text(d[text_key]).strip(), title=str(d.get("title") or "").strip()
+                )
                 for d in dicts
             ]
             return ParsedDocument(sections=sections, kind=self.name, mode="text")
@@ -332,7 +357,9 @@ class JsonParser(Parser):
 
 
 # --------------------------------------------------------------------------- HTML
-_HTML_STRONG = re.compile(r"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*<(!doctype\s+html|html[\s>])", re.I | re.S)
+_HTML_STRONG = re.compile(
+    r"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*<(!doctype\s+html|html[\s>])", re.I | re.S
+)
 _HTML_TAGS = re.compile(r"<(html|head|body|div|p|span|a|table|br|meta|script|h[1-6])[\s>/]", re.I)
 _TITLE_TAG = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
 
@@ -358,15 +385,20 @@ class HtmlParser(Parser):
         extracted = trafilatura.extract(source, include_comments=False, include_tables=True)
         if not extracted or not extracted.strip():
             # Short pages can fall under the precision heuristics; ask for recall before giving up.
-            extracted = trafilatura.extract(source, include_comments=False, include_tables=True, favor_recall=True)
+            extracted = trafilatura.extract(
+                source, include_comments=False, include_tables=True, favor_recall=True
+            )
         if not extracted or not extracted.strip():
             extracted = _strip_tags(source)
         title = ""
         match = _TITLE_TAG.search(source[:65536])
         if match:
             title = html_lib.unescape(re.sub(r"\s+", " ", match.group(1))).strip()
-        return ParsedDocument(sections=[Section(text=clean_text(extracted).strip(), title=title)],
-                              kind=self.name, title=title)
+        return ParsedDocument(
+            sections=[Section(text=clean_text(extracted).strip(), title=title)],
+            kind=self.name,
+            title=title,
+        )
 
 
 def _strip_tags(source: str) -> str:
@@ -427,7 +459,7 @@ class MarkdownParser(Parser):
             sections.append(Section(text=source[:end].strip()))
         for i, m in enumerate(matches):
             end = matches[i + 1].start() if i + 1 < len(matches) else len(source)
-            sections.append(Section(text=source[m.start():end].strip(), title=m.group(2).strip()))
+            sections.append(Section(text=source[m.start() : end].strip(), title=m.group(2).strip()))
         title = matches[0].group(2).strip() if matches and matches[0].group(1) == "#" else ""
         return ParsedDocument(sections=sections, kind=self.name, title=title)
 
@@ -445,8 +477,14 @@ class TextParser(Parser):
         source = (text or "").strip()
         first_line = source.split("\n", 1)[0].strip()
         # A short first line without final punctuation reads as the document's title.
-        title = first_line if 0 < len(first_line) <= 120 and not first_line.endswith((".", ",", ";")) else ""
-        return ParsedDocument(sections=[Section(text=source, title=title)], kind=self.name, title=title)
+        title = (
+            first_line
+            if 0 < len(first_line) <= 120 and not first_line.endswith((".", ",", ";"))
+            else ""
+        )
+        return ParsedDocument(
+            sections=[Section(text=source, title=title)], kind=self.name, title=title
+        )
 
 
 def parse_bytes(data: bytes, filename: str = "") -> ParsedDocument:

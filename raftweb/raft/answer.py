@@ -14,7 +14,11 @@ from raftweb.raft.prompts import ANSWER_TAG, BEGIN_QUOTE, END_QUOTE
 # Tolerate the small variants models produce: "<ANSWER>:", "<ANSWER> :", "<answer>:".
 _ANSWER_RE = re.compile(r"<\s*ANSWER\s*>\s*:?", re.IGNORECASE)
 _QUOTE_RE = re.compile(
-    re.escape(BEGIN_QUOTE) + r"(.*?)(?:" + re.escape(END_QUOTE) + r"|(?=" + re.escape(BEGIN_QUOTE)
+    re.escape(BEGIN_QUOTE)
+    + r"(.*?)(?:"
+    + re.escape(END_QUOTE)
+    + r"|(?="
+    + re.escape(BEGIN_QUOTE)
     + r")|$)",
     re.DOTALL,
 )

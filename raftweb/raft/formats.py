@@ -102,8 +102,9 @@ class ChatExporter(Exporter):
 
     def row(self, row: RaftRow) -> dict[str, Any]:
         # Same messages the chat and the evaluation send, so training matches inference.
-        msgs = build_messages(row.question, row.context_texts, system=self.system,
-                              prompts=self.prompts)
+        msgs = build_messages(
+            row.question, row.context_texts, system=self.system, prompts=self.prompts
+        )
         messages = [m.as_dict() for m in msgs]
         messages.append({"role": "assistant", "content": row.cot_answer})
         return {"messages": messages}
@@ -345,8 +346,14 @@ def _from_chat(obj: Mapping[str, Any], line: int) -> ImportedRecord:
         raise ValueError("missing question after the documents")
     final, quotes = _answer_parts(answer)
     return ImportedRecord(
-        line=line, question=question, cot_answer=answer, final_answer=final,
-        context_texts=docs, gold=_gold(obj.get("gold")), quotes=quotes, source_format="chat",
+        line=line,
+        question=question,
+        cot_answer=answer,
+        final_answer=final,
+        context_texts=docs,
+        gold=_gold(obj.get("gold")),
+        quotes=quotes,
+        source_format="chat",
     )
 
 
@@ -358,8 +365,13 @@ def _from_completion(obj: Mapping[str, Any], line: int) -> ImportedRecord:
         raise ValueError("missing question after the documents")
     final, quotes = _answer_parts(answer)
     return ImportedRecord(
-        line=line, question=question, cot_answer=answer, final_answer=final,
-        context_texts=docs, gold=_gold(obj.get("gold")), quotes=quotes,
+        line=line,
+        question=question,
+        cot_answer=answer,
+        final_answer=final,
+        context_texts=docs,
+        gold=_gold(obj.get("gold")),
+        quotes=quotes,
         source_format="completion",
     )
 
@@ -372,7 +384,10 @@ def split_instruction(instruction: str) -> tuple[list[str], str]:
 
 
 def export_lines(
-    rows: Iterable[RaftRow], fmt: str, *, system: str | None = None,
+    rows: Iterable[RaftRow],
+    fmt: str,
+    *,
+    system: str | None = None,
     prompts: PromptSet = DEFAULT_PROMPTS,
 ) -> Iterator[str]:
     return get_exporter(fmt, system=system, prompts=prompts).lines(rows)

@@ -15,8 +15,10 @@ from raftweb.raft.prompts import DEFAULT_PROMPTS, PromptSet, _fmt
 DEFAULT_THRESHOLD = 3
 
 _SCORE_PATTERNS = [
-    re.compile(r"score\W{0,5}(?:is|of|=|:)?\s*\**\s*([1-5](?:\.\d+)?)\b(?!\s*/\s*(?:10|100))",
-               re.IGNORECASE),
+    re.compile(
+        r"score\W{0,5}(?:is|of|=|:)?\s*\**\s*([1-5](?:\.\d+)?)\b(?!\s*/\s*(?:10|100))",
+        re.IGNORECASE,
+    ),
     re.compile(r"\b([1-5](?:\.0)?)\s*/\s*5\b"),
     re.compile(r"\b([1-5])\s+out of\s+5\b", re.IGNORECASE),
     re.compile(r"^\s*([1-5])\s*$"),

@@ -41,9 +41,7 @@ def best_chunk(
         if checks and checks[0].verified and checks[0].doc_key is not None:
             return str_keys[checks[0].doc_key]
     if quotes:
-        hits = Counter(
-            c.doc_key for c in verify_quotes(quotes, texts) if c.verified and c.doc_key
-        )
+        hits = Counter(c.doc_key for c in verify_quotes(quotes, texts) if c.verified and c.doc_key)
         if hits:
             return str_keys[hits.most_common(1)[0][0]]
     query = tokens(f"{question} {answer}")

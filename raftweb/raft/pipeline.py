@@ -115,7 +115,11 @@ class GenerationConfig:
                     if value is not None and value < 1:
                         raise ConfigError("limit_chunks must be at least 1")
                 elif isinstance(default, bool):
-                    value = raw if isinstance(raw, bool) else str(raw).lower() in {"1", "true", "on", "yes"}
+                    value = (
+                        raw
+                        if isinstance(raw, bool)
+                        else str(raw).lower() in {"1", "true", "on", "yes"}
+                    )
                 elif isinstance(default, int):
                     value = int(raw)
                 elif isinstance(default, float):
@@ -439,8 +443,9 @@ class PipelineRunner:
         prompts: PromptSet = DEFAULT_PROMPTS,
         max_active_chunks: int | None = None,
     ) -> None:
-        self._kwargs = dict(teacher=teacher, judge=judge, config=config, store=store,
-                            prompts=prompts)
+        self._kwargs = dict(
+            teacher=teacher, judge=judge, config=config, store=store, prompts=prompts
+        )
         self.config = config
         self.max_active = max_active_chunks or max(2, config.max_concurrency * 2)
         self._out: queue.Queue[object] = queue.Queue()
@@ -448,8 +453,7 @@ class PipelineRunner:
         self._cancelled = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._in: asyncio.Queue[ChunkInput | None] | None = None
-        self._thread = threading.Thread(target=self._thread_main, name="raft-pipeline",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._thread_main, name="raft-pipeline", daemon=True)
         self._tasks: set[asyncio.Task[None]] = set()
         self.finished = False
 
@@ -551,8 +555,9 @@ def run_chunks(
     on_result: Callable[[ChunkResult], None] | None = None,
 ) -> list[ChunkResult]:
     """Convenience: run every chunk to completion (benchmarks, tests, scripts)."""
-    runner = PipelineRunner(teacher=teacher, judge=judge, config=config, store=store,
-                            prompts=prompts).start()
+    runner = PipelineRunner(
+        teacher=teacher, judge=judge, config=config, store=store, prompts=prompts
+    ).start()
     for chunk in chunks:
         runner.submit(chunk)
     runner.close()

@@ -22,8 +22,24 @@ from raftweb.retrieval.store import (
 from raftweb.retrieval.types import SEARCH_MODES, SearchHit
 
 __all__ = [
-    "DEFAULT_EMBEDDING_MODEL", "DEFAULT_RRF_K", "SEARCH_MODES", "BM25Error", "BM25Index", "Embedder",
-    "IndexedChunk", "ModelNotFound", "RetrievalError", "Retriever", "SearchHit", "VectorStore", "VectorStoreError",
-    "VectorStoreUnavailable", "collection_name", "load_embedder", "open_vector_store", "rank_documents",
-    "reciprocal_rank_fusion", "stores",
+    "DEFAULT_EMBEDDING_MODEL",
+    "DEFAULT_RRF_K",
+    "SEARCH_MODES",
+    "BM25Error",
+    "BM25Index",
+    "Embedder",
+    "IndexedChunk",
+    "ModelNotFound",
+    "RetrievalError",
+    "Retriever",
+    "SearchHit",
+    "VectorStore",
+    "VectorStoreError",
+    "VectorStoreUnavailable",
+    "collection_name",
+    "load_embedder",
+    "open_vector_store",
+    "rank_documents",
+    "reciprocal_rank_fusion",
+    "stores",
 ]

@@ -42,8 +42,31 @@ def _stopwords() -> frozenset[str]:
 
         return frozenset(STOPWORDS_EN)
     except ImportError:  # pragma: no cover - bm25s is a declared dependency
-        return frozenset({"a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "in", "is", "it", "of",
-                          "on", "or", "that", "the", "to", "was", "with"})
+        return frozenset(
+            {
+                "a",
+                "an",
+                "and",
+                "are",
+                "as",
+                "at",
+                "be",
+                "by",
+                "for",
+                "from",
+                "in",
+                "is",
+                "it",
+                "of",
+                "on",
+                "or",
+                "that",
+                "the",
+                "to",
+                "was",
+                "with",
+            }
+        )
 
 
 class Analyzer:
@@ -77,7 +100,9 @@ class Analyzer:
 
     def __call__(self, text: str) -> list[str]:
         stop = self.stopwords
-        words = [w for w in _TOKEN.findall(text.lower()) if w not in stop and (len(w) > 1 or w.isdigit())]
+        words = [
+            w for w in _TOKEN.findall(text.lower()) if w not in stop and (len(w) > 1 or w.isdigit())
+        ]
         return self._stem_all(words)
 
 
@@ -154,7 +179,9 @@ CREATE TABLE IF NOT EXISTS segments(
 """
 
 
-def _build_segment_arrays(rows: list[tuple[int, Counter[str]]]) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+def _build_segment_arrays(
+    rows: list[tuple[int, Counter[str]]],
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """Term-sorted CSR postings from (idx, term counts) rows."""
     postings: dict[str, list[tuple[int, int]]] = {}
     for idx, counts in rows:
@@ -170,8 +197,8 @@ def _build_segment_arrays(rows: list[tuple[int, Counter[str]]]) -> tuple[list[st
         plist = postings[term]
         n = len(plist)
         arr = np.asarray(plist, dtype=np.int64)
-        doc_idx[pos:pos + n] = arr[:, 0]
-        tf[pos:pos + n] = arr[:, 1]
+        doc_idx[pos : pos + n] = arr[:, 0]
+        tf[pos : pos + n] = arr[:, 1]
         pos += n
         indptr[i + 1] = pos
     return terms, indptr, doc_idx, tf
@@ -183,7 +210,14 @@ class BM25Index:
     _snapshots: dict[str, _Snapshot] = {}
     _snap_lock = threading.Lock()
 
-    def __init__(self, path: str | Path, *, k1: float = 1.2, b: float = 0.75, analyzer: Analyzer | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        k1: float = 1.2,
+        b: float = 0.75,
+        analyzer: Analyzer | None = None,
+    ) -> None:
         self.path = Path(path)
         self.k1 = k1
         self.b = b
@@ -196,11 +230,18 @@ class BM25Index:
             conn.executescript(_SCHEMA)
             row = conn.execute("SELECT value FROM meta WHERE key='analyzer'").fetchone()
             if row is None:
-                conn.execute("INSERT OR IGNORE INTO meta VALUES ('analyzer', ?)", (self.analyzer.name,))
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('analyzer', ?)", (self.analyzer.name,)
+                )
                 conn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
-            elif row[0] != self.analyzer.name and conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0]:
-                raise BM25Error(f"BM25 index {self.path} was built with analyzer {row[0]!r} but this process uses "
-                                f"{self.analyzer.name!r}; re-index the knowledge base")
+            elif (
+                row[0] != self.analyzer.name
+                and conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
+            ):
+                raise BM25Error(
+                    f"BM25 index {self.path} was built with analyzer {row[0]!r} but this process uses "
+                    f"{self.analyzer.name!r}; re-index the knowledge base"
+                )
             else:
                 conn.execute("UPDATE meta SET value=? WHERE key='analyzer'", (self.analyzer.name,))
 
@@ -211,7 +252,9 @@ class BM25Index:
         work (closing the last WAL connection checkpoints the log)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, timeout=60, isolation_level=None, check_same_thread=False
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
@@ -235,7 +278,9 @@ class BM25Index:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
-                conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
+                conn.execute(
+                    "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'"
+                )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -246,7 +291,10 @@ class BM25Index:
         """Add (or replace, by chunk_id) chunks as one new segment."""
         if not chunks:
             return
-        analyzed = [Counter(self.analyzer(c.index_text if c.index_text is not None else c.text)) for c in chunks]
+        analyzed = [
+            Counter(self.analyzer(c.index_text if c.index_text is not None else c.text))
+            for c in chunks
+        ]
         with self._write() as conn:
             self._delete_chunk_ids(conn, [c.chunk_id for c in chunks])
             seg = conn.execute(
@@ -257,14 +305,25 @@ class BM25Index:
                 idx = conn.execute(
                     'INSERT INTO docs(chunk_id, document_id, document_name, page, start, "end", length, text, seg) '
                     "VALUES (?,?,?,?,?,?,?,?,?)",
-                    (c.chunk_id, int(c.document_id), c.document_name, c.page, c.start, c.end,
-                     sum(counts.values()), c.text, seg),
+                    (
+                        c.chunk_id,
+                        int(c.document_id),
+                        c.document_name,
+                        c.page,
+                        c.start,
+                        c.end,
+                        sum(counts.values()),
+                        c.text,
+                        seg,
+                    ),
                 ).lastrowid
                 rows.append((int(idx), counts))
             self._store_segment(conn, seg, rows)
             self._maybe_merge(conn)
 
-    def _store_segment(self, conn: sqlite3.Connection, seg: int, rows: list[tuple[int, Counter[str]]]) -> None:
+    def _store_segment(
+        self, conn: sqlite3.Connection, seg: int, rows: list[tuple[int, Counter[str]]]
+    ) -> None:
         terms, indptr, doc_idx, tf = _build_segment_arrays(rows)
         conn.execute(
             "UPDATE segments SET terms=?, indptr=?, doc_idx=?, tf=?, ndocs=? WHERE seg=?",
@@ -274,7 +333,7 @@ class BM25Index:
     def _delete_chunk_ids(self, conn: sqlite3.Connection, chunk_ids: Sequence[str]) -> int:
         removed = 0
         for i in range(0, len(chunk_ids), 500):
-            part = list(chunk_ids[i:i + 500])
+            part = list(chunk_ids[i : i + 500])
             marks = ",".join("?" * len(part))
             removed += conn.execute(f"DELETE FROM docs WHERE chunk_id IN ({marks})", part).rowcount
         return removed
@@ -285,7 +344,9 @@ class BM25Index:
 
     def remove_document(self, document_id: int) -> int:
         with self._write() as conn:
-            return conn.execute("DELETE FROM docs WHERE document_id=?", (int(document_id),)).rowcount
+            return conn.execute(
+                "DELETE FROM docs WHERE document_id=?", (int(document_id),)
+            ).rowcount
 
     def clear(self) -> None:
         with self._write() as conn:
@@ -304,9 +365,13 @@ class BM25Index:
     def _merge(self, conn: sqlite3.Connection, victims: list[int]) -> None:
         """Fold segments together, dropping postings of removed chunks."""
         marks = ",".join("?" * len(victims))
-        alive = {row[0] for row in conn.execute(f"SELECT idx FROM docs WHERE seg IN ({marks})", victims)}
+        alive = {
+            row[0] for row in conn.execute(f"SELECT idx FROM docs WHERE seg IN ({marks})", victims)
+        }
         merged: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-        for row in conn.execute(f"SELECT terms, indptr, doc_idx, tf FROM segments WHERE seg IN ({marks})", victims):
+        for row in conn.execute(
+            f"SELECT terms, indptr, doc_idx, tf FROM segments WHERE seg IN ({marks})", victims
+        ):
             seg = self._decode(0, row)
             alive_mask = np.isin(seg.doc_idx, np.fromiter(alive, dtype=np.int64, count=len(alive)))
             for term, i in seg.vocab.items():
@@ -331,8 +396,14 @@ class BM25Index:
         tf = np.concatenate(tf_parts) if tf_parts else np.zeros(0, dtype=np.float32)
         conn.execute(
             "UPDATE segments SET terms=?, indptr=?, doc_idx=?, tf=?, ndocs=? WHERE seg=?",
-            ("\n".join(terms), indptr.tobytes(), doc_idx.astype(np.int64).tobytes(),
-             tf.astype(np.float32).tobytes(), len(alive), new),
+            (
+                "\n".join(terms),
+                indptr.tobytes(),
+                doc_idx.astype(np.int64).tobytes(),
+                tf.astype(np.float32).tobytes(),
+                len(alive),
+                new,
+            ),
         )
         conn.execute(f"UPDATE docs SET seg=? WHERE seg IN ({marks})", [new, *victims])
 
@@ -347,30 +418,41 @@ class BM25Index:
         terms_text, indptr, doc_idx, tf = row[0], row[1], row[2], row[3]
         terms = terms_text.split("\n") if terms_text else []
         return _Segment(
-            seg=seg, vocab={t: i for i, t in enumerate(terms)},
-            indptr=np.frombuffer(indptr, dtype=np.int64), doc_idx=np.frombuffer(doc_idx, dtype=np.int64),
-            tf=np.frombuffer(tf, dtype=np.float32), ndocs=0,
+            seg=seg,
+            vocab={t: i for i, t in enumerate(terms)},
+            indptr=np.frombuffer(indptr, dtype=np.int64),
+            doc_idx=np.frombuffer(doc_idx, dtype=np.int64),
+            tf=np.frombuffer(tf, dtype=np.float32),
+            ndocs=0,
         )
 
     def _snapshot(self) -> _Snapshot:
         key = str(self.path.resolve())
         with self._connect() as conn:
-            generation = int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+            generation = int(
+                conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0]
+            )
             with self._snap_lock:
                 snap = self._snapshots.get(key)
                 if snap is not None and snap.generation == generation:
                     return snap
             # Load inside one read transaction so docs and segments agree.
             conn.execute("BEGIN")
-            generation = int(conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0])
+            generation = int(
+                conn.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0]
+            )
             seg_ids = [r[0] for r in conn.execute("SELECT seg FROM segments")]
             old = snap.segments if snap is not None else {}
             segments = {s: old[s] for s in seg_ids if s in old}
             for s in seg_ids:
                 if s not in segments:
-                    row = conn.execute("SELECT terms, indptr, doc_idx, tf FROM segments WHERE seg=?", (s,)).fetchone()
+                    row = conn.execute(
+                        "SELECT terms, indptr, doc_idx, tf FROM segments WHERE seg=?", (s,)
+                    ).fetchone()
                     segments[s] = self._decode(s, row)
-            rows = np.asarray(conn.execute("SELECT idx, length, document_id FROM docs").fetchall(), dtype=np.int64)
+            rows = np.asarray(
+                conn.execute("SELECT idx, length, document_id FROM docs").fetchall(), dtype=np.int64
+            )
             conn.execute("COMMIT")
         size = int(rows[:, 0].max()) + 1 if len(rows) else 1
         alive = np.zeros(size, dtype=bool)
@@ -381,13 +463,22 @@ class BM25Index:
             lengths[rows[:, 0]] = rows[:, 1]
             document_ids[rows[:, 0]] = rows[:, 2]
         n = int(len(rows))
-        snap = _Snapshot(generation=generation, segments=segments, alive=alive, lengths=lengths,
-                         document_ids=document_ids, n_docs=n, avgdl=float(lengths.sum() / n) if n else 0.0)
+        snap = _Snapshot(
+            generation=generation,
+            segments=segments,
+            alive=alive,
+            lengths=lengths,
+            document_ids=document_ids,
+            n_docs=n,
+            avgdl=float(lengths.sum() / n) if n else 0.0,
+        )
         with self._snap_lock:
             self._snapshots[key] = snap
         return snap
 
-    def search(self, query: str, k: int = 10, document_ids: Sequence[int] | None = None) -> list[tuple[str, float]]:
+    def search(
+        self, query: str, k: int = 10, document_ids: Sequence[int] | None = None
+    ) -> list[tuple[str, float]]:
         """Top-k (chunk_id, score), best first."""
         ranked = self._search_idx(query, k, document_ids)
         if not ranked:
@@ -395,7 +486,9 @@ class BM25Index:
         ids = self._chunk_ids([i for i, _ in ranked])
         return [(ids[i], s) for i, s in ranked if i in ids]
 
-    def _search_idx(self, query: str, k: int, document_ids: Sequence[int] | None) -> list[tuple[int, float]]:
+    def _search_idx(
+        self, query: str, k: int, document_ids: Sequence[int] | None
+    ) -> list[tuple[int, float]]:
         terms = set(self.analyzer(query))
         snap = self._snapshot()
         if not terms or snap.n_docs == 0 or k <= 0:
@@ -403,9 +496,13 @@ class BM25Index:
         scores = np.zeros(len(snap.alive), dtype=np.float32)
         touched = np.zeros(len(snap.alive), dtype=bool)
         any_hit = False
-        norm = snap.norm if snap.norm is not None and snap.norm_params == (self.k1, self.b) else None
+        norm = (
+            snap.norm if snap.norm is not None and snap.norm_params == (self.k1, self.b) else None
+        )
         if norm is None:  # once per snapshot, not per query
-            norm = (self.k1 * (1 - self.b + self.b * snap.lengths / max(snap.avgdl, 1e-9))).astype(np.float32)
+            norm = (self.k1 * (1 - self.b + self.b * snap.lengths / max(snap.avgdl, 1e-9))).astype(
+                np.float32
+            )
             snap.norm, snap.norm_params = norm, (self.k1, self.b)
         for term in terms:
             idx_parts, tf_parts = [], []
@@ -435,7 +532,9 @@ class BM25Index:
             return []
         cand = np.flatnonzero(touched)  # sorted unique ids without sorting postings
         if document_ids is not None:
-            cand = cand[np.isin(snap.document_ids[cand], np.asarray(list(document_ids), dtype=np.int64))]
+            cand = cand[
+                np.isin(snap.document_ids[cand], np.asarray(list(document_ids), dtype=np.int64))
+            ]
         if not len(cand):
             return []
         cand_scores = scores[cand]
@@ -450,7 +549,11 @@ class BM25Index:
         idxs = list(idxs)
         marks = ",".join("?" * len(idxs))
         with self._connect() as conn:
-            return dict(conn.execute(f"SELECT idx, chunk_id FROM docs WHERE idx IN ({marks})", idxs).fetchall())
+            return dict(
+                conn.execute(
+                    f"SELECT idx, chunk_id FROM docs WHERE idx IN ({marks})", idxs
+                ).fetchall()
+            )
 
     def get(self, chunk_ids: Sequence[str]) -> dict[str, IndexedChunk]:
         """Stored chunks by id (for building search hits); unknown ids are absent."""
@@ -458,21 +561,33 @@ class BM25Index:
         ids = list(chunk_ids)
         with self._connect() as conn:
             for i in range(0, len(ids), 500):
-                part = ids[i:i + 500]
+                part = ids[i : i + 500]
                 marks = ",".join("?" * len(part))
                 for row in conn.execute(
                     f'SELECT chunk_id, document_id, text, document_name, page, start, "end" FROM docs '
-                    f"WHERE chunk_id IN ({marks})", part,
+                    f"WHERE chunk_id IN ({marks})",
+                    part,
                 ):
-                    out[row[0]] = IndexedChunk(chunk_id=row[0], document_id=row[1], text=row[2], document_name=row[3],
-                                               page=row[4], start=row[5], end=row[6])
+                    out[row[0]] = IndexedChunk(
+                        chunk_id=row[0],
+                        document_id=row[1],
+                        text=row[2],
+                        document_name=row[3],
+                        page=row[4],
+                        start=row[5],
+                        end=row[6],
+                    )
         return out
 
     def count(self, document_id: int | None = None) -> int:
         with self._connect() as conn:
             if document_id is None:
                 return int(conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0])
-            return int(conn.execute("SELECT COUNT(*) FROM docs WHERE document_id=?", (document_id,)).fetchone()[0])
+            return int(
+                conn.execute(
+                    "SELECT COUNT(*) FROM docs WHERE document_id=?", (document_id,)
+                ).fetchone()[0]
+            )
 
     def segment_count(self) -> int:
         with self._connect() as conn:

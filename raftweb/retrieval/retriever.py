@@ -30,10 +30,19 @@ class Retriever:
     rrf_k: int = DEFAULT_RRF_K
     candidates: int = 50  # per-list pool before fusion: deep enough that fusion can promote
 
-    def search(self, query: str, *, mode: str = "hybrid", k: int = 5,
-               document_ids: Sequence[int] | None = None, query_vector: np.ndarray | None = None) -> list[SearchHit]:
+    def search(
+        self,
+        query: str,
+        *,
+        mode: str = "hybrid",
+        k: int = 5,
+        document_ids: Sequence[int] | None = None,
+        query_vector: np.ndarray | None = None,
+    ) -> list[SearchHit]:
         if mode not in SEARCH_MODES:
-            raise RetrievalError(f"unknown search mode {mode!r}; use one of {', '.join(SEARCH_MODES)}")
+            raise RetrievalError(
+                f"unknown search mode {mode!r}; use one of {', '.join(SEARCH_MODES)}"
+            )
         query = (query or "").strip()
         if not query or k <= 0:
             return []
@@ -42,7 +51,9 @@ class Retriever:
         sparse: list[tuple[str, float]] = []
         if mode in ("dense", "hybrid"):
             vector = query_vector if query_vector is not None else self.embedder.encode_query(query)
-            dense = self.store.query(self.collection, vector, k if mode == "dense" else pool, document_ids)
+            dense = self.store.query(
+                self.collection, vector, k if mode == "dense" else pool, document_ids
+            )
         if mode in ("bm25", "hybrid"):
             sparse = self.bm25.search(query, k if mode == "bm25" else pool, document_ids)
         if mode == "dense":
@@ -50,7 +61,9 @@ class Retriever:
         elif mode == "bm25":
             ranked = sparse[:k]
         else:
-            ranked = reciprocal_rank_fusion([[c for c, _ in dense], [c for c, _ in sparse]], k=self.rrf_k)[:k]
+            ranked = reciprocal_rank_fusion(
+                [[c for c, _ in dense], [c for c, _ in sparse]], k=self.rrf_k
+            )[:k]
         dense_rank = {c: i for i, (c, _) in enumerate(dense, start=1)}
         bm25_rank = {c: i for i, (c, _) in enumerate(sparse, start=1)}
         stored = self.bm25.get([c for c, _ in ranked])
@@ -59,9 +72,20 @@ class Retriever:
             rec = stored.get(chunk_id)
             if rec is None:  # vector without a stored chunk (half-deleted document): skip it
                 continue
-            hits.append(SearchHit(chunk_id=chunk_id, document_id=rec.document_id, document_name=rec.document_name,
-                                  page=rec.page, text=rec.text, score=float(score), start=rec.start, end=rec.end,
-                                  dense_rank=dense_rank.get(chunk_id), bm25_rank=bm25_rank.get(chunk_id)))
+            hits.append(
+                SearchHit(
+                    chunk_id=chunk_id,
+                    document_id=rec.document_id,
+                    document_name=rec.document_name,
+                    page=rec.page,
+                    text=rec.text,
+                    score=float(score),
+                    start=rec.start,
+                    end=rec.end,
+                    dense_rank=dense_rank.get(chunk_id),
+                    bm25_rank=bm25_rank.get(chunk_id),
+                )
+            )
         return hits
 
 

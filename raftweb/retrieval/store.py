@@ -38,29 +38,31 @@ class VectorStore(abc.ABC):
     name: str = ""
 
     @abc.abstractmethod
-    def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[Metadata]) -> None:
-        ...
+    def upsert(
+        self,
+        collection: str,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        metadatas: Sequence[Metadata],
+    ) -> None: ...
 
     @abc.abstractmethod
-    def delete_document(self, collection: str, document_id: int) -> None:
-        ...
+    def delete_document(self, collection: str, document_id: int) -> None: ...
 
     @abc.abstractmethod
-    def delete_ids(self, collection: str, ids: Sequence[str]) -> None:
-        ...
+    def delete_ids(self, collection: str, ids: Sequence[str]) -> None: ...
 
     @abc.abstractmethod
-    def query(self, collection: str, vector: np.ndarray, k: int,
-              document_ids: Sequence[int] | None = None) -> list[tuple[str, float]]:
+    def query(
+        self, collection: str, vector: np.ndarray, k: int, document_ids: Sequence[int] | None = None
+    ) -> list[tuple[str, float]]:
         """Nearest chunk ids with cosine similarity, best first."""
 
     @abc.abstractmethod
-    def count(self, collection: str) -> int:
-        ...
+    def count(self, collection: str) -> int: ...
 
     @abc.abstractmethod
-    def drop(self, collection: str) -> None:
-        ...
+    def drop(self, collection: str) -> None: ...
 
     @abc.abstractmethod
     def ping(self) -> None:
@@ -73,11 +75,14 @@ class StoreRegistry:
     def __init__(self) -> None:
         self._factories: dict[str, Callable[[str, Path | None], VectorStore]] = {}
 
-    def register(self, *schemes: str) -> Callable[[Callable[[str, Path | None], VectorStore]], Callable[..., VectorStore]]:
+    def register(
+        self, *schemes: str
+    ) -> Callable[[Callable[[str, Path | None], VectorStore]], Callable[..., VectorStore]]:
         def deco(factory: Callable[[str, Path | None], VectorStore]) -> Callable[..., VectorStore]:
             for scheme in schemes:
                 self._factories[scheme] = factory
             return factory
+
         return deco
 
     def open(self, url: str = "", path: Path | str | None = None) -> VectorStore:
@@ -85,7 +90,9 @@ class StoreRegistry:
         try:
             factory = self._factories[scheme]
         except KeyError:
-            raise VectorStoreError(f"unsupported vector store URL {url!r}; known schemes: {sorted(self._factories)}") from None
+            raise VectorStoreError(
+                f"unsupported vector store URL {url!r}; known schemes: {sorted(self._factories)}"
+            ) from None
         return factory(url, Path(path) if path else None)
 
 
@@ -132,21 +139,31 @@ class ChromaStore(VectorStore):
         with self._lock:
             coll = self._collections.get(name)
             if coll is None:
-                coll = self._call(lambda: self.client.get_or_create_collection(
-                    name=name, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None,
-                ))
+                coll = self._call(
+                    lambda: self.client.get_or_create_collection(
+                        name=name,
+                        configuration={"hnsw": {"space": "cosine"}},
+                        embedding_function=None,
+                    )
+                )
                 self._collections[name] = coll
             return coll
 
-    def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray, metadatas: Sequence[Metadata]) -> None:
+    def upsert(
+        self,
+        collection: str,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        metadatas: Sequence[Metadata],
+    ) -> None:
         if not len(ids):
             return
         coll = self._collection(collection)
         step = max(1, min(self.max_batch, 2000))
         for i in range(0, len(ids), step):
-            batch_ids = list(ids[i:i + step])
-            batch_vecs = np.asarray(vectors[i:i + step], dtype=np.float32)
-            batch_meta = [dict(m) for m in metadatas[i:i + step]]
+            batch_ids = list(ids[i : i + step])
+            batch_vecs = np.asarray(vectors[i : i + step], dtype=np.float32)
+            batch_meta = [dict(m) for m in metadatas[i : i + step]]
             # Bound as defaults: the call runs now, but the binding makes that explicit.
             self._call(
                 lambda ids_=batch_ids, vecs=batch_vecs, meta=batch_meta: coll.upsert(
@@ -163,8 +180,9 @@ class ChromaStore(VectorStore):
             coll = self._collection(collection)
             self._call(lambda: coll.delete(ids=list(ids)))
 
-    def query(self, collection: str, vector: np.ndarray, k: int,
-              document_ids: Sequence[int] | None = None) -> list[tuple[str, float]]:
+    def query(
+        self, collection: str, vector: np.ndarray, k: int, document_ids: Sequence[int] | None = None
+    ) -> list[tuple[str, float]]:
         coll = self._collection(collection)
         where: dict[str, Any] | None = None
         if document_ids is not None:
@@ -172,10 +190,14 @@ class ChromaStore(VectorStore):
             if not ids:
                 return []
             where = {"document_id": ids[0]} if len(ids) == 1 else {"document_id": {"$in": ids}}
-        result = self._call(lambda: coll.query(
-            query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=max(1, int(k)), where=where,
-            include=["distances"],
-        ))
+        result = self._call(
+            lambda: coll.query(
+                query_embeddings=[np.asarray(vector, dtype=np.float32)],
+                n_results=max(1, int(k)),
+                where=where,
+                include=["distances"],
+            )
+        )
         ids_out = result["ids"][0] if result.get("ids") else []
         dists = result["distances"][0] if result.get("distances") else []
         return [(cid, 1.0 - float(d)) for cid, d in zip(ids_out, dists, strict=False)]

@@ -25,8 +25,12 @@ def test_it_reports_an_unreachable_model_server_plainly(alice, api_token_for, cl
     from tests.services import free_port
 
     url = f"http://127.0.0.1:{free_port()}/v1"
-    client.put("/api/model-profiles/judge", data=json.dumps({"backend": "openai", "model": "m", "base_url": url}),
-               content_type="application/json", headers={"Authorization": f"Bearer {api_token_for(alice)}"})
+    client.put(
+        "/api/model-profiles/judge",
+        data=json.dumps({"backend": "openai", "model": "m", "base_url": url}),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {api_token_for(alice)}"},
+    )
     judge = client.get("/api/health").json()["models"]["judge"]
     assert judge["ok"] is False
     assert "127.0.0.1" in judge["detail"]

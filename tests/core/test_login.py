@@ -8,7 +8,9 @@ def test_it_sends_anonymous_users_to_login_everywhere_but_health(db) -> None:
     client = Client()
     for path in ["/", "/account/tokens/", "/settings/models/"]:
         response = client.get(path)
-        assert response.status_code == 302 and response["Location"].startswith("/login/?next="), path
+        assert response.status_code == 302 and response["Location"].startswith("/login/?next="), (
+            path
+        )
     assert client.get("/health").status_code == 200
     assert client.get("/api/health").status_code in {200, 503}
 
@@ -35,7 +37,6 @@ def test_it_logs_out_with_post(sam, client_for) -> None:
     client = client_for(sam)
     assert client.post("/logout/").status_code == 302
     assert client.get("/").status_code == 302
-
 
 
 def test_it_does_not_open_pages_that_merely_start_with_health(db, rf) -> None:

@@ -9,7 +9,16 @@ from raftweb.core.nav import NAV
 
 # What each role may see in the navigation (the product's permission matrix).
 EXPECTED = {
-    "alice": {"Home", "Knowledge bases", "Generation", "Review", "Training", "Chat", "Feedback", "Models"},
+    "alice": {
+        "Home",
+        "Knowledge bases",
+        "Generation",
+        "Review",
+        "Training",
+        "Chat",
+        "Feedback",
+        "Models",
+    },
     "rita": {"Home", "Review"},
     "sam": {"Home", "Chat"},
     "mallory": set(),
@@ -39,7 +48,9 @@ def test_it_shows_each_role_only_its_navigation(request, client_for, username) -
     assert _nav_labels(response.content.decode()) == expected
 
 
-@pytest.mark.parametrize(("username", "status"), [("alice", 200), ("rita", 403), ("sam", 403), ("mallory", 403)])
+@pytest.mark.parametrize(
+    ("username", "status"), [("alice", 200), ("rita", 403), ("sam", 403), ("mallory", 403)]
+)
 def test_it_guards_admin_pages_by_role(request, client_for, username, status) -> None:
     user = request.getfixturevalue(username)
     assert client_for(user).get("/settings/models/").status_code == status
@@ -49,5 +60,7 @@ def test_it_marks_only_the_most_specific_entry_active(alice) -> None:
     from raftweb.core.nav import nav_for
 
     active = [i["label"] for i in nav_for(alice, "/review/generation/3/") if i["active"]]
-    assert active == (["Generation"] if _installed("Generation") else ["Review"] if _installed("Review") else [])
+    assert active == (
+        ["Generation"] if _installed("Generation") else ["Review"] if _installed("Review") else []
+    )
     assert [i["label"] for i in nav_for(alice, "/") if i["active"]] == ["Home"]

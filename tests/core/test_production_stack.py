@@ -17,12 +17,19 @@ REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 
 def _redis_up() -> bool:
-    return port_open("127.0.0.1", 6379) if "127.0.0.1" in REDIS_URL or "localhost" in REDIS_URL else True
+    return (
+        port_open("127.0.0.1", 6379)
+        if "127.0.0.1" in REDIS_URL or "localhost" in REDIS_URL
+        else True
+    )
 
 
 def test_it_runs_on_postgresql_when_configured(db) -> None:
-    require_service("PostgreSQL", connection.vendor == "postgresql",
-                    "the suite runs on SQLite here; set DATABASE_URL=postgresql://… (CI does)")
+    require_service(
+        "PostgreSQL",
+        connection.vendor == "postgresql",
+        "the suite runs on SQLite here; set DATABASE_URL=postgresql://… (CI does)",
+    )
     with connection.cursor() as cursor:
         cursor.execute("SELECT version()")
         assert "PostgreSQL" in cursor.fetchone()[0]
@@ -61,7 +68,9 @@ def test_it_queues_and_runs_a_huey_task_on_redis() -> None:
         huey.storage.flush_all()
 
 
-@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="REDIS_URL is not set: the embedded stack is in use")
+@pytest.mark.skipif(
+    not os.environ.get("REDIS_URL"), reason="REDIS_URL is not set: the embedded stack is in use"
+)
 def test_it_uses_redis_for_jobs_and_channels_when_redis_url_is_set(settings) -> None:
     assert settings.HUEY["huey_class"] == "huey.RedisHuey"
     assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"

@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _embedded_env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CHROMA_URL"}}
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "CHROMA_URL"}
+    }
     env.update(
         RAFTWEB_DATA_DIR=str(data_dir),
         DJANGO_SETTINGS_MODULE="raftweb.settings",
@@ -56,7 +58,11 @@ def test_it_serves_logs_in_and_stops_cleanly(tmp_path: Path) -> None:
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--port", str(port)],
-            cwd=ROOT, env=_embedded_env(tmp_path / "data"), stdout=log, stderr=subprocess.STDOUT, text=True,
+            cwd=ROOT,
+            env=_embedded_env(tmp_path / "data"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
     try:
         health = _wait_health(base, proc)
@@ -76,7 +82,8 @@ def test_it_serves_logs_in_and_stops_cleanly(tmp_path: Path) -> None:
             csrf = client.cookies["csrftoken"]
             assert login_page.status_code == 200
             response = client.post(
-                "/login/", data={"username": username, "password": password, "csrfmiddlewaretoken": csrf},
+                "/login/",
+                data={"username": username, "password": password, "csrfmiddlewaretoken": csrf},
                 headers={"Referer": f"{base}/login/"},
             )
             assert response.status_code == 302, response.text[:500]
@@ -102,7 +109,21 @@ def test_it_prints_the_admin_password_only_on_first_run(tmp_path: Path) -> None:
     env = _embedded_env(tmp_path / "data")
     code = "from raftweb.core.management.commands.serve import Command; c=Command(); c._announce_admin()"
     setup = "import django; django.setup(); from django.core.management import call_command; call_command('migrate', verbosity=0);"
-    first = subprocess.run([sys.executable, "-c", setup + code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    second = subprocess.run([sys.executable, "-c", setup + code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    first = subprocess.run(
+        [sys.executable, "-c", setup + code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    second = subprocess.run(
+        [sys.executable, "-c", setup + code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "password:" in first.stdout, first.stderr
     assert "password:" not in second.stdout and "Admin account exists" in second.stdout

@@ -20,10 +20,16 @@ ROOT = Path(__file__).resolve().parents[2]
         (lambda: s.env_int("X_RW", 1, minimum=1), "0", "X_RW=0 must be at least 1"),
         (lambda: s.env_bool("X_RW"), "maybe", "X_RW='maybe' is not a boolean"),
         (lambda: s.env_float("X_RW", 1.0), "1,5", "X_RW='1,5' is not a number"),
-        (lambda: s.env_url("X_RW", ("redis",)), "localhost:6379", "must start with one of: redis://"),
+        (
+            lambda: s.env_url("X_RW", ("redis",)),
+            "localhost:6379",
+            "must start with one of: redis://",
+        ),
     ],
 )
-def test_it_rejects_malformed_values_naming_the_variable(monkeypatch, helper, value, message) -> None:
+def test_it_rejects_malformed_values_naming_the_variable(
+    monkeypatch, helper, value, message
+) -> None:
     monkeypatch.setenv("X_RW", value)
     with pytest.raises(ImproperlyConfigured, match=message):
         helper()
@@ -39,23 +45,50 @@ def test_it_parses_good_values(monkeypatch) -> None:
 
 
 def test_it_stops_start_up_on_a_bad_env_value(tmp_path: Path) -> None:
-    env = {**os.environ, "RAFTWEB_DATA_DIR": str(tmp_path), "RAFTWEB_MAX_UPLOAD_MB": "lots",
-           "DJANGO_SETTINGS_MODULE": "raftweb.settings"}
-    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "RAFTWEB_DATA_DIR": str(tmp_path),
+        "RAFTWEB_MAX_UPLOAD_MB": "lots",
+        "DJANGO_SETTINGS_MODULE": "raftweb.settings",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "RAFTWEB_MAX_UPLOAD_MB='lots' is not a whole number" in result.stderr
 
 
 def test_it_switches_to_the_production_stack_from_urls(tmp_path: Path) -> None:
-    env = {**os.environ, "RAFTWEB_DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "raftweb.settings",
-           "DATABASE_URL": "postgresql://u@db.example:5432/rw", "REDIS_URL": "redis://cache:6379/1",
-           "CHROMA_URL": "http://chroma:8000"}
-    code = ("from django.conf import settings as s;"
-            "print(s.DATABASES['default']['ENGINE'], s.HUEY['huey_class'], "
-            "s.CHANNEL_LAYERS['default']['BACKEND'], s.CHROMA_URL)")
-    out = subprocess.run([sys.executable, "-c", "import django; django.setup();" + code], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "RAFTWEB_DATA_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "raftweb.settings",
+        "DATABASE_URL": "postgresql://u@db.example:5432/rw",
+        "REDIS_URL": "redis://cache:6379/1",
+        "CHROMA_URL": "http://chroma:8000",
+    }
+    code = (
+        "from django.conf import settings as s;"
+        "print(s.DATABASES['default']['ENGINE'], s.HUEY['huey_class'], "
+        "s.CHANNEL_LAYERS['default']['BACKEND'], s.CHROMA_URL)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup();" + code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["django.db.backends.postgresql", "huey.RedisHuey",
-                                  "channels_redis.core.RedisChannelLayer", "http://chroma:8000"]
+    assert out.stdout.split() == [
+        "django.db.backends.postgresql",
+        "huey.RedisHuey",
+        "channels_redis.core.RedisChannelLayer",
+        "http://chroma:8000",
+    ]

@@ -47,7 +47,9 @@ def _ingest(kb: object, name: str, data: bytes) -> Document:
         ("blank.txt", b"  \n\n \t ", "empty"),
     ],
 )
-def test_it_fails_only_the_bad_document_with_a_clear_reason(name: str, data: bytes, needle: str) -> None:
+def test_it_fails_only_the_bad_document_with_a_clear_reason(
+    name: str, data: bytes, needle: str
+) -> None:
     kb = kb_create(name="KB")
     good = _ingest(kb, "warranty.txt", GOOD)
     bad = _ingest(kb, name, data)
@@ -78,7 +80,9 @@ def test_it_enforces_the_size_limit_while_streaming() -> None:
             yield b"x" * 65536
 
     with pytest.raises(UploadTooLarge, match="larger than the upload limit"):
-        document_upload(kb=kb, name="huge.txt", chunks=endless(), max_bytes=1024 * 1024, enqueue=False)
+        document_upload(
+            kb=kb, name="huge.txt", chunks=endless(), max_bytes=1024 * 1024, enqueue=False
+        )
     assert len(produced) <= 17  # stopped right after crossing 1 MB
     assert not Document.objects.exists()
     assert list((Path(settings.MEDIA_ROOT) / "tmp").glob("*")) == []
@@ -141,7 +145,9 @@ def test_it_keeps_one_document_when_the_same_file_is_uploaded_twice_at_once() ->
 
             for attempt in range(50):
                 try:
-                    results.append(document_upload(kb=kb, name=f"copy{i}.txt", chunks=chunks(), enqueue=False))
+                    results.append(
+                        document_upload(kb=kb, name=f"copy{i}.txt", chunks=chunks(), enqueue=False)
+                    )
                     break
                 except OperationalError as exc:
                     # The in-memory shared-cache SQLite test database reports a table lock at
@@ -167,7 +173,9 @@ def test_it_keeps_one_document_when_the_same_file_is_uploaded_twice_at_once() ->
 
 
 @pytest.mark.django_db
-def test_it_resolves_the_insert_race_with_the_unique_constraint(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_it_resolves_the_insert_race_with_the_unique_constraint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Deterministic version of the race: the other upload commits between our "already
     there?" check and our insert; the unique (kb, hash) constraint turns that into a dedup."""
     kb = kb_create(name="KB")
@@ -179,7 +187,9 @@ def test_it_resolves_the_insert_race_with_the_unique_constraint(monkeypatch: pyt
         def atomic(self, *args: object, **kwargs: object) -> object:
             if not started:
                 started.append(True)
-                competitor.append(document_upload(kb=kb, name="other-name.txt", chunks=[GOOD], enqueue=False))
+                competitor.append(
+                    document_upload(kb=kb, name="other-name.txt", chunks=[GOOD], enqueue=False)
+                )
             return real_atomic(*args, **kwargs)
 
     import django.db.transaction as django_transaction
@@ -202,7 +212,9 @@ class FlakyStore:
 
     def upsert(self, *args: object, **kwargs: object) -> None:
         if self.left <= 0:
-            raise VectorStoreUnavailable("vector store unavailable: ConnectError: [Errno 111] Connection refused")
+            raise VectorStoreUnavailable(
+                "vector store unavailable: ConnectError: [Errno 111] Connection refused"
+            )
         self.left -= 1
         self.real.upsert(*args, **kwargs)  # type: ignore[attr-defined]
 
@@ -211,9 +223,13 @@ class FlakyStore:
 
 
 @pytest.mark.django_db
-def test_it_fails_with_a_reason_when_the_vector_store_dies_mid_ingest_and_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_it_fails_with_a_reason_when_the_vector_store_dies_mid_ingest_and_retries(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     kb = kb_create(name="KB", chunk_size=20, chunk_overlap=2)
-    text = b"\n\n".join(f"Section {i} describes feature {i} of the phone in detail.".encode() for i in range(200))
+    text = b"\n\n".join(
+        f"Section {i} describes feature {i} of the phone in detail.".encode() for i in range(200)
+    )
     real = services.vector_store()
     flaky = FlakyStore(real, healthy_calls=1)
     monkeypatch.setattr(services, "vector_store", lambda: flaky)
@@ -237,12 +253,18 @@ def test_it_fails_with_a_reason_when_the_vector_store_dies_mid_ingest_and_retrie
 
 
 @pytest.mark.django_db
-def test_it_fails_only_the_round_that_hit_a_dead_store_in_bulk_ingest(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_it_fails_only_the_round_that_hit_a_dead_store_in_bulk_ingest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from corpus.services import documents_ingest
 
     kb = kb_create(name="KB")
-    ids = [document_upload(kb=kb, name=f"doc{i}.txt", chunks=[f"Topic {i}. ".encode() * 20], enqueue=False).document.pk
-           for i in range(6)]
+    ids = [
+        document_upload(
+            kb=kb, name=f"doc{i}.txt", chunks=[f"Topic {i}. ".encode() * 20], enqueue=False
+        ).document.pk
+        for i in range(6)
+    ]
     real = services.vector_store()
     flaky = FlakyStore(real, healthy_calls=1)
     monkeypatch.setattr(services, "vector_store", lambda: flaky)

@@ -16,9 +16,19 @@ pytestmark = pytest.mark.slow
 
 
 def _run(script: str) -> list[dict[str, object]]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "CHROMA_URL")}
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--tiny"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=280)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", "CHROMA_URL")
+    }
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--tiny"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
@@ -27,7 +37,10 @@ def test_it_runs_the_ingest_benchmark() -> None:
     lines = _run("ingest.py")
     cases = {line["case"]: line for line in lines}
     assert set(cases) == {"parse_chunk_only", "project", "baseline_encode", "ratio"}
-    assert cases["project"]["failed"] == 0 and cases["project"]["chunks"] == cases["baseline_encode"]["chunks"]
+    assert (
+        cases["project"]["failed"] == 0
+        and cases["project"]["chunks"] == cases["baseline_encode"]["chunks"]
+    )
     assert float(cases["ratio"]["project_vs_encode_throughput"]) > 0  # type: ignore[arg-type]
 
 

@@ -13,16 +13,21 @@ from corpus.services import kb_create
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_it_uploads_several_files_and_searches_in_a_browser(alice: Any, live_server: Any, browser_login: Any,
-                                                          tmp_path: Path) -> None:
+def test_it_uploads_several_files_and_searches_in_a_browser(
+    alice: Any, live_server: Any, browser_login: Any, tmp_path: Path
+) -> None:
     kb_create(name="Manual", slug="manual")
     notes = tmp_path / "notes.txt"
-    notes.write_text("Battery\n\nCharge the battery with the USB-C cable; fast charging needs the 25 W adapter.")
+    notes.write_text(
+        "Battery\n\nCharge the battery with the USB-C cable; fast charging needs the 25 W adapter."
+    )
     photo = tmp_path / "photo.png"
     photo.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
     page = browser_login(live_server.url, "alice", "pw-alice")
     page.goto(f"{live_server.url}/kb/manual/")
-    page.set_input_files("#upload-input", [str(notes), str(photo)])  # the change event starts the uploads
+    page.set_input_files(
+        "#upload-input", [str(notes), str(photo)]
+    )  # the change event starts the uploads
     rows = page.locator("#upload-list li")
     rows.nth(1).locator(".state.ok").wait_for()
     assert rows.count() == 2
@@ -31,7 +36,9 @@ def test_it_uploads_several_files_and_searches_in_a_browser(alice: Any, live_ser
     # The worker (immediate in tests) has run; the table refreshed itself through htmx.
     page.locator("#documents tr", has_text="photo.png").locator(".badge.error").wait_for()
     page.locator("#documents tr", has_text="notes.txt").locator(".badge.ok").wait_for()
-    assert "unsupported file type" in page.locator("#documents tr", has_text="photo.png").inner_text()
+    assert (
+        "unsupported file type" in page.locator("#documents tr", has_text="photo.png").inner_text()
+    )
     assert Document.objects.get(name="notes.txt").status == Document.Status.READY
 
     page.goto(f"{live_server.url}/kb/manual/search/")

@@ -52,8 +52,9 @@ def test_it_ingests_folders_recursively_and_prints_the_json_contract(tmp_path: P
     assert set(failed) == {"photo.png", "empty.txt"}
     assert "unsupported" in failed["photo.png"] and "empty" in failed["empty.txt"]
     kb = KnowledgeBase.objects.get(slug="manual")
-    assert set(kb.documents.filter(status=Document.Status.READY).values_list("kind", flat=True)) == {
-        "text", "markdown", "html"}
+    assert set(
+        kb.documents.filter(status=Document.Status.READY).values_list("kind", flat=True)
+    ) == {"text", "markdown", "html"}
     # Running it again indexes nothing twice.
     _, again = _run("ingest", "manual", str(root / "battery.txt"))
     assert again["documents"] == 1 and kb.documents.filter(name="battery.txt").count() == 1
@@ -67,24 +68,42 @@ def test_it_refuses_a_missing_kb_without_create(tmp_path: Path) -> None:
 def test_it_reports_missing_paths_as_failures(tmp_path: Path) -> None:
     kb_create(name="KB", slug="kb")
     _, result = _run("ingest", "kb", str(tmp_path / "missing.pdf"))
-    assert result == {"kb": "kb", "documents": 0, "chunks": 0,
-                      "failed": [{"path": str(tmp_path / "missing.pdf"), "error": "no such file or directory"}]}
+    assert result == {
+        "kb": "kb",
+        "documents": 0,
+        "chunks": 0,
+        "failed": [{"path": str(tmp_path / "missing.pdf"), "error": "no such file or directory"}],
+    }
 
 
 def test_it_evaluates_retrieval_and_prints_the_json_contract(tmp_path: Path) -> None:
     root = _corpus(tmp_path)
     _run("ingest", "manual", str(root), "--create")
     questions = tmp_path / "q.jsonl"
-    questions.write_text("\n".join(json.dumps(q) for q in [
-        {"question": "How do I use fast charging?", "gold": ["battery.txt"]},
-        {"question": "turn on GPS location", "gold": ["gps"]},  # without extension
-        {"question": "HDR10+ video recording", "gold": ["camera", "nonexistent"]},
-    ]) + "\n")
+    questions.write_text(
+        "\n".join(
+            json.dumps(q)
+            for q in [
+                {"question": "How do I use fast charging?", "gold": ["battery.txt"]},
+                {"question": "turn on GPS location", "gold": ["gps"]},  # without extension
+                {"question": "HDR10+ video recording", "gold": ["camera", "nonexistent"]},
+            ]
+        )
+        + "\n"
+    )
     for mode in ("hybrid", "dense", "bm25"):
         _, result = _run("retrieval_eval", "manual", str(questions), "--mode", mode)
         assert list(result) == ["questions", "recall@1", "recall@5", "recall@10", "mrr"]
-        assert result == {"questions": 3, "recall@1": 1.0, "recall@5": 1.0, "recall@10": 1.0, "mrr": 1.0}
-    _, custom = _run("retrieval_eval", "manual", str(questions), "--k", "2", "3", "--embedding", "base")
+        assert result == {
+            "questions": 3,
+            "recall@1": 1.0,
+            "recall@5": 1.0,
+            "recall@10": 1.0,
+            "mrr": 1.0,
+        }
+    _, custom = _run(
+        "retrieval_eval", "manual", str(questions), "--k", "2", "3", "--embedding", "base"
+    )
     assert list(custom) == ["questions", "recall@2", "recall@3", "mrr"]
 
 
@@ -92,11 +111,15 @@ def test_it_scores_misses_and_rejects_bad_input(tmp_path: Path) -> None:
     root = _corpus(tmp_path)
     _run("ingest", "manual", str(root), "--create")
     questions = tmp_path / "q.jsonl"
-    questions.write_text(json.dumps({"question": "How do I use fast charging?", "gold": ["gps.md"]}) + "\n")
+    questions.write_text(
+        json.dumps({"question": "How do I use fast charging?", "gold": ["gps.md"]}) + "\n"
+    )
     _, result = _run("retrieval_eval", "manual", str(questions), "--mode", "bm25", "--k", "1")
     assert result["recall@1"] == 0.0 and 0 < result["mrr"] < 1.0  # type: ignore[operator]
     with pytest.raises(CommandError, match="unknown embedding version"):
-        call_command("retrieval_eval", "manual", str(questions), "--embedding", "tuned", stdout=io.StringIO())
+        call_command(
+            "retrieval_eval", "manual", str(questions), "--embedding", "tuned", stdout=io.StringIO()
+        )
     questions.write_text("not json\n")
     with pytest.raises(CommandError, match="not JSON"):
         call_command("retrieval_eval", "manual", str(questions), stdout=io.StringIO())

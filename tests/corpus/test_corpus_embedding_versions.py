@@ -31,7 +31,9 @@ DOCS = {
 
 
 def _ingest(kb: object, name: str, data: bytes) -> None:
-    document_ingest(document_id=document_upload(kb=kb, name=name, chunks=[data], enqueue=False).document.pk)
+    document_ingest(
+        document_id=document_upload(kb=kb, name=name, chunks=[data], enqueue=False).document.pk
+    )
 
 
 def test_it_indexes_a_second_embedding_version_and_searches_it(tmp_path: Path) -> None:
@@ -51,10 +53,21 @@ def test_it_indexes_a_second_embedding_version_and_searches_it(tmp_path: Path) -
     kb.refresh_from_db()
     assert kb.embedding_version == "tuned-v1"
     questions = tmp_path / "q.jsonl"
-    questions.write_text(json.dumps({"question": "fast charging adapter", "gold": ["battery"]}) + "\n")
+    questions.write_text(
+        json.dumps({"question": "fast charging adapter", "gold": ["battery"]}) + "\n"
+    )
     for version in ("base", "active", "tuned-v1"):
         out = io.StringIO()
-        call_command("retrieval_eval", "manual", str(questions), "--embedding", version, "--mode", "dense", stdout=out)
+        call_command(
+            "retrieval_eval",
+            "manual",
+            str(questions),
+            "--embedding",
+            version,
+            "--mode",
+            "dense",
+            stdout=out,
+        )
         assert json.loads(out.getvalue().splitlines()[-1])["recall@1"] == 1.0
 
 
@@ -66,10 +79,14 @@ def test_it_rejects_bad_versions() -> None:
         kb_embedding_activate(kb=kb, version="nope")
     with pytest.raises(CorpusError, match="cannot load embedding model"):
         kb_embedding_add(kb=kb, version="broken", model="/no/such/model")
-    assert EmbeddingIndex.objects.get(kb=kb, version="broken").status == EmbeddingIndex.Status.FAILED
+    assert (
+        EmbeddingIndex.objects.get(kb=kb, version="broken").status == EmbeddingIndex.Status.FAILED
+    )
 
 
-def test_it_lists_and_activates_versions_through_the_api_and_page(alice: object, client_for: object) -> None:
+def test_it_lists_and_activates_versions_through_the_api_and_page(
+    alice: object, client_for: object
+) -> None:
     from django.urls import reverse
 
     kb = kb_create(name="Manual", slug="manual")

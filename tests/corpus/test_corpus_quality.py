@@ -15,7 +15,9 @@ EMANUAL = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "
 pytestmark = [
     pytest.mark.django_db,
     pytest.mark.slow,
-    pytest.mark.skipif(not (EMANUAL / "corpus_s10.jsonl").is_file(), reason=f"E-Manual dataset absent ({EMANUAL})"),
+    pytest.mark.skipif(
+        not (EMANUAL / "corpus_s10.jsonl").is_file(), reason=f"E-Manual dataset absent ({EMANUAL})"
+    ),
 ]
 
 
@@ -32,14 +34,18 @@ def test_it_meets_the_retrieval_quality_bar_on_emanual(tmp_path: Path) -> None:
         rec = json.loads(line)
         (docs / f"{rec['doc_id']}.txt").write_text(rec["text"])
     questions = tmp_path / "questions.jsonl"
-    questions.write_text("".join(
-        json.dumps({"question": q["question"], "gold": q["gold_doc_ids_by_title"]}) + "\n"
-        for q in map(json.loads, (EMANUAL / "questions_s10_50.jsonl").read_text().splitlines())
-    ))
+    questions.write_text(
+        "".join(
+            json.dumps({"question": q["question"], "gold": q["gold_doc_ids_by_title"]}) + "\n"
+            for q in map(json.loads, (EMANUAL / "questions_s10_50.jsonl").read_text().splitlines())
+        )
+    )
     ingested = _last_json("ingest", "emanual", str(docs), "--create")
     assert ingested["documents"] == 451 and ingested["failed"] == []
-    results = {mode: _last_json("retrieval_eval", "emanual", str(questions), "--mode", mode)
-               for mode in ("hybrid", "dense", "bm25")}
+    results = {
+        mode: _last_json("retrieval_eval", "emanual", str(questions), "--mode", mode)
+        for mode in ("hybrid", "dense", "bm25")
+    }
     print(json.dumps(results))
     assert results["hybrid"]["questions"] == 50
     assert results["hybrid"]["recall@5"] >= 0.88

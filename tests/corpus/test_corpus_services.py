@@ -25,7 +25,9 @@ from raftweb.retrieval import collection_name
 
 pytestmark = pytest.mark.django_db
 
-BATTERY = b"Battery\n\nCharge the battery with the USB-C cable. Fast charging needs the 25 W adapter.\n"
+BATTERY = (
+    b"Battery\n\nCharge the battery with the USB-C cable. Fast charging needs the 25 W adapter.\n"
+)
 GPS = b"Location\n\nTurn on location services so apps can use GPS, Wi-Fi and mobile networks.\n"
 
 
@@ -52,8 +54,12 @@ def test_it_recognises_identical_reuploads_and_versions_changed_files() -> None:
     first = _upload(kb, "manual.txt", BATTERY)
     again = document_upload(kb=kb, name="copy-of-manual.txt", chunks=[BATTERY], enqueue=False)
     assert not again.created and again.document.pk == first.pk
-    changed = document_upload(kb=kb, name="manual.txt", chunks=[BATTERY + b"\nNew paragraph about wireless.\n"],
-                              enqueue=False)
+    changed = document_upload(
+        kb=kb,
+        name="manual.txt",
+        chunks=[BATTERY + b"\nNew paragraph about wireless.\n"],
+        enqueue=False,
+    )
     assert changed.created and changed.replaced is not None and changed.replaced.pk == first.pk
     assert changed.document.version == 2
     # Until the new version is ready, the old one stays searchable.
@@ -67,7 +73,9 @@ def test_it_recognises_identical_reuploads_and_versions_changed_files() -> None:
 
 def test_it_is_idempotent_and_resumes_after_a_partial_embedding() -> None:
     kb = kb_create(name="KB", chunk_size=20, chunk_overlap=2)
-    text = b"\n\n".join(f"Paragraph {i} explains topic number {i} in a few words.".encode() for i in range(30))
+    text = b"\n\n".join(
+        f"Paragraph {i} explains topic number {i} in a few words.".encode() for i in range(30)
+    )
     doc = _upload(kb, "long.txt", text)
     ids = set(Chunk.objects.filter(document=doc).values_list("pk", flat=True))
     assert len(ids) > 5
@@ -79,7 +87,9 @@ def test_it_is_idempotent_and_resumes_after_a_partial_embedding() -> None:
     Document.objects.filter(pk=doc.pk).update(status=Document.Status.EMBEDDING)
     doc = document_ingest(document_id=doc.pk)
     assert doc.status == Document.Status.READY
-    assert set(Chunk.objects.filter(document=doc).values_list("pk", flat=True)) == ids  # reused, not recreated
+    assert (
+        set(Chunk.objects.filter(document=doc).values_list("pk", flat=True)) == ids
+    )  # reused, not recreated
     assert vector_store().count(collection_name(kb.index_key, "base")) == len(ids)
 
 
@@ -100,7 +110,9 @@ def test_it_deletes_a_document_with_its_chunks_vectors_and_postings() -> None:
 
 def test_it_reindexes_with_new_chunk_settings() -> None:
     kb = kb_create(name="KB")
-    text = b"\n\n".join(f"Paragraph {i} explains topic number {i} in a few words.".encode() for i in range(15))
+    text = b"\n\n".join(
+        f"Paragraph {i} explains topic number {i} in a few words.".encode() for i in range(15)
+    )
     doc = _upload(kb, "long.txt", text)
     assert doc.chunk_count == 1
     kb_update(kb=kb, chunk_size=40, chunk_overlap=4)
@@ -164,12 +176,14 @@ def test_it_stores_the_parsed_text_that_chunk_offsets_index_into() -> None:
     from tests.corpus.corpus_files import pdf_bytes
 
     kb = kb_create(name="KB", chunk_size=16, chunk_overlap=2)
-    pages = ["First page talks about the battery. It charges quickly. Use the adapter every day. " * 2,
-             "Second page explains location services. GPS is accurate in cities. Wi-Fi helps too. " * 2]
+    pages = [
+        "First page talks about the battery. It charges quickly. Use the adapter every day. " * 2,
+        "Second page explains location services. GPS is accurate in cities. Wi-Fi helps too. " * 2,
+    ]
     doc = _upload(kb, "manual.pdf", pdf_bytes(pages))
     doc.refresh_from_db()
     assert doc.status == Document.Status.READY and doc.pages == 2
     chunks = list(Chunk.objects.filter(document=doc).order_by("ordinal"))
     assert len(chunks) >= 4 and {c.page for c in chunks} == {1, 2}
     for c in chunks:
-        assert doc.text[c.start:c.end] == c.text
+        assert doc.text[c.start : c.end] == c.text

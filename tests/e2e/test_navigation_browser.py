@@ -6,6 +6,7 @@ import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
+
 def _installed(label: str) -> bool:
     from django.urls import NoReverseMatch, reverse
 
@@ -19,12 +20,18 @@ def _installed(label: str) -> bool:
 
 
 SEES = {"alice": "Models", "rita": "Review", "sam": "Chat"}
-NEVER = {"alice": [], "rita": ["Models", "Knowledge bases"], "sam": ["Models", "Review", "Knowledge bases"],
-         "mallory": ["Models", "Review", "Chat", "Knowledge bases"]}
+NEVER = {
+    "alice": [],
+    "rita": ["Models", "Knowledge bases"],
+    "sam": ["Models", "Review", "Knowledge bases"],
+    "mallory": ["Models", "Review", "Chat", "Knowledge bases"],
+}
 
 
 @pytest.mark.parametrize("username", ["alice", "rita", "sam", "mallory"])
-def test_it_shows_each_role_its_navigation_in_a_browser(request, live_server, browser_login, username) -> None:
+def test_it_shows_each_role_its_navigation_in_a_browser(
+    request, live_server, browser_login, username
+) -> None:
     request.getfixturevalue(username)
     page = browser_login(live_server.url, username, f"pw-{username}")
     assert page.url.rstrip("/") == live_server.url.rstrip("/")

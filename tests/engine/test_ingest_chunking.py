@@ -24,15 +24,18 @@ def _paragraph(i: int, words: int = 40) -> str:
 
 
 def test_it_keeps_exact_character_offsets_and_pages() -> None:
-    doc = ParsedDocument(kind="pdf", sections=[
-        Section(text="\n\n".join(_paragraph(i) for i in range(6)), page=1),
-        Section(text="\n\n".join(_paragraph(i) for i in range(6, 12)), page=2),
-    ])
+    doc = ParsedDocument(
+        kind="pdf",
+        sections=[
+            Section(text="\n\n".join(_paragraph(i) for i in range(6)), page=1),
+            Section(text="\n\n".join(_paragraph(i) for i in range(6, 12)), page=2),
+        ],
+    )
     chunks = chunk_document(doc, size=100, overlap=10)
     assert len(chunks) > 4
     full = doc.text
     for c in chunks:
-        assert full[c.start:c.end] == c.text
+        assert full[c.start : c.end] == c.text
         assert c.hash == content_hash(c.text)
         assert c.token_count == len(whitespace_token_offsets(c.text))
         assert c.token_count <= 100
@@ -46,7 +49,7 @@ def test_it_prefers_paragraph_boundaries() -> None:
     chunks = chunk_document(doc, size=100, overlap=0)
     for c in chunks[:-1]:
         assert c.text.endswith("."), c.text[-30:]
-        assert text[c.end:c.end + 2] == "\n\n"
+        assert text[c.end : c.end + 2] == "\n\n"
 
 
 def test_it_falls_back_to_sentence_boundaries_and_overlaps() -> None:
@@ -90,7 +93,9 @@ def test_it_tokenizes_once_per_section_and_is_fast() -> None:
         calls.append(len(text))
         return whitespace_token_offsets(text)
 
-    text = "\n\n".join(" ".join(f"tok{j}" for j in range(50)) + "." for _ in range(4000))  # ~200k tokens
+    text = "\n\n".join(
+        " ".join(f"tok{j}" for j in range(50)) + "." for _ in range(4000)
+    )  # ~200k tokens
     doc = parse_bytes(text.encode(), "big.txt")
     started = time.perf_counter()
     chunks = chunk_document(doc, size=300, overlap=30, token_offsets=counting)
@@ -108,5 +113,5 @@ def test_it_counts_tokens_with_the_embedding_tokenizer() -> None:
     doc = parse_bytes(text.encode(), "t.txt")
     chunks = chunk_document(doc, size=50, overlap=5, token_offsets=embedder.token_offsets)
     for c in chunks:
-        assert doc.text[c.start:c.end] == c.text
+        assert doc.text[c.start : c.end] == c.text
         assert embedder.count_tokens(c.text) <= 50

@@ -23,7 +23,9 @@ from raftweb.ingest import (
 from tests.corpus.corpus_files import pdf_bytes as _pdf_bytes
 
 SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "raft_samples"
-needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"public samples absent ({SAMPLES})")
+needs_samples = pytest.mark.skipif(
+    not SAMPLES.is_dir(), reason=f"public samples absent ({SAMPLES})"
+)
 
 
 def _docx_bytes() -> bytes:
@@ -71,12 +73,17 @@ def test_it_reads_api_doc_records_one_chunk_per_record() -> None:
     assert doc.sections[0].title == records[0]["api_name"]
     chunks = chunk_document(doc, size=50, overlap=5)
     assert len(chunks) == len(records)
-    assert all(doc.text[c.start:c.end] == c.text for c in chunks)
+    assert all(doc.text[c.start : c.end] == c.text for c in chunks)
 
 
 def test_it_chooses_the_parser_by_content_not_extension() -> None:
     assert parse_bytes(_pdf_bytes(["Hello from a PDF"]), "notes.txt").kind == "pdf"
-    assert parse_bytes(b"<!DOCTYPE html><html><body><p>Hi there friend.</p></body></html>", "x.md").kind == "html"
+    assert (
+        parse_bytes(
+            b"<!DOCTYPE html><html><body><p>Hi there friend.</p></body></html>", "x.md"
+        ).kind
+        == "html"
+    )
     assert parse_bytes(b'{"text": "a json document"}', "data.txt").kind == "json"
     assert parse_bytes(_docx_bytes(), "report.pdf").kind == "docx"
 
@@ -97,7 +104,9 @@ def test_it_detects_the_encoding_of_plain_text() -> None:
 
 
 def test_it_reads_jsonl_with_a_text_field() -> None:
-    lines = b'{"title": "One", "text": "First record."}\n{"title": "Two", "text": "Second record."}\n'
+    lines = (
+        b'{"title": "One", "text": "First record."}\n{"title": "Two", "text": "Second record."}\n'
+    )
     doc = parse_bytes(lines, "data.jsonl")
     assert doc.mode == "text"
     assert [s.text for s in doc.sections] == ["First record.", "Second record."]
@@ -112,7 +121,10 @@ def test_it_reads_docx_headings_paragraphs_and_tables() -> None:
 
 def test_it_reads_pdf_pages_and_skips_blank_ones() -> None:
     doc = parse_bytes(_pdf_bytes(["Page one text", None, "Page three text"]), "a.pdf")
-    assert [(s.page, s.text) for s in doc.sections] == [(1, "Page one text"), (3, "Page three text")]
+    assert [(s.page, s.text) for s in doc.sections] == [
+        (1, "Page one text"),
+        (3, "Page three text"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -122,11 +134,23 @@ def test_it_reads_pdf_pages_and_skips_blank_ones() -> None:
         (b"   \n\n  ", "blank.md", EmptyDocument, "whitespace"),
         (b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, "photo.txt", UnsupportedType, "unsupported"),
         (b"\x7fELF\x02\x01\x01" + b"\x00" * 200, "program.pdf", UnsupportedType, "unsupported"),
-        (b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\ngarbage without xref", "broken.pdf", CorruptFile, "corrupt PDF"),
-        (b"PK\x03\x04" + b"word/document.xml" + b"\x00garbage" * 20, "broken.docx", CorruptFile, "corrupt DOCX"),
+        (
+            b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\ngarbage without xref",
+            "broken.pdf",
+            CorruptFile,
+            "corrupt PDF",
+        ),
+        (
+            b"PK\x03\x04" + b"word/document.xml" + b"\x00garbage" * 20,
+            "broken.docx",
+            CorruptFile,
+            "corrupt DOCX",
+        ),
     ],
 )
-def test_it_rejects_bad_input_with_a_clear_error(data: bytes, name: str, error: type[ParseError], needle: str) -> None:
+def test_it_rejects_bad_input_with_a_clear_error(
+    data: bytes, name: str, error: type[ParseError], needle: str
+) -> None:
     with pytest.raises(error) as info:
         parse_bytes(data, name)
     assert needle.lower() in str(info.value).lower()

@@ -16,8 +16,18 @@ DOCS = [
 
 
 def _chunks(start: int = 0) -> list[IndexedChunk]:
-    return [IndexedChunk(chunk_id=f"c{i}", document_id=i % 3, document_name=f"doc{i % 3}.txt", text=t, page=1,
-                         start=0, end=len(t)) for i, t in enumerate(DOCS[start:], start=start)]
+    return [
+        IndexedChunk(
+            chunk_id=f"c{i}",
+            document_id=i % 3,
+            document_name=f"doc{i % 3}.txt",
+            text=t,
+            page=1,
+            start=0,
+            end=len(t),
+        )
+        for i, t in enumerate(DOCS[start:], start=start)
+    ]
 
 
 def test_it_ranks_by_bm25_with_stemming(tmp_path: Path) -> None:
@@ -55,7 +65,9 @@ def test_it_reuses_its_in_memory_snapshot_until_the_index_changes(tmp_path: Path
     second = index._snapshot()
     assert second is not first
     old_segments = set(first.segments)
-    assert all(second.segments[s] is first.segments[s] for s in old_segments)  # only the new segment loaded
+    assert all(
+        second.segments[s] is first.segments[s] for s in old_segments
+    )  # only the new segment loaded
 
 
 def test_it_persists_and_a_second_process_view_sees_updates(tmp_path: Path) -> None:
@@ -71,7 +83,9 @@ def test_it_persists_and_a_second_process_view_sees_updates(tmp_path: Path) -> N
 def test_it_merges_segments_and_keeps_results(tmp_path: Path) -> None:
     index = BM25Index(tmp_path / "kb.sqlite3")
     for i in range(MAX_SEGMENTS * 3):
-        index.add([IndexedChunk(chunk_id=f"x{i}", document_id=i, text=f"topic{i} shared words battery")])
+        index.add(
+            [IndexedChunk(chunk_id=f"x{i}", document_id=i, text=f"topic{i} shared words battery")]
+        )
     assert index.segment_count() <= MAX_SEGMENTS
     before = index.search("topic7 battery", k=3)
     index.remove_document(3)
@@ -95,6 +109,15 @@ def test_it_filters_by_document_and_replaces_chunks_by_id(tmp_path: Path) -> Non
 
 def test_it_tokenizes_index_text_but_stores_display_text(tmp_path: Path) -> None:
     index = BM25Index(tmp_path / "kb.sqlite3")
-    index.add([IndexedChunk(chunk_id="a", document_id=1, text="Tap the icon.", index_text="Bluetooth\nTap the icon.")])
+    index.add(
+        [
+            IndexedChunk(
+                chunk_id="a",
+                document_id=1,
+                text="Tap the icon.",
+                index_text="Bluetooth\nTap the icon.",
+            )
+        ]
+    )
     assert index.search("bluetooth", k=1)[0][0] == "a"
     assert index.get(["a"])["a"].text == "Tap the icon."

@@ -20,10 +20,19 @@ from raftweb.retrieval import (
 )
 
 DOCS = {
-    1: ("battery.txt", "Battery\nCharge the battery with the supplied USB-C cable. Fast charging needs the 25 W adapter."),
-    2: ("gps.txt", "Location\nTurn on location services so apps can use GPS, Wi-Fi and mobile networks to find you."),
+    1: (
+        "battery.txt",
+        "Battery\nCharge the battery with the supplied USB-C cable. Fast charging needs the 25 W adapter.",
+    ),
+    2: (
+        "gps.txt",
+        "Location\nTurn on location services so apps can use GPS, Wi-Fi and mobile networks to find you.",
+    ),
     3: ("camera.txt", "Camera\nRecord HDR10+ video and use the ultra wide lens for landscapes."),
-    4: ("screen.txt", "Display\nUse night mode to reduce eye strain. The blue light filter warms the screen colours."),
+    4: (
+        "screen.txt",
+        "Display\nUse night mode to reduce eye strain. The blue light filter warms the screen colours.",
+    ),
 }
 
 
@@ -37,10 +46,27 @@ def retriever(tmp_path: Path) -> Retriever:
         doc = parse_bytes(text.encode(), name)
         chunks = chunk_document(doc, size=300, overlap=30, token_offsets=embedder.token_offsets)
         ids = [f"{doc_id}:{c.ordinal}" for c in chunks]
-        store.upsert(coll, ids, embedder.encode([c.index_text for c in chunks]),
-                     [{"document_id": doc_id} for _ in chunks])
-        bm25.add([IndexedChunk(chunk_id=i, document_id=doc_id, document_name=name, text=c.text, page=c.page,
-                               start=c.start, end=c.end, index_text=c.index_text) for i, c in zip(ids, chunks, strict=False)])
+        store.upsert(
+            coll,
+            ids,
+            embedder.encode([c.index_text for c in chunks]),
+            [{"document_id": doc_id} for _ in chunks],
+        )
+        bm25.add(
+            [
+                IndexedChunk(
+                    chunk_id=i,
+                    document_id=doc_id,
+                    document_name=name,
+                    text=c.text,
+                    page=c.page,
+                    start=c.start,
+                    end=c.end,
+                    index_text=c.index_text,
+                )
+                for i, c in zip(ids, chunks, strict=False)
+            ]
+        )
     return Retriever(store=store, collection=coll, bm25=bm25, embedder=embedder)
 
 

@@ -32,7 +32,9 @@ def _exercise(store_url: str, path: Path | None) -> None:
     assert store.count(name) == 30
     hits = store.query(name, vectors[4], 3)
     assert hits[0][0] == "chunk-4" and hits[0][1] == pytest.approx(1.0, abs=1e-4)
-    assert all(int(c.split("-")[1]) % 3 == 2 for c, _ in store.query(name, vectors[4], 5, document_ids=[2]))
+    assert all(
+        int(c.split("-")[1]) % 3 == 2 for c, _ in store.query(name, vectors[4], 5, document_ids=[2])
+    )
     assert store.query(name, vectors[4], 5, document_ids=[]) == []
     store.upsert(name, ids[:1], vectors[1:2], [{"document_id": 0}])  # upsert replaces
     assert store.count(name) == 30
@@ -61,17 +63,28 @@ def test_it_reports_an_unreachable_server_as_unavailable() -> None:
 @pytest.fixture
 def chroma_server(tmp_path: Path) -> Iterator[str]:
     cli = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
-    require_service("chroma server", Path(cli).exists(), "the `chroma` CLI (chromadb package) is not installed")
+    require_service(
+        "chroma server", Path(cli).exists(), "the `chroma` CLI (chromadb package) is not installed"
+    )
     port = free_port()
     log = open(tmp_path / "chroma.log", "wb")
-    proc = subprocess.Popen([cli, "run", "--path", str(tmp_path / "srv"), "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "ANONYMIZED_TELEMETRY": "False"})
+    proc = subprocess.Popen(
+        [cli, "run", "--path", str(tmp_path / "srv"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+    )
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None and not port_open("127.0.0.1", port):
+        while (
+            time.monotonic() < deadline and proc.poll() is None and not port_open("127.0.0.1", port)
+        ):
             time.sleep(0.2)
-        require_service("chroma server", port_open("127.0.0.1", port),
-                        f"`chroma run` did not start: {(tmp_path / 'chroma.log').read_text(errors='replace')[-500:]}")
+        require_service(
+            "chroma server",
+            port_open("127.0.0.1", port),
+            f"`chroma run` did not start: {(tmp_path / 'chroma.log').read_text(errors='replace')[-500:]}",
+        )
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()

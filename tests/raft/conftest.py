@@ -49,8 +49,13 @@ def default_reply(kind: str, messages: Sequence[ChatMessage]) -> str:
         n = int(re.search(r"generate (\d+)", messages[0].content).group(1))  # type: ignore[union-attr]
         words = user.split() or ["nothing"]
         ordinals = ["first", "second", "third", "fourth", "fifth", "sixth"]
-        return json.dumps([f"In the {ordinals[i % 6]} place, what is said about "
-                           f"{' '.join(words[i * 4:i * 4 + 4] or words[:2])}?" for i in range(n)])
+        return json.dumps(
+            [
+                f"In the {ordinals[i % 6]} place, what is said about "
+                f"{' '.join(words[i * 4 : i * 4 + 4] or words[:2])}?"
+                for i in range(n)
+            ]
+        )
     if kind == "answer":
         context = user.split("Context: ", 1)[1].split("\n\nAnswer this question", 1)[0]
         first = (_sentences(context) or [context])[0]
@@ -140,13 +145,25 @@ def manual_kb(db: object) -> Any:
 
     kb = KnowledgeBase.objects.create(slug="manual", name="Manual")
     for name, texts in MANUAL.items():
-        doc = Document.objects.create(kb=kb, name=name, original_filename=name, file_path=name,
-                                      content_hash=hashlib.sha256(name.encode()).hexdigest(),
-                                      status=Document.Status.READY, chunk_count=len(texts))
+        doc = Document.objects.create(
+            kb=kb,
+            name=name,
+            original_filename=name,
+            file_path=name,
+            content_hash=hashlib.sha256(name.encode()).hexdigest(),
+            status=Document.Status.READY,
+            chunk_count=len(texts),
+        )
         pos = 0
         for i, text in enumerate(texts):
-            Chunk.objects.create(document=doc, ordinal=i, text=text, start=pos, end=pos + len(text),
-                                 hash=hashlib.sha256(text.encode()).hexdigest())
+            Chunk.objects.create(
+                document=doc,
+                ordinal=i,
+                text=text,
+                start=pos,
+                end=pos + len(text),
+                hash=hashlib.sha256(text.encode()).hexdigest(),
+            )
             pos += len(text)
     return kb
 
@@ -159,11 +176,19 @@ def scripted_profiles(db: object) -> Callable[..., tuple[ScriptedBackend, Script
     from raftweb.core.services import profile_spec, profile_update
     from raftweb.llm import get_backend
 
-    def make(price_in: float = 0.0, price_out: float = 0.0) -> tuple[ScriptedBackend, ScriptedBackend]:
+    def make(
+        price_in: float = 0.0, price_out: float = 0.0
+    ) -> tuple[ScriptedBackend, ScriptedBackend]:
         out = []
         for role in ("teacher", "judge"):
-            profile_update(role=role, user=None, backend="scripted", model=f"{role}-{uuid.uuid4().hex[:8]}",
-                           price_in_per_1k=price_in, price_out_per_1k=price_out)
+            profile_update(
+                role=role,
+                user=None,
+                backend="scripted",
+                model=f"{role}-{uuid.uuid4().hex[:8]}",
+                price_in_per_1k=price_in,
+                price_out_per_1k=price_out,
+            )
             backend = get_backend(profile_spec(role))
             assert isinstance(backend, ScriptedBackend)
             out.append(backend)
@@ -181,14 +206,23 @@ def make_pair(manual_kb: Any) -> Callable[..., Any]:
 
     def make(**fields: Any) -> QAPair:
         chunk = Chunk.objects.filter(document__kb=manual_kb).order_by("pk").first()
-        other = Chunk.objects.filter(document__kb=manual_kb).exclude(pk=chunk.pk).order_by("pk").first()
+        other = (
+            Chunk.objects.filter(document__kb=manual_kb).exclude(pk=chunk.pk).order_by("pk").first()
+        )
         defaults: dict[str, Any] = dict(
-            kb=manual_kb, oracle_chunk=chunk, document=chunk.document, question="How do I turn the phone off?",
+            kb=manual_kb,
+            oracle_chunk=chunk,
+            document=chunk.document,
+            question="How do I turn the phone off?",
             cot_answer="It says ##begin_quote##press and hold the Side key and the Volume down key together##end_quote##."
-                       "\n<ANSWER>: Hold the Side and Volume down keys",
-            context_chunk_ids=[other.pk, chunk.pk], context_texts=[other.text, chunk.text],
-            context_titles=[other.document.name, chunk.document.name], oracle_index=1, oracle_text=chunk.text,
-            judge_score=4, judge_reason="fine",
+            "\n<ANSWER>: Hold the Side and Volume down keys",
+            context_chunk_ids=[other.pk, chunk.pk],
+            context_texts=[other.text, chunk.text],
+            context_titles=[other.document.name, chunk.document.name],
+            oracle_index=1,
+            oracle_text=chunk.text,
+            judge_score=4,
+            judge_reason="fine",
         )
         defaults.update(fields)
         pair = QAPair(**defaults)

@@ -44,13 +44,27 @@ class BadServer:
             await asyncio.sleep(3)
             step = steps[-1]
         if isinstance(step, int):
-            return web.json_response({"error": {"message": f"scripted {step}"}}, status=step,
-                                     headers={"Retry-After": "0"} if step == 429 else {})
-        return web.json_response({
-            "id": "x", "object": "chat.completion", "created": int(time.time()), "model": "bad",
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": step}}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-        })
+            return web.json_response(
+                {"error": {"message": f"scripted {step}"}},
+                status=step,
+                headers={"Retry-After": "0"} if step == 429 else {},
+            )
+        return web.json_response(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": "bad",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": step},
+                    }
+                ],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+            }
+        )
 
     def start(self) -> None:
         ready = threading.Event()
@@ -88,8 +102,15 @@ def bad_server() -> Iterator[Any]:
         server.start()
         servers.append(server)
         for role in ("teacher", "judge"):
-            profile_update(role=role, user=None, backend="openai", model=f"bad-{id(server)}",
-                           base_url=f"http://127.0.0.1:{server.port}/v1", api_key="x", timeout_s=1.5)
+            profile_update(
+                role=role,
+                user=None,
+                backend="openai",
+                model=f"bad-{id(server)}",
+                base_url=f"http://127.0.0.1:{server.port}/v1",
+                api_key="x",
+                timeout_s=1.5,
+            )
         return server
 
     yield make
@@ -100,14 +121,35 @@ def bad_server() -> Iterator[Any]:
 CHUNK_QUOTE = "press and hold the Side key and the Volume down key together"
 
 
-def test_it_survives_500_429_slow_replies_malformed_judges_and_empty_answers(manual_kb, bad_server) -> None:  # type: ignore[no-untyped-def]
-    server = bad_server({
-        "questions": [500, 429, json.dumps(["How do I turn the phone off?", "What do I tap to confirm?"])],
-        "answer": ["slow", "", f"It says ##begin_quote##{CHUNK_QUOTE}##end_quote##.\n<ANSWER>: Hold both keys"],
-        "judge": ["{score: oops", '{"score": "great"}', '{"score": 5, "reason": "ok"}'],
-    })
-    job = generation_job_create(kb=manual_kb, enqueue=False, config={
-        "limit_chunks": 1, "questions_per_chunk": 2, "hard_negative_share": 0, "p": 1.0, "max_concurrency": 1})
+def test_it_survives_500_429_slow_replies_malformed_judges_and_empty_answers(
+    manual_kb, bad_server
+) -> None:  # type: ignore[no-untyped-def]
+    server = bad_server(
+        {
+            "questions": [
+                500,
+                429,
+                json.dumps(["How do I turn the phone off?", "What do I tap to confirm?"]),
+            ],
+            "answer": [
+                "slow",
+                "",
+                f"It says ##begin_quote##{CHUNK_QUOTE}##end_quote##.\n<ANSWER>: Hold both keys",
+            ],
+            "judge": ["{score: oops", '{"score": "great"}', '{"score": 5, "reason": "ok"}'],
+        }
+    )
+    job = generation_job_create(
+        kb=manual_kb,
+        enqueue=False,
+        config={
+            "limit_chunks": 1,
+            "questions_per_chunk": 2,
+            "hard_negative_share": 0,
+            "p": 1.0,
+            "max_concurrency": 1,
+        },
+    )
     job = generation_job_run(job_id=job.pk)
     assert job.status == "finished", job.error
     pairs = sorted(QAPair.objects.filter(job=job), key=lambda p: p.question_index or 0)
@@ -124,9 +166,13 @@ def test_it_survives_500_429_slow_replies_malformed_judges_and_empty_answers(man
     assert job.calls >= 4
 
 
-def test_it_fails_the_chunk_not_the_process_when_the_teacher_keeps_failing(manual_kb, bad_server) -> None:  # type: ignore[no-untyped-def]
+def test_it_fails_the_chunk_not_the_process_when_the_teacher_keeps_failing(
+    manual_kb, bad_server
+) -> None:  # type: ignore[no-untyped-def]
     bad_server({"questions": [503], "answer": [503], "judge": [503]})
-    job = generation_job_create(kb=manual_kb, enqueue=False, config={"limit_chunks": 1, "hard_negative_share": 0})
+    job = generation_job_create(
+        kb=manual_kb, enqueue=False, config={"limit_chunks": 1, "hard_negative_share": 0}
+    )
     job = generation_job_run(job_id=job.pk)
     assert job.status == "failed" and "503" in job.error
     assert not QAPair.objects.filter(job=job).exists()

@@ -18,8 +18,17 @@ def _run(*args: str) -> tuple[str, str]:
 
 def test_it_generates_with_wait_and_prints_a_json_summary(manual_kb, scripted_profiles) -> None:  # type: ignore[no-untyped-def]
     scripted_profiles()
-    out, _ = _run("raft_generate", "manual", "--limit-chunks", "2", "--questions-per-chunk", "2", "--wait",
-                  "--config", '{"hard_negative_share": 0}')
+    out, _ = _run(
+        "raft_generate",
+        "manual",
+        "--limit-chunks",
+        "2",
+        "--questions-per-chunk",
+        "2",
+        "--wait",
+        "--config",
+        '{"hard_negative_share": 0}',
+    )
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["status"] == "finished" and summary["chunks"] == 2 and summary["rows"] == 4
     assert QAPair.objects.filter(kb=manual_kb).count() == 4
@@ -29,43 +38,108 @@ def test_it_generates_with_wait_and_prints_a_json_summary(manual_kb, scripted_pr
         _run("raft_generate", "manual", "--p", "2", "--wait")
 
 
-def test_it_exports_each_format_and_refuses_an_empty_export(manual_kb, scripted_profiles, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_it_exports_each_format_and_refuses_an_empty_export(
+    manual_kb, scripted_profiles, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     target = tmp_path / "out.jsonl"
     with pytest.raises(CommandError, match="Nothing to export"):
         _run("export_dataset", "manual", "--format", "hf", "-o", str(target))
     assert not target.exists()
     scripted_profiles()
-    _run("raft_generate", "manual", "--questions-per-chunk", "1", "--wait", "--config",
-         '{"hard_negative_share": 0, "p": 1.0}')
+    _run(
+        "raft_generate",
+        "manual",
+        "--questions-per-chunk",
+        "1",
+        "--wait",
+        "--config",
+        '{"hard_negative_share": 0, "p": 1.0}',
+    )
     QAPair.objects.filter(kb=manual_kb, split="train").update(status="approved")
     train = QAPair.objects.filter(kb=manual_kb, split="train").count()
-    for fmt, key in (("hf", "instruction"), ("chat", "messages"), ("completion", "prompt"), ("eval", "gold_answer")):
+    for fmt, key in (
+        ("hf", "instruction"),
+        ("chat", "messages"),
+        ("completion", "prompt"),
+        ("eval", "gold_answer"),
+    ):
         out, _ = _run("export_dataset", "manual", "--format", fmt, "-o", str(target))
         rows = [json.loads(line) for line in target.read_text().splitlines()]
         assert len(rows) == train and all(key in r for r in rows), fmt
         assert f"Exported {train} row(s)" in out
     _run("export_dataset", "manual", "--format", "hf", "-o", str(target))
     first = json.loads(target.read_text().splitlines()[0])
-    assert set(first) == {"id", "type", "question", "context", "oracle_context", "cot_answer", "instruction"}
-    assert first["instruction"].startswith("<DOCUMENT>") and first["oracle_context"] in first["context"]["sentences"][0]
+    assert set(first) == {
+        "id",
+        "type",
+        "question",
+        "context",
+        "oracle_context",
+        "cot_answer",
+        "instruction",
+    }
+    assert (
+        first["instruction"].startswith("<DOCUMENT>")
+        and first["oracle_context"] in first["context"]["sentences"][0]
+    )
     # the eval split never leaks into a train export
     with pytest.raises(CommandError, match="no approved Q&A pairs in the eval split"):
-        _run("export_dataset", "manual", "--format", "hf", "--split", "eval", "-o", str(tmp_path / "e.jsonl"))
+        _run(
+            "export_dataset",
+            "manual",
+            "--format",
+            "hf",
+            "--split",
+            "eval",
+            "-o",
+            str(tmp_path / "e.jsonl"),
+        )
     assert not (tmp_path / "e.jsonl").exists()
-    out, _ = _run("export_dataset", "manual", "--format", "eval", "--split", "eval", "--status", "all",
-                  "-o", str(tmp_path / "e.jsonl"))
-    assert all(json.loads(line)["split"] == "eval" for line in (tmp_path / "e.jsonl").read_text().splitlines())
+    out, _ = _run(
+        "export_dataset",
+        "manual",
+        "--format",
+        "eval",
+        "--split",
+        "eval",
+        "--status",
+        "all",
+        "-o",
+        str(tmp_path / "e.jsonl"),
+    )
+    assert all(
+        json.loads(line)["split"] == "eval"
+        for line in (tmp_path / "e.jsonl").read_text().splitlines()
+    )
 
 
-def test_it_imports_plain_jsonl_with_gold_and_reports_skipped_lines(manual_kb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_it_imports_plain_jsonl_with_gold_and_reports_skipped_lines(
+    manual_kb, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "qa.jsonl"
-    path.write_text("\n".join([
-        json.dumps({"question": "How do I turn the phone off?", "answer": "Hold the Side and Volume down keys, then tap Power off.", "gold": ["power"]}),
-        "{broken",
-        json.dumps({"question": "How long does a full charge take?", "answer": "About seventy minutes.", "gold": ["battery.txt"]}),
-        json.dumps({"question": "Who?", "answer": "x", "gold": ["missing.pdf"]}),
-        json.dumps({"answer": "no question"}),
-    ]))
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps(
+                    {
+                        "question": "How do I turn the phone off?",
+                        "answer": "Hold the Side and Volume down keys, then tap Power off.",
+                        "gold": ["power"],
+                    }
+                ),
+                "{broken",
+                json.dumps(
+                    {
+                        "question": "How long does a full charge take?",
+                        "answer": "About seventy minutes.",
+                        "gold": ["battery.txt"],
+                    }
+                ),
+                json.dumps({"question": "Who?", "answer": "x", "gold": ["missing.pdf"]}),
+                json.dumps({"answer": "no question"}),
+            ]
+        )
+    )
     out, err = _run("import_qa", "manual", str(path), "--status", "approved", "--split", "train")
     last = json.loads(out.strip().splitlines()[-1])
     assert last["imported"] == 2
@@ -80,10 +154,21 @@ def test_it_imports_plain_jsonl_with_gold_and_reports_skipped_lines(manual_kb, t
     assert off.events.filter(action="import").exists()
 
 
-def test_it_round_trips_an_hf_export_through_import(manual_kb, scripted_profiles, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_it_round_trips_an_hf_export_through_import(
+    manual_kb, scripted_profiles, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     scripted_profiles()
-    _run("raft_generate", "manual", "--questions-per-chunk", "1", "--limit-chunks", "3", "--wait",
-         "--config", '{"hard_negative_share": 0, "p": 1.0}')
+    _run(
+        "raft_generate",
+        "manual",
+        "--questions-per-chunk",
+        "1",
+        "--limit-chunks",
+        "3",
+        "--wait",
+        "--config",
+        '{"hard_negative_share": 0, "p": 1.0}',
+    )
     QAPair.objects.filter(kb=manual_kb).update(status="approved")
     target = tmp_path / "hf.jsonl"
     _run("export_dataset", "manual", "--format", "hf", "--split", "all", "-o", str(target))
@@ -91,24 +176,41 @@ def test_it_round_trips_an_hf_export_through_import(manual_kb, scripted_profiles
     out, _ = _run("import_qa", "manual", str(target))
     assert json.loads(out.strip().splitlines()[-1]) == {"imported": 3, "skipped": []}
     for pair in QAPair.objects.filter(kb=manual_kb):
-        assert pair.oracle_index is not None and pair.context_texts[pair.oracle_index] == pair.oracle_text
+        assert (
+            pair.oracle_index is not None
+            and pair.context_texts[pair.oracle_index] == pair.oracle_text
+        )
         assert pair.quote_status == "verified" and pair.status == "pending"
 
 
 def test_it_imports_csv_and_reports_an_unreadable_file(manual_kb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "qa.csv"
-    path.write_text('question,answer,gold\n"How do I switch cameras?",Swipe up or down on the preview,camera.txt\n'
-                    ',no question,\n')
+    path.write_text(
+        'question,answer,gold\n"How do I switch cameras?",Swipe up or down on the preview,camera.txt\n'
+        ",no question,\n"
+    )
     out, _ = _run("import_qa", "manual", str(path))
-    assert json.loads(out.strip().splitlines()[-1]) == {"imported": 1, "skipped": [{"line": 3, "error": "missing question"}]}
+    assert json.loads(out.strip().splitlines()[-1]) == {
+        "imported": 1,
+        "skipped": [{"line": 3, "error": "missing question"}],
+    }
     with pytest.raises(CommandError, match="cannot read"):
         _run("import_qa", "manual", str(tmp_path / "absent.jsonl"))
 
 
-def test_it_queues_a_job_for_the_worker_without_wait(manual_kb, scripted_profiles, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_it_queues_a_job_for_the_worker_without_wait(
+    manual_kb, scripted_profiles, django_capture_on_commit_callbacks
+) -> None:  # type: ignore[no-untyped-def]
     scripted_profiles()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        out, _ = _run("raft_generate", "manual", "--limit-chunks", "1", "--config", '{"hard_negative_share": 0}')
+        out, _ = _run(
+            "raft_generate",
+            "manual",
+            "--limit-chunks",
+            "1",
+            "--config",
+            '{"hard_negative_share": 0}',
+        )
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["status"] == "queued" and summary["rows"] == 0
     assert len(callbacks) == 1  # the Huey task is enqueued once the job is committed

@@ -23,11 +23,15 @@ def _no_hook():  # type: ignore[no-untyped-def]
 
 
 def _rows(job: GenerationJob) -> list[tuple[int, int, tuple[int, ...], int | None]]:
-    return sorted((p.oracle_chunk_id, p.question_index, tuple(p.context_chunk_ids), p.oracle_index)
-                  for p in QAPair.objects.filter(job=job))
+    return sorted(
+        (p.oracle_chunk_id, p.question_index, tuple(p.context_chunk_ids), p.oracle_index)
+        for p in QAPair.objects.filter(job=job)
+    )
 
 
-def test_it_runs_a_job_and_records_rows_tokens_cost_and_splits(manual_kb, scripted_profiles) -> None:  # type: ignore[no-untyped-def]
+def test_it_runs_a_job_and_records_rows_tokens_cost_and_splits(
+    manual_kb, scripted_profiles
+) -> None:  # type: ignore[no-untyped-def]
     teacher, judge = scripted_profiles(price_in=1.0, price_out=2.0)
     job = generation_job_create(kb=manual_kb, config={**FAST, "p": 1.0}, enqueue=False)
     assert job.chunks_total == 6 and job.units.count() == 6
@@ -35,7 +39,9 @@ def test_it_runs_a_job_and_records_rows_tokens_cost_and_splits(manual_kb, script
     assert job.status == "finished" and job.chunks_done == 6 and job.rows == 12
     pairs = list(QAPair.objects.filter(job=job))
     assert len(pairs) == 12
-    assert all(p.status == "pending" and p.quote_status == "verified" and p.judge_score == 4 for p in pairs)
+    assert all(
+        p.status == "pending" and p.quote_status == "verified" and p.judge_score == 4 for p in pairs
+    )
     assert all(p.context_texts[p.oracle_index] == p.oracle_text for p in pairs)
     assert job.calls == ModelCall.objects.filter(job=job).count() == 6 + 12 + 12
     assert job.tokens_in == sum(c.prompt_tokens for c in ModelCall.objects.filter(job=job))
@@ -46,9 +52,13 @@ def test_it_runs_a_job_and_records_rows_tokens_cost_and_splits(manual_kb, script
     assert all(p.split == splits[p.document_id] for p in pairs)
 
 
-def test_it_resumes_a_killed_job_with_no_duplicate_and_no_lost_row(manual_kb, scripted_profiles) -> None:  # type: ignore[no-untyped-def]
+def test_it_resumes_a_killed_job_with_no_duplicate_and_no_lost_row(
+    manual_kb, scripted_profiles
+) -> None:  # type: ignore[no-untyped-def]
     scripted_profiles()
-    reference = generation_job_run(job_id=generation_job_create(kb=manual_kb, config=FAST, enqueue=False).pk)
+    reference = generation_job_run(
+        job_id=generation_job_create(kb=manual_kb, config=FAST, enqueue=False).pk
+    )
     job = generation_job_create(kb=manual_kb, config=FAST, enqueue=False)
     saved = []
 
@@ -76,7 +86,9 @@ def test_it_cancels_a_running_job(manual_kb, scripted_profiles) -> None:  # type
     scripted_profiles()
     job = generation_job_create(kb=manual_kb, config={**FAST, "max_concurrency": 1}, enqueue=False)
     GenerationJob.objects.filter(pk=job.pk).update(status="running")
-    services_qa.after_unit_saved = lambda j, u: generation_job_cancel(job=GenerationJob.objects.get(pk=j.pk))
+    services_qa.after_unit_saved = lambda j, u: generation_job_cancel(
+        job=GenerationJob.objects.get(pk=j.pk)
+    )
     job = generation_job_run(job_id=job.pk)
     assert job.status == "cancelled"
     assert job.units.filter(state="pending").exists()
@@ -84,14 +96,18 @@ def test_it_cancels_a_running_job(manual_kb, scripted_profiles) -> None:  # type
         generation_job_cancel(job=job)
 
 
-def test_it_fails_clearly_when_the_teacher_is_down_and_resumes_later(manual_kb, scripted_profiles) -> None:  # type: ignore[no-untyped-def]
+def test_it_fails_clearly_when_the_teacher_is_down_and_resumes_later(
+    manual_kb, scripted_profiles
+) -> None:  # type: ignore[no-untyped-def]
     teacher, _ = scripted_profiles()
 
     def down(messages):  # type: ignore[no-untyped-def]
         raise BackendUnavailable("The model server at http://127.0.0.1:9 could not be reached.")
 
     teacher.script["questions"] = down
-    job = generation_job_run(job_id=generation_job_create(kb=manual_kb, config=FAST, enqueue=False).pk)
+    job = generation_job_run(
+        job_id=generation_job_create(kb=manual_kb, config=FAST, enqueue=False).pk
+    )
     assert job.status == "failed" and "could not be reached" in job.error
     assert job.units.filter(state="failed").count() == 6 and job.chunks_failed == 6
     teacher.script.clear()
@@ -112,29 +128,53 @@ def test_it_rejects_bad_configs_and_empty_kbs(manual_kb, scripted_profiles) -> N
     assert job.chunks_total == 2 and GenerationUnit.objects.filter(job=job).count() == 2
 
 
-def test_it_takes_hard_negatives_from_the_corpus_retrieval_service(manual_kb, scripted_profiles) -> None:  # type: ignore[no-untyped-def]
+def test_it_takes_hard_negatives_from_the_corpus_retrieval_service(
+    manual_kb, scripted_profiles
+) -> None:  # type: ignore[no-untyped-def]
     from corpus.models import Chunk, EmbeddingIndex
     from corpus.services import bm25_index, kb_search
     from raftweb.retrieval import IndexedChunk
 
     EmbeddingIndex.objects.create(kb=manual_kb, version="base", model="all-MiniLM-L6-v2")
     chunks = list(Chunk.objects.filter(document__kb=manual_kb).select_related("document"))
-    bm25_index(manual_kb).add([IndexedChunk(chunk_id=str(c.pk), document_id=c.document_id, text=c.text,
-                                            document_name=c.document.name) for c in chunks])
+    bm25_index(manual_kb).add(
+        [
+            IndexedChunk(
+                chunk_id=str(c.pk),
+                document_id=c.document_id,
+                text=c.text,
+                document_name=c.document.name,
+            )
+            for c in chunks
+        ]
+    )
     scripted_profiles()
-    job = generation_job_create(kb=manual_kb, enqueue=False, config={
-        "questions_per_chunk": 1, "num_distractors": 1, "hard_negative_share": 1.0, "p": 1.0,
-        "hard_negative_mode": "bm25"})
+    job = generation_job_create(
+        kb=manual_kb,
+        enqueue=False,
+        config={
+            "questions_per_chunk": 1,
+            "num_distractors": 1,
+            "hard_negative_share": 1.0,
+            "p": 1.0,
+            "hard_negative_mode": "bm25",
+        },
+    )
     job = generation_job_run(job_id=job.pk)
     assert job.status == "finished" and job.rows == 6
     for pair in QAPair.objects.filter(job=job).select_related("oracle_chunk"):
-        hits = [int(h.chunk_id) for h in kb_search(kb=manual_kb, query=pair.oracle_chunk.text, mode="bm25", k=5)]
+        hits = [
+            int(h.chunk_id)
+            for h in kb_search(kb=manual_kb, query=pair.oracle_chunk.text, mode="bm25", k=5)
+        ]
         expected = next(h for h in hits if h != pair.oracle_chunk_id)
         [distractor] = [c for c in pair.context_chunk_ids if c != pair.oracle_chunk_id]
         assert distractor == expected
 
 
-def test_it_resumes_a_job_whose_worker_died(manual_kb, scripted_profiles, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
+def test_it_resumes_a_job_whose_worker_died(
+    manual_kb, scripted_profiles, django_capture_on_commit_callbacks
+) -> None:  # type: ignore[no-untyped-def]
     from datetime import timedelta
 
     from django.utils import timezone
@@ -144,13 +184,17 @@ def test_it_resumes_a_job_whose_worker_died(manual_kb, scripted_profiles, django
 
     scripted_profiles()
     job = generation_job_create(kb=manual_kb, config=FAST, enqueue=False)
-    GenerationJob.objects.filter(pk=job.pk).update(status="running", heartbeat_at=timezone.now() - timedelta(minutes=10))
+    GenerationJob.objects.filter(pk=job.pk).update(
+        status="running", heartbeat_at=timezone.now() - timedelta(minutes=10)
+    )
     job.refresh_from_db()
     assert job_is_stale(job)
     with pytest.raises(QAError, match="still running"):
         GenerationJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now())
         generation_job_resume(job=GenerationJob.objects.get(pk=job.pk), enqueue=False)
-    GenerationJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
+    GenerationJob.objects.filter(pk=job.pk).update(
+        heartbeat_at=timezone.now() - timedelta(minutes=10)
+    )
     with django_capture_on_commit_callbacks(execute=True):
         generation_jobs_resume_stale.call_local()
     job.refresh_from_db()
@@ -161,9 +205,14 @@ def test_it_notes_a_chunk_truncated_for_the_teacher(manual_kb, scripted_profiles
     from corpus.models import Chunk
 
     scripted_profiles()
-    Chunk.objects.filter(document__kb=manual_kb, ordinal=0).update(text="Long text. " + "word " * 6000)
-    job = generation_job_create(kb=manual_kb, enqueue=False, config={
-        **FAST, "teacher_context_tokens": 2048, "max_new_tokens": 800})
+    Chunk.objects.filter(document__kb=manual_kb, ordinal=0).update(
+        text="Long text. " + "word " * 6000
+    )
+    job = generation_job_create(
+        kb=manual_kb,
+        enqueue=False,
+        config={**FAST, "teacher_context_tokens": 2048, "max_new_tokens": 800},
+    )
     job = generation_job_run(job_id=job.pk)
     assert job.status == "finished"
     assert sum("truncated" in n for n in job.notes) == 3

@@ -12,14 +12,34 @@ from raftweb.core.services import profile_update
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def test_it_runs_a_real_job_on_gibberish_and_rejects_every_row(manual_kb, tiny_openai_server) -> None:  # type: ignore[no-untyped-def]
+def test_it_runs_a_real_job_on_gibberish_and_rejects_every_row(
+    manual_kb, tiny_openai_server
+) -> None:  # type: ignore[no-untyped-def]
     for role in ("teacher", "judge"):
-        profile_update(role=role, user=None, backend="openai", model=tiny_openai_server.model,
-                       base_url=tiny_openai_server.base_url, api_key="x", max_concurrency=2, timeout_s=120)
-    job = generation_job_create(kb=manual_kb, enqueue=False, config={
-        "limit_chunks": 2, "questions_per_chunk": 2, "hard_negative_share": 0.0, "p": 1.0,
-        "question_max_tokens": 48, "max_new_tokens": 24, "judge_max_tokens": 16, "max_concurrency": 2,
-    })
+        profile_update(
+            role=role,
+            user=None,
+            backend="openai",
+            model=tiny_openai_server.model,
+            base_url=tiny_openai_server.base_url,
+            api_key="x",
+            max_concurrency=2,
+            timeout_s=120,
+        )
+    job = generation_job_create(
+        kb=manual_kb,
+        enqueue=False,
+        config={
+            "limit_chunks": 2,
+            "questions_per_chunk": 2,
+            "hard_negative_share": 0.0,
+            "p": 1.0,
+            "question_max_tokens": 48,
+            "max_new_tokens": 24,
+            "judge_max_tokens": 16,
+            "max_concurrency": 2,
+        },
+    )
     job = generation_job_run(job_id=job.pk)
     assert job.status == "finished", job.error
     assert job.units.filter(state=GenerationUnit.State.DONE).count() == 2

@@ -7,17 +7,22 @@ from raftweb.raft.context import assemble_context, row_rng
 
 _WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike".split()
 # Distinct texts: each chunk is a different seeded permutation of words.
-TEXTS = {
-    i: " ".join(random.Random(i).sample(_WORDS * 3, 30)) for i in range(40)
-}
+TEXTS = {i: " ".join(random.Random(i).sample(_WORDS * 3, 30)) for i in range(40)}
 TEXTS[99] = TEXTS[0] + " ."  # a near-duplicate of the oracle
 
 
 def _plan(seed: int, q: int, **kw):  # type: ignore[no-untyped-def]
     args = dict(
-        oracle_id=0, oracle_text=TEXTS[0], hard_negatives=[99, 5, 6, 7, 8],
-        pool=list(TEXTS), text_of=TEXTS.__getitem__, num_distractors=4, p=0.8,
-        hard_share=0.5, refusal_share=0.5, rng=row_rng(seed, 0, q),
+        oracle_id=0,
+        oracle_text=TEXTS[0],
+        hard_negatives=[99, 5, 6, 7, 8],
+        pool=list(TEXTS),
+        text_of=TEXTS.__getitem__,
+        num_distractors=4,
+        p=0.8,
+        hard_share=0.5,
+        refusal_share=0.5,
+        rng=row_rng(seed, 0, q),
     )
     args.update(kw)
     return assemble_context(**args)

@@ -16,5 +16,7 @@ def test_it_imports_the_raft_engine_and_metrics_without_django() -> None:
         "bad = [m for m in sys.modules if m == 'django' or m.startswith(('django.', 'corpus', 'chat', 'training'))];"
         "assert not bad, bad"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr

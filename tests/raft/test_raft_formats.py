@@ -5,18 +5,34 @@ import json
 from raftweb.raft.formats import RaftRow, get_exporter, parse_import, rows_to_jsonl
 
 ROW = RaftRow(
-    id="qa-1", question="How do I power off?",
+    id="qa-1",
+    question="How do I power off?",
     cot_answer="It says ##begin_quote##tap Power off##end_quote##.\n<ANSWER>: Tap Power off",
-    final_answer="Tap Power off", context_ids=["c2", "c1"], context_texts=["other", "tap Power off"],
-    context_titles=["a.txt", "b.txt"], oracle_index=1, oracle_text="tap Power off", oracle_id="c1",
+    final_answer="Tap Power off",
+    context_ids=["c2", "c1"],
+    context_texts=["other", "tap Power off"],
+    context_titles=["a.txt", "b.txt"],
+    oracle_index=1,
+    oracle_text="tap Power off",
+    oracle_id="c1",
 )
 
 
 def test_it_exports_the_reference_hf_layout() -> None:
     row = json.loads(rows_to_jsonl([ROW], "hf"))
-    assert set(row) == {"id", "type", "question", "context", "oracle_context", "cot_answer",
-                        "instruction"}
-    assert row["context"] == {"title": [["a.txt", "b.txt"]], "sentences": [["other", "tap Power off"]]}
+    assert set(row) == {
+        "id",
+        "type",
+        "question",
+        "context",
+        "oracle_context",
+        "cot_answer",
+        "instruction",
+    }
+    assert row["context"] == {
+        "title": [["a.txt", "b.txt"]],
+        "sentences": [["other", "tap Power off"]],
+    }
     assert row["instruction"] == (
         "<DOCUMENT>other</DOCUMENT>\n<DOCUMENT>tap Power off</DOCUMENT>\nHow do I power off?"
     )
@@ -44,18 +60,21 @@ def test_it_round_trips_hf_chat_and_completion_imports() -> None:
 
 
 def test_it_imports_plain_jsonl_with_gold_and_reports_bad_lines() -> None:
-    text = "\n".join([
-        json.dumps({"question": "Q1?", "answer": "A1", "gold": ["manual.pdf"]}),
-        "{not json",
-        json.dumps({"question": "Q2?"}),
-        "",
-        json.dumps(["a list"]),
-        json.dumps({"question": "Q3?", "answer": "A3", "gold": "x"}),
-        json.dumps({"foo": 1}),
-    ])
+    text = "\n".join(
+        [
+            json.dumps({"question": "Q1?", "answer": "A1", "gold": ["manual.pdf"]}),
+            "{not json",
+            json.dumps({"question": "Q2?"}),
+            "",
+            json.dumps(["a list"]),
+            json.dumps({"question": "Q3?", "answer": "A3", "gold": "x"}),
+            json.dumps({"foo": 1}),
+        ]
+    )
     result = parse_import(text, filename="in.jsonl")
     assert [(r.line, r.question, r.gold) for r in result.records] == [
-        (1, "Q1?", ["manual.pdf"]), (6, "Q3?", ["x"])
+        (1, "Q1?", ["manual.pdf"]),
+        (6, "Q3?", ["x"]),
     ]
     assert [e.line for e in result.errors] == [2, 3, 5, 7]
     assert "invalid JSON" in result.errors[0].error and "answer" in result.errors[1].error

@@ -13,8 +13,16 @@ def test_it_parses_json_and_text_scores() -> None:
 
 
 def test_it_returns_none_instead_of_inventing_a_score() -> None:
-    for bad in ["", None, "looks fine to me", '{"score": 0}', '{"score": 9, "reason": "x"}',
-                "Score: 8/10", '{"score": "great"}', "ñ¶§ gibberish"]:
+    for bad in [
+        "",
+        None,
+        "looks fine to me",
+        '{"score": 0}',
+        '{"score": 9, "reason": "x"}',
+        "Score: 8/10",
+        '{"score": "great"}',
+        "ñ¶§ gibberish",
+    ]:
         assert parse_judge(bad) is None, bad  # type: ignore[arg-type]
 
 

@@ -12,11 +12,34 @@ from raftweb.raft.pipeline import (
     run_chunks,
 )
 
-_TOPICS = ["camera lens", "battery charging", "screen brightness", "keyboard layout", "speaker volume",
-           "modem firmware", "wireless pairing", "storage cleanup", "parental controls", "night mode",
-           "fingerprint sensor", "backup schedule"]
-_VERBS = ["adjust", "inspect", "enable", "configure", "replace", "review", "schedule", "reset",
-          "measure", "unlock", "calibrate", "archive"]
+_TOPICS = [
+    "camera lens",
+    "battery charging",
+    "screen brightness",
+    "keyboard layout",
+    "speaker volume",
+    "modem firmware",
+    "wireless pairing",
+    "storage cleanup",
+    "parental controls",
+    "night mode",
+    "fingerprint sensor",
+    "backup schedule",
+]
+_VERBS = [
+    "adjust",
+    "inspect",
+    "enable",
+    "configure",
+    "replace",
+    "review",
+    "schedule",
+    "reset",
+    "measure",
+    "unlock",
+    "calibrate",
+    "archive",
+]
 TEXTS = {
     i: (
         f"The {_TOPICS[i]} chapter tells owners how to {_VERBS[i]} things. "
@@ -29,7 +52,9 @@ STORE = ChunkStore(pool=list(TEXTS), text_of=TEXTS.__getitem__)
 
 
 def _chunks(ids=range(4)):  # type: ignore[no-untyped-def]
-    return [ChunkInput(id=i, text=TEXTS[i], hard_negatives=((i + 1) % 12, (i + 2) % 12)) for i in ids]
+    return [
+        ChunkInput(id=i, text=TEXTS[i], hard_negatives=((i + 1) % 12, (i + 2) % 12)) for i in ids
+    ]
 
 
 def test_it_generates_verified_judged_rows(scripted) -> None:  # type: ignore[no-untyped-def]
@@ -53,9 +78,14 @@ def test_it_is_deterministic_from_the_seed(scripted) -> None:  # type: ignore[no
     config = GenerationConfig(questions_per_chunk=2, p=0.5, refusal_share=0.5, seed=11)
 
     def contexts():  # type: ignore[no-untyped-def]
-        res = run_chunks(_chunks(range(6)), teacher=scripted(), judge=None, config=config, store=STORE)
-        return sorted((r.chunk_id, row.question_index, tuple(row.context_ids), row.refusal)
-                      for r in res for row in r.rows)
+        res = run_chunks(
+            _chunks(range(6)), teacher=scripted(), judge=None, config=config, store=STORE
+        )
+        return sorted(
+            (r.chunk_id, row.question_index, tuple(row.context_ids), row.refusal)
+            for r in res
+            for row in r.rows
+        )
 
     first = contexts()
     assert first == contexts()
@@ -64,7 +94,13 @@ def test_it_is_deterministic_from_the_seed(scripted) -> None:  # type: ignore[no
 
 def test_it_rejects_unparseable_and_unverified_rows_and_refusals_that_answer(scripted) -> None:  # type: ignore[no-untyped-def]
     teacher, judge = scripted(), scripted()
-    answers = iter(["ñ¶ garbage without the tag", "I quote ##begin_quote##the moon is cheese##end_quote##.\n<ANSWER>: cheese", ""])
+    answers = iter(
+        [
+            "ñ¶ garbage without the tag",
+            "I quote ##begin_quote##the moon is cheese##end_quote##.\n<ANSWER>: cheese",
+            "",
+        ]
+    )
     teacher.script["answer"] = lambda m: next(answers)
     config = GenerationConfig(questions_per_chunk=3, p=1.0, max_concurrency=1)
     [res] = run_chunks(_chunks([0]), teacher=teacher, judge=judge, config=config, store=STORE)
@@ -106,8 +142,16 @@ def test_it_survives_a_teacher_that_is_down_and_a_judge_that_is_down(scripted) -
 
     teacher.script["questions"] = down
     judge.script["judge"] = judge_down
-    results = {r.chunk_id: r for r in run_chunks(
-        _chunks([0, 1]), teacher=teacher, judge=judge, config=GenerationConfig(p=1.0), store=STORE)}
+    results = {
+        r.chunk_id: r
+        for r in run_chunks(
+            _chunks([0, 1]),
+            teacher=teacher,
+            judge=judge,
+            config=GenerationConfig(p=1.0),
+            store=STORE,
+        )
+    }
     assert "teacher failed" in results[1].error and not results[1].rows
     assert not results[0].error and len(results[0].rows) == 1
     assert results[0].rows[0].judge_score is None
@@ -117,11 +161,13 @@ def test_it_survives_a_teacher_that_is_down_and_a_judge_that_is_down(scripted) -
 def test_it_truncates_a_chunk_too_long_for_the_teacher(scripted) -> None:  # type: ignore[no-untyped-def]
     teacher = scripted()
     long_text = "The answer is forty two. " + "filler words " * 5000
-    config = GenerationConfig(teacher_context_tokens=2000, max_new_tokens=800, p=1.0,
-                              questions_per_chunk=1)
+    config = GenerationConfig(
+        teacher_context_tokens=2000, max_new_tokens=800, p=1.0, questions_per_chunk=1
+    )
     store = ChunkStore(pool=[0, 99], text_of={0: TEXTS[0], 99: long_text}.__getitem__)
-    [res] = run_chunks([ChunkInput(99, long_text)], teacher=teacher, judge=None, config=config,
-                       store=store)
+    [res] = run_chunks(
+        [ChunkInput(99, long_text)], teacher=teacher, judge=None, config=config, store=store
+    )
     assert res.notes and "truncated" in res.notes[0]
     assert all(len(m.content) < 4000 for _, msgs in teacher.calls for m in msgs)
     assert res.rows and "truncated" in res.rows[0].notes[0]

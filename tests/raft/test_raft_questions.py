@@ -16,7 +16,7 @@ def test_it_parses_json_arrays_and_objects() -> None:
 def test_it_parses_numbered_and_bulleted_lists_and_drops_preambles() -> None:
     text = (
         "Here are 3 questions:\n1. How do I turn off the phone?\n2) What does the Side key do?\n"
-        "- Q3: Can I use two SIM cards?\n* \"Where is the volume key?\""
+        '- Q3: Can I use two SIM cards?\n* "Where is the volume key?"'
     )
     assert parse_questions(text) == [
         "How do I turn off the phone?",
@@ -28,11 +28,22 @@ def test_it_parses_numbered_and_bulleted_lists_and_drops_preambles() -> None:
 
 def test_it_drops_near_duplicates_and_junk_and_limits() -> None:
     qs = dedupe_questions(
-        ["How do I turn off the phone?", "How do I turn the phone off?", "how do i turn off the phone"]
+        [
+            "How do I turn off the phone?",
+            "How do I turn the phone off?",
+            "how do i turn off the phone",
+        ]
     )
     assert qs == ["How do I turn off the phone?"]
     assert parse_questions("1. ???\n2. #$%^&*\n3. What is Bixby for?", limit=5) == [
         "What is Bixby for?"
     ]
-    assert len(parse_questions("What color is the phone? How heavy is the battery? Where is the SIM tray?", limit=2)) == 2
+    assert (
+        len(
+            parse_questions(
+                "What color is the phone? How heavy is the battery? Where is the SIM tray?", limit=2
+            )
+        )
+        == 2
+    )
     assert parse_questions("") == [] and parse_questions(None) == []

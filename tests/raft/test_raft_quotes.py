@@ -31,8 +31,12 @@ def test_it_picks_the_document_that_was_really_quoted() -> None:
 def test_it_handles_curly_quotes_ellipses_and_long_or_empty_quotes() -> None:
     doc = "He said \u201chello\u201d to the crowd. Later, everyone went home for dinner."
     [curly, elided, longer, empty] = verify_quotes(
-        ['"hello" to the crowd', "He said \u201chello\u201d to the crowd ... everyone went home",
-         doc + " and then much more text that is not in the document at all", "  "],
+        [
+            '"hello" to the crowd',
+            "He said \u201chello\u201d to the crowd ... everyone went home",
+            doc + " and then much more text that is not in the document at all",
+            "  ",
+        ],
         {"x": doc},
     )
     assert curly.verified

@@ -18,10 +18,14 @@ def test_it_escapes_before_marking_quotes() -> None:
 def test_it_highlights_spans_of_the_original_text() -> None:
     text = "Hold <Side> key & tap Power off."
     html = render_highlighted(text, [(5, 11), (8, 15), (22, 31)])
-    assert html == ('Hold <mark class="quoted">&lt;Side&gt; key</mark> &amp; tap '
-                    '<mark class="quoted">Power off</mark>.')
+    assert html == (
+        'Hold <mark class="quoted">&lt;Side&gt; key</mark> &amp; tap '
+        '<mark class="quoted">Power off</mark>.'
+    )
     assert merge_spans([(3, 1), (0, 2), (1, 4), (50, 60)], 10) == [(0, 4)]
-    checks = [{"verified": True, "doc_key": "7", "start": 1, "end": 3},
-              {"verified": False, "doc_key": "7", "start": 4, "end": 6},
-              {"verified": True, "doc_key": "8", "start": 0, "end": 2}]
+    checks = [
+        {"verified": True, "doc_key": "7", "start": 1, "end": 3},
+        {"verified": False, "doc_key": "7", "start": 4, "end": 6},
+        {"verified": True, "doc_key": "8", "start": 0, "end": 2},
+    ]
     assert spans_for(checks, "7") == [(1, 3)]

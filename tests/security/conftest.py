@@ -95,7 +95,13 @@ def build_world(text: str = "") -> World:
     vip = Group.objects.get(name="vip")
     alice = users["alice"]
     tv = kb_create(name="TV" + t, slug="tv", description="Television manuals" + t, user=alice)
-    vault = kb_create(name="Vault" + t, slug="vault", description="Restricted" + t, allowed_groups=[vip], user=alice)
+    vault = kb_create(
+        name="Vault" + t,
+        slug="vault",
+        description="Restricted" + t,
+        allowed_groups=[vip],
+        user=alice,
+    )
     doc = _ingested(tv, "manual.txt", TV_TEXT + t)
     vault_doc = _ingested(vault, "vault.txt", VAULT_TEXT + t)
     junk = kb_create(name="Junk" + t, slug="junk", user=alice)
@@ -105,8 +111,12 @@ def build_world(text: str = "") -> World:
         # (re-upload, import), so the stored name carries the payload too.
         Document.objects.filter(pk=doc.pk).update(name="manual" + t + ".txt")
         doc.refresh_from_db()
-    failed = document_upload(kb=tv, name="broken.txt", chunks=[b"never parsed" + t.encode()], enqueue=False).document
-    Document.objects.filter(pk=failed.pk).update(status=Document.Status.FAILED, error="parser crashed" + t)
+    failed = document_upload(
+        kb=tv, name="broken.txt", chunks=[b"never parsed" + t.encode()], enqueue=False
+    ).document
+    Document.objects.filter(pk=failed.pk).update(
+        status=Document.Status.FAILED, error="parser crashed" + t
+    )
     failed.refresh_from_db()
     chunk = doc.chunks.order_by("ordinal").first()
     vault_chunk = vault_doc.chunks.order_by("ordinal").first()
@@ -115,48 +125,106 @@ def build_world(text: str = "") -> World:
     def pair(kb: Any, d: Any, c: Any, status: str, question: str) -> Any:
         quote = c.text[:40]
         return QAPair.objects.create(
-            kb=kb, document=d, oracle_chunk=c, question=question + t,
+            kb=kb,
+            document=d,
+            oracle_chunk=c,
+            question=question + t,
             cot_answer=f"Reasoning{t} ##begin_quote##{quote}##end_quote## <ANSWER>: hold it{t}",
-            final_answer="hold it" + t, context_chunk_ids=[c.pk], context_texts=[c.text],
-            context_titles=["Manual" + t], oracle_index=0, oracle_text=c.text, status=status,
-            judge_score=4, judge_reason="Looks right" + t, auto_reject_reason="",
-            quote_checks=[{"quote": quote, "verified": True, "doc_key": str(c.pk), "start": 0, "end": 40}],
+            final_answer="hold it" + t,
+            context_chunk_ids=[c.pk],
+            context_texts=[c.text],
+            context_titles=["Manual" + t],
+            oracle_index=0,
+            oracle_text=c.text,
+            status=status,
+            judge_score=4,
+            judge_reason="Looks right" + t,
+            auto_reject_reason="",
+            quote_checks=[
+                {"quote": quote, "verified": True, "doc_key": str(c.pk), "start": 0, "end": 40}
+            ],
             notes=["note" + t],
         )
 
     p = pair(tv, doc, chunk, QAPair.Status.PENDING, "How do I reset the television?")
     approved = pair(tv, doc, chunk, QAPair.Status.APPROVED, "How long do I hold the button?")
-    vault_p = pair(vault, vault_doc, vault_chunk, QAPair.Status.PENDING, "Who keeps the combination?")
+    vault_p = pair(
+        vault, vault_doc, vault_chunk, QAPair.Status.PENDING, "Who keeps the combination?"
+    )
 
     job = generation_job_create(kb=tv, user=alice, config={"limit_chunks": 1}, enqueue=False)
     failed_job = generation_job_create(kb=tv, user=alice, config={"limit_chunks": 1}, enqueue=False)
     GenerationJob.objects.filter(pk=failed_job.pk).update(
-        status=GenerationJob.Status.FAILED, error="teacher unreachable" + t, notes=["truncated" + t])
+        status=GenerationJob.Status.FAILED, error="teacher unreachable" + t, notes=["truncated" + t]
+    )
     failed_job.refresh_from_db()
 
     sam = users["sam"]
     conv = conversation_create(owner=sam, kb=tv, title="Resetting" + t)
-    question = Message.objects.create(conversation=conv, role=Message.Role.USER, content="How do I reset it?" + t)
+    question = Message.objects.create(
+        conversation=conv, role=Message.Role.USER, content="How do I reset it?" + t
+    )
     quote = chunk.text[:40]
     answer = Message.objects.create(
-        conversation=conv, role=Message.Role.ASSISTANT, status=Message.Status.OK,
-        outcome=Message.Outcome.ANSWERED, question="How do I reset it?" + t,
+        conversation=conv,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.OK,
+        outcome=Message.Outcome.ANSWERED,
+        question="How do I reset it?" + t,
         content=f"Because{t} ##begin_quote##{quote}##end_quote## <ANSWER>: Hold power.{t}",
-        reasoning=f"Because{t} ##begin_quote##{quote}##end_quote##", final="Hold power." + t,
-        citations=[{"n": 1, "quote": quote + t, "verified": True, "document": doc.name, "document_id": doc.pk,
-                    "page": None, "chunk_id": str(chunk.pk), "start": 0, "end": 40}],
-        retrieved=[{"chunk_id": chunk.pk, "document_id": doc.pk, "document": doc.name, "page": None,
-                    "score": 0.9}],
-        model_profile="student", model_name="tiny" + t, model_version="v1" + t,
+        reasoning=f"Because{t} ##begin_quote##{quote}##end_quote##",
+        final="Hold power." + t,
+        citations=[
+            {
+                "n": 1,
+                "quote": quote + t,
+                "verified": True,
+                "document": doc.name,
+                "document_id": doc.pk,
+                "page": None,
+                "chunk_id": str(chunk.pk),
+                "start": 0,
+                "end": 40,
+            }
+        ],
+        retrieved=[
+            {
+                "chunk_id": chunk.pk,
+                "document_id": doc.pk,
+                "document": doc.name,
+                "page": None,
+                "score": 0.9,
+            }
+        ],
+        model_profile="student",
+        model_name="tiny" + t,
+        model_version="v1" + t,
     )
     fb = feedback_submit(message=answer, user=sam, value="down", comment="Wrong button" + t)
     sam_token, _ = token_create(user=sam, name="sam's script" + t)
     raw = {name: token_create(user=u, name="matrix" + t)[1] for name, u in users.items()}
     return World(
-        users=users, tv=tv, vault=vault, doc=doc, failed_doc=failed, chunk=chunk, vault_doc=vault_doc,
-        vault_chunk=vault_chunk, pair=p, approved_pair=approved, vault_pair=vault_p, job=job,
-        failed_job=failed_job, conversation=conv, question=question, answer=answer, feedback=fb,
-        sam_token=sam_token, junk=junk, junk_doc=junk_doc, raw_tokens=raw,
+        users=users,
+        tv=tv,
+        vault=vault,
+        doc=doc,
+        failed_doc=failed,
+        chunk=chunk,
+        vault_doc=vault_doc,
+        vault_chunk=vault_chunk,
+        pair=p,
+        approved_pair=approved,
+        vault_pair=vault_p,
+        job=job,
+        failed_job=failed_job,
+        conversation=conv,
+        question=question,
+        answer=answer,
+        feedback=fb,
+        sam_token=sam_token,
+        junk=junk,
+        junk_doc=junk_doc,
+        raw_tokens=raw,
     )
 
 
@@ -190,7 +258,14 @@ def savepoint_world(world: World, django_db_blocker: Any) -> Iterator[World]:
             yield world
         finally:
             transaction.savepoint_rollback(sid)
-            for obj in (world.tv, world.pair, world.job, world.failed_job, world.feedback, world.sam_token):
+            for obj in (
+                world.tv,
+                world.pair,
+                world.job,
+                world.failed_job,
+                world.feedback,
+                world.sam_token,
+            ):
                 obj.refresh_from_db()
 
 
@@ -221,14 +296,23 @@ def db_snapshot() -> dict[str, list[tuple[Any, ...]]]:
         except LookupError:
             continue
         for model in config.get_models(include_auto_created=True):
-            if model._meta.model_name in skip_models or not model._meta.managed or model._meta.proxy:
+            if (
+                model._meta.model_name in skip_models
+                or not model._meta.managed
+                or model._meta.proxy
+            ):
                 continue
             cols = [f.attname for f in model._meta.concrete_fields if f.attname not in ignored]
             snap[model._meta.label] = sorted(
-                (tuple(str(v) for v in row) for row in model.objects.order_by("pk").values_list(*cols)),
+                (
+                    tuple(str(v) for v in row)
+                    for row in model.objects.order_by("pk").values_list(*cols)
+                ),
             )
     return snap
 
 
 def snapshot_diff(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    return [label for label in sorted(set(before) | set(after)) if before.get(label) != after.get(label)]
+    return [
+        label for label in sorted(set(before) | set(after)) if before.get(label) != after.get(label)
+    ]

@@ -6,18 +6,35 @@ from html.parser import HTMLParser
 
 MARK = "PWNMARK"
 PAYLOAD = (
-    f" {MARK}<script>alert(1)</script><img src=x onerror=alert(1)>\"><svg onload=alert(1)>"
-    "'><a href=\"javascript:alert(1)\">j</a>[md](javascript:alert(1)) "
+    f' {MARK}<script>alert(1)</script><img src=x onerror=alert(1)>"><svg onload=alert(1)>'
+    '\'><a href="javascript:alert(1)">j</a>[md](javascript:alert(1)) '
 )
 # Raw markup that must never appear literally (``href="javascript:`` may, as escaped text
 # such as ``&lt;a href="javascript:…"&gt;``: quotes need no escaping outside attributes; real
 # attributes are checked by the parser).
-SCRIPT_VARIANTS = ("<script>alert(1)", "<img src=x onerror", "<svg onload", "<a href=\"javascript:")
+SCRIPT_VARIANTS = ("<script>alert(1)", "<img src=x onerror", "<svg onload", '<a href="javascript:')
 
 # Inline handlers the app itself writes (fixed strings, no data in them).
-OWN_HANDLERS = {("onchange", "this.form.submit()"), ("onsubmit", "return confirm('Delete this conversation?');")}
-URL_ATTRS = {"href", "src", "action", "formaction", "xlink:href", "hx-get", "hx-post", "hx-put", "hx-delete",
-             "hx-patch", "ws-connect", "data", "poster", "background"}
+OWN_HANDLERS = {
+    ("onchange", "this.form.submit()"),
+    ("onsubmit", "return confirm('Delete this conversation?');"),
+}
+URL_ATTRS = {
+    "href",
+    "src",
+    "action",
+    "formaction",
+    "xlink:href",
+    "hx-get",
+    "hx-post",
+    "hx-put",
+    "hx-delete",
+    "hx-patch",
+    "ws-connect",
+    "data",
+    "poster",
+    "background",
+}
 
 
 class _Scanner(HTMLParser):
@@ -38,8 +55,9 @@ class _Scanner(HTMLParser):
             value = value or ""
             if name.startswith("on") and (name, value) not in OWN_HANDLERS:
                 self.problems.append(f"<{tag} {name}={value!r}>")
-            if name in URL_ATTRS and value.strip().lower().replace("\x00", "").startswith(("javascript:", "vbscript:",
-                                                                                              "data:text")):
+            if name in URL_ATTRS and value.strip().lower().replace("\x00", "").startswith(
+                ("javascript:", "vbscript:", "data:text")
+            ):
                 self.problems.append(f"<{tag} {name}={value!r}>")
 
     handle_startendtag = handle_starttag
@@ -61,4 +79,6 @@ def assert_safe(html: str, where: str, *, must_show: bool = True) -> None:
     raw = [v for v in SCRIPT_VARIANTS if v.lower() in lowered]
     assert not scanner.problems and not raw, f"{where}: unescaped payload {scanner.problems + raw}"
     if must_show:
-        assert MARK in html, f"{where}: the hostile text is not on the page at all (test would prove nothing)"
+        assert MARK in html, (
+            f"{where}: the hostile text is not on the page at all (test would prove nothing)"
+        )

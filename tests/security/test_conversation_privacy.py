@@ -31,8 +31,11 @@ def _cookie(user: Any) -> str:
 @asynccontextmanager
 async def socket(conversation_id: int, user: Any) -> AsyncIterator[WebsocketCommunicator]:
     cookie = await sync_to_async(_cookie)(user)
-    headers = [(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1"),
-               (b"cookie", f"sessionid={cookie}".encode())]
+    headers = [
+        (b"origin", b"http://127.0.0.1"),
+        (b"host", b"127.0.0.1"),
+        (b"cookie", f"sessionid={cookie}".encode()),
+    ]
     comm = WebsocketCommunicator(application, f"/ws/chat/{conversation_id}/", headers=headers)
     try:
         yield comm
@@ -46,7 +49,9 @@ def ws_world(transactional_db: Any) -> World:
 
 
 @pytest.mark.parametrize("intruder, code", [("rita", 4403), ("victor", 4404), ("mallory", 4403)])
-async def test_it_never_opens_someone_elses_conversation(intruder: str, code: int, ws_world: World) -> None:
+async def test_it_never_opens_someone_elses_conversation(
+    intruder: str, code: int, ws_world: World
+) -> None:
     w = ws_world
     async with socket(w.conversation.pk, w.users[intruder]) as comm:
         await comm.connect()
@@ -60,7 +65,9 @@ async def test_it_ignores_a_retry_of_a_message_from_another_conversation(ws_worl
     from chat.services import conversation_create
 
     w = ws_world
-    await Message.objects.filter(pk=w.answer.pk).aupdate(status=Message.Status.ERROR, error="model down")
+    await Message.objects.filter(pk=w.answer.pk).aupdate(
+        status=Message.Status.ERROR, error="model down"
+    )
     own = await sync_to_async(conversation_create)(owner=w.users["susan"], kb=w.tv)
     async with socket(own.pk, w.users["susan"]) as comm:
         connected, _ = await comm.connect()
@@ -77,7 +84,9 @@ async def test_it_ignores_a_retry_of_a_message_from_another_conversation(ws_worl
     assert await Message.objects.filter(conversation=w.conversation).acount() == 2
 
 
-async def test_it_restores_a_hostile_conversation_over_the_socket_as_text(transactional_db: Any) -> None:
+async def test_it_restores_a_hostile_conversation_over_the_socket_as_text(
+    transactional_db: Any,
+) -> None:
     """On (re)connect the whole conversation is sent as HTML fragments: stored questions,
     model output, citations and document names carrying markup arrive escaped."""
     from tests.security.hostile import PAYLOAD, assert_safe

@@ -102,7 +102,10 @@ def _prompt_override(w: World) -> dict[str, Any]:
 
 def _pairs_file(w: World) -> dict[str, Any]:
     body = json.dumps({"question": "Imported question?", "answer": "Imported answer."}) + "\n"
-    return {"file": SimpleUploadedFile("pairs.jsonl", body.encode(), "application/x-ndjson"), "status": "pending"}
+    return {
+        "file": SimpleUploadedFile("pairs.jsonl", body.encode(), "application/x-ndjson"),
+        "status": "pending",
+    }
 
 
 PAGES: dict[str, Page] = {
@@ -113,56 +116,89 @@ PAGES: dict[str, Page] = {
     "core:home": Page(allowed=ANY),
     "core:tokens": Page(allowed=ANY, post=lambda w: {"name": "new token"}, post_allowed=ANY),
     "core:token_revoke": Page(
-        kwargs=lambda w: {"token_id": w.sam_token.pk}, allowed=ANY, ok=405,
-        post=lambda w: {}, post_allowed=OWNER,
+        kwargs=lambda w: {"token_id": w.sam_token.pk},
+        allowed=ANY,
+        ok=405,
+        post=lambda w: {},
+        post_allowed=OWNER,
     ),
     # --- model settings (admin) -------------------------------------------------------------
     "core:profiles": Page(allowed=ADMIN),
     "core:profile_status": Page(allowed=ADMIN),
     "core:profile_edit": Page(
-        kwargs=lambda w: {"role": "student"}, allowed=ADMIN,
-        post=lambda w: {"backend": "openai", "model": "changed", "base_url": "http://127.0.0.1:9/v1",
-                        "max_concurrency": 2, "timeout_s": 5, "price_in_per_1k": 0, "price_out_per_1k": 0},
+        kwargs=lambda w: {"role": "student"},
+        allowed=ADMIN,
+        post=lambda w: {
+            "backend": "openai",
+            "model": "changed",
+            "base_url": "http://127.0.0.1:9/v1",
+            "max_concurrency": 2,
+            "timeout_s": 5,
+            "price_in_per_1k": 0,
+            "price_out_per_1k": 0,
+        },
         post_allowed=ADMIN,
     ),
     # --- knowledge bases (admin) ------------------------------------------------------------
     "corpus:kb_list": Page(allowed=ADMIN),
     "corpus:kb_create": Page(
-        allowed=ADMIN, post=lambda w: {"name": "Created", "chunk_size": 300, "chunk_overlap": 30},
+        allowed=ADMIN,
+        post=lambda w: {"name": "Created", "chunk_size": 300, "chunk_overlap": 30},
         post_allowed=ADMIN,
     ),
     "corpus:kb_detail": Page(kwargs=_kb, allowed=ADMIN),
     "corpus:kb_edit": Page(
-        kwargs=_kb, allowed=ADMIN,
-        post=lambda w: {"name": "Renamed", "description": "", "chunk_size": 300, "chunk_overlap": 30},
+        kwargs=_kb,
+        allowed=ADMIN,
+        post=lambda w: {
+            "name": "Renamed",
+            "description": "",
+            "chunk_size": 300,
+            "chunk_overlap": 30,
+        },
         post_allowed=ADMIN,
     ),
     "corpus:kb_delete": Page(kwargs=_junk, allowed=ADMIN, post=lambda w: {}, post_allowed=ADMIN),
     "corpus:kb_upload": Page(
-        kwargs=_kb, allowed=ADMIN, ok=405,
-        post=lambda w: {"files": SimpleUploadedFile("new.txt", b"A brand new document about remotes.")},
+        kwargs=_kb,
+        allowed=ADMIN,
+        ok=405,
+        post=lambda w: {
+            "files": SimpleUploadedFile("new.txt", b"A brand new document about remotes.")
+        },
         post_allowed=ADMIN,
     ),
-    "corpus:kb_reindex": Page(kwargs=_junk, allowed=ADMIN, ok=405, post=lambda w: {}, post_allowed=ADMIN),
+    "corpus:kb_reindex": Page(
+        kwargs=_junk, allowed=ADMIN, ok=405, post=lambda w: {}, post_allowed=ADMIN
+    ),
     "corpus:kb_embedding_activate": Page(kwargs=_junk, allowed=ADMIN, ok=405),
     "corpus:kb_search": Page(kwargs=_kb, allowed=ADMIN),
     "corpus:document_detail": Page(kwargs=_doc, allowed=ADMIN),
-    "corpus:document_delete": Page(kwargs=_junk_doc, allowed=ADMIN, ok=405, post=lambda w: {},
-                                   post_allowed=ADMIN),
+    "corpus:document_delete": Page(
+        kwargs=_junk_doc, allowed=ADMIN, ok=405, post=lambda w: {}, post_allowed=ADMIN
+    ),
     "corpus:document_retry": Page(
-        kwargs=lambda w: {"slug": w.tv.slug, "pk": w.failed_doc.pk}, allowed=ADMIN, ok=405,
-        post=lambda w: {}, post_allowed=ADMIN,
+        kwargs=lambda w: {"slug": w.tv.slug, "pk": w.failed_doc.pk},
+        allowed=ADMIN,
+        ok=405,
+        post=lambda w: {},
+        post_allowed=ADMIN,
     ),
     # --- review workspace (reviewer, admin) -------------------------------------------------
     "review:queue": Page(allowed=REVIEW),
     "review:pair": Page(
-        kwargs=lambda w: {"pk": w.pair.pk}, allowed=REVIEW,
-        post=lambda w: {"action": "approve", "version": w.pair.version, "advance": "0"}, post_allowed=REVIEW,
+        kwargs=lambda w: {"pk": w.pair.pk},
+        allowed=REVIEW,
+        post=lambda w: {"action": "approve", "version": w.pair.version, "advance": "0"},
+        post_allowed=REVIEW,
     ),
     "review:pair_history": Page(kwargs=lambda w: {"pk": w.pair.pk}, allowed=REVIEW),
     "review:history": Page(allowed=REVIEW),
     "review:bulk": Page(
-        allowed=REVIEW, ok=405, post=lambda w: {"kb": w.tv.slug, "action": "approve"}, post_allowed=REVIEW,
+        allowed=REVIEW,
+        ok=405,
+        post=lambda w: {"kb": w.tv.slug, "action": "approve"},
+        post_allowed=REVIEW,
     ),
     "review:agreement": Page(allowed=REVIEW),
     # --- generation, dataset, prompts (admin only) ------------------------------------------
@@ -170,10 +206,18 @@ PAGES: dict[str, Page] = {
     "review:generation_new": Page(allowed=ADMIN, post=_generation_form, post_allowed=ADMIN),
     "review:generation_detail": Page(kwargs=lambda w: {"pk": w.job.pk}, allowed=ADMIN),
     "review:generation_cancel": Page(
-        kwargs=lambda w: {"pk": w.job.pk}, allowed=ADMIN, ok=405, post=lambda w: {}, post_allowed=ADMIN,
+        kwargs=lambda w: {"pk": w.job.pk},
+        allowed=ADMIN,
+        ok=405,
+        post=lambda w: {},
+        post_allowed=ADMIN,
     ),
     "review:generation_resume": Page(
-        kwargs=lambda w: {"pk": w.failed_job.pk}, allowed=ADMIN, ok=405, post=lambda w: {}, post_allowed=ADMIN,
+        kwargs=lambda w: {"pk": w.failed_job.pk},
+        allowed=ADMIN,
+        ok=405,
+        post=lambda w: {},
+        post_allowed=ADMIN,
     ),
     "review:kb_dataset": Page(kwargs=_kb, allowed=ADMIN, post=_pairs_file, post_allowed=ADMIN),
     "review:kb_export": Page(kwargs=_kb, allowed=ADMIN),
@@ -185,25 +229,37 @@ PAGES: dict[str, Page] = {
     "chat:new": Page(kwargs=_kb, allowed=ANY, ok=405, post=lambda w: {}, post_allowed=CHAT),
     # sam's conversation: other chat users get the same 404 as for a missing one
     "chat:conversation": Page(
-        kwargs=lambda w: {"conversation_id": w.conversation.pk}, allowed=OWNER, denied=403,
+        kwargs=lambda w: {"conversation_id": w.conversation.pk},
+        allowed=OWNER,
+        denied=403,
         overrides={"alice": 404, "susan": 404, "victor": 404},
     ),
     "chat:delete": Page(
-        kwargs=lambda w: {"conversation_id": w.conversation.pk}, allowed=ANY, ok=405,
-        post=lambda w: {}, post_allowed=OWNER,
+        kwargs=lambda w: {"conversation_id": w.conversation.pk},
+        allowed=ANY,
+        ok=405,
+        post=lambda w: {},
+        post_allowed=OWNER,
     ),
     "chat:message": Page(
-        kwargs=lambda w: {"message_id": w.answer.pk}, allowed=OWNER,
+        kwargs=lambda w: {"message_id": w.answer.pk},
+        allowed=OWNER,
         overrides={"alice": 404, "susan": 404, "victor": 404},
     ),
     "chat:feedback": Page(
-        kwargs=lambda w: {"message_id": w.answer.pk}, allowed=ANY, ok=405,
-        post=lambda w: {"value": "up", "comment": "changed my mind"}, post_allowed=OWNER,
+        kwargs=lambda w: {"message_id": w.answer.pk},
+        allowed=ANY,
+        ok=405,
+        post=lambda w: {"value": "up", "comment": "changed my mind"},
+        post_allowed=OWNER,
     ),
     "chat:source": Page(kwargs=lambda w: {"chunk_id": w.chunk.pk}, allowed=CHAT),
     "chat:feedback_list": Page(allowed=ADMIN),
     "chat:feedback_review": Page(
-        kwargs=lambda w: {"feedback_id": w.feedback.pk}, allowed=ANY, ok=405, post=lambda w: {},
+        kwargs=lambda w: {"feedback_id": w.feedback.pk},
+        allowed=ANY,
+        ok=405,
+        post=lambda w: {},
         post_allowed=ADMIN,
     ),
 }
@@ -264,7 +320,9 @@ def test_it_gives_each_role_exactly_its_pages(name: str, world: World) -> None:
         response = client.get(url)
         got[user] = response.status_code
         if user == "anon" and not page.public:
-            assert response.status_code == 302 and response["Location"].startswith("/login/?next="), (
+            assert response.status_code == 302 and response["Location"].startswith(
+                "/login/?next="
+            ), (
                 f"anonymous GET {url} must redirect to /login/, got {response.status_code} "
                 f"{response.get('Location', '')}"
             )
@@ -303,10 +361,14 @@ def test_it_lets_no_unauthorised_post_change_anything(name: str, world: World) -
                 f"anonymous POST {url} must redirect to login, got {response.status_code}"
             )
         elif user != "anon" and page.post is not None:
-            assert response.status_code in (302, 403, 404, 405), f"{user}: POST {url} → {response.status_code}"
+            assert response.status_code in (302, 403, 404, 405), (
+                f"{user}: POST {url} → {response.status_code}"
+            )
             if response.status_code == 302:
                 # a redirect is fine only back into the app with an error message, never to login
-                assert not response["Location"].startswith("/login/"), f"{user}: POST {url} → login?"
+                assert not response["Location"].startswith("/login/"), (
+                    f"{user}: POST {url} → login?"
+                )
     assert not failures, "\n".join(failures)
 
 
@@ -325,7 +387,9 @@ def test_it_lets_an_allowed_user_change_state_with_the_same_post(name: str, worl
     before = db_snapshot()
     response = client.post(url, page.post(w))  # type: ignore[misc]
     assert response.status_code in (200, 201, 302), f"{user}: POST {url} → {response.status_code}"
-    assert snapshot_diff(before, db_snapshot()), f"{user}: POST {url} changed nothing (bad test data?)"
+    assert snapshot_diff(before, db_snapshot()), (
+        f"{user}: POST {url} changed nothing (bad test data?)"
+    )
 
 
 # ---------------------------------------------------------------------------------- API
@@ -364,77 +428,134 @@ API_OPS: dict[tuple[str, str], Op] = {
     ("GET", "/api/me"): Op(lambda w: "/api/me", ANY),
     ("GET", "/api/tokens"): Op(lambda w: "/api/tokens", ANY),
     ("DELETE", "/api/tokens/{token_id}"): Op(
-        lambda w: f"/api/tokens/{w.sam_token.pk}", OWNER, denied=404, run_allowed=False,
+        lambda w: f"/api/tokens/{w.sam_token.pk}",
+        OWNER,
+        denied=404,
+        run_allowed=False,
     ),
     ("GET", "/api/model-profiles"): Op(lambda w: "/api/model-profiles", ADMIN),
     ("PUT", "/api/model-profiles/{role}"): Op(
-        lambda w: "/api/model-profiles/student", ADMIN, body=lambda w: {"model": "changed"},
+        lambda w: "/api/model-profiles/student",
+        ADMIN,
+        body=lambda w: {"model": "changed"},
     ),
     ("GET", "/api/kbs"): Op(lambda w: "/api/kbs", ROLES_ANY),
-    ("POST", "/api/kbs"): Op(lambda w: "/api/kbs", ADMIN, ok=201, body=lambda w: {"name": "From API"}),
+    ("POST", "/api/kbs"): Op(
+        lambda w: "/api/kbs", ADMIN, ok=201, body=lambda w: {"name": "From API"}
+    ),
     ("GET", "/api/kbs/{slug}"): Op(lambda w: "/api/kbs/tv", ROLES_ANY),
-    ("PATCH", "/api/kbs/{slug}"): Op(lambda w: "/api/kbs/tv", ADMIN, body=lambda w: {"name": "Renamed"}),
+    ("PATCH", "/api/kbs/{slug}"): Op(
+        lambda w: "/api/kbs/tv", ADMIN, body=lambda w: {"name": "Renamed"}
+    ),
     ("DELETE", "/api/kbs/{slug}"): Op(lambda w: "/api/kbs/junk", ADMIN, ok=204, run_allowed=False),
-    ("POST", "/api/kbs/{slug}/reindex"): Op(lambda w: "/api/kbs/junk/reindex", ADMIN, ok=202, run_allowed=False),
+    ("POST", "/api/kbs/{slug}/reindex"): Op(
+        lambda w: "/api/kbs/junk/reindex", ADMIN, ok=202, run_allowed=False
+    ),
     ("GET", "/api/kbs/{slug}/embeddings"): Op(lambda w: "/api/kbs/tv/embeddings", ADMIN),
     ("POST", "/api/kbs/{slug}/embeddings/{version}/activate"): Op(
-        lambda w: "/api/kbs/junk/embeddings/base/activate", ADMIN, run_allowed=False),
+        lambda w: "/api/kbs/junk/embeddings/base/activate", ADMIN, run_allowed=False
+    ),
     ("GET", "/api/kbs/{slug}/documents"): Op(lambda w: "/api/kbs/tv/documents", ADMIN),
     ("POST", "/api/kbs/{slug}/documents"): Op(
-        lambda w: "/api/kbs/tv/documents", ADMIN, ok=201, body=_upload, multipart=True, run_allowed=False,
+        lambda w: "/api/kbs/tv/documents",
+        ADMIN,
+        ok=201,
+        body=_upload,
+        multipart=True,
+        run_allowed=False,
     ),
-    ("GET", "/api/kbs/{slug}/documents/{document_id}"): Op(lambda w: f"/api/kbs/tv/documents/{w.doc.pk}", ADMIN),
+    ("GET", "/api/kbs/{slug}/documents/{document_id}"): Op(
+        lambda w: f"/api/kbs/tv/documents/{w.doc.pk}", ADMIN
+    ),
     ("DELETE", "/api/kbs/{slug}/documents/{document_id}"): Op(
-        lambda w: f"/api/kbs/junk/documents/{w.junk_doc.pk}", ADMIN, ok=204, run_allowed=False,
+        lambda w: f"/api/kbs/junk/documents/{w.junk_doc.pk}",
+        ADMIN,
+        ok=204,
+        run_allowed=False,
     ),
     ("POST", "/api/kbs/{slug}/documents/{document_id}/retry"): Op(
-        lambda w: f"/api/kbs/tv/documents/{w.failed_doc.pk}/retry", ADMIN, ok=202, run_allowed=False,
+        lambda w: f"/api/kbs/tv/documents/{w.failed_doc.pk}/retry",
+        ADMIN,
+        ok=202,
+        run_allowed=False,
     ),
     ("POST", "/api/kbs/{slug}/search"): Op(
-        lambda w: "/api/kbs/tv/search", ROLES_ANY, body=lambda w: {"query": "reset the television"},
+        lambda w: "/api/kbs/tv/search",
+        ROLES_ANY,
+        body=lambda w: {"query": "reset the television"},
     ),
     ("GET", "/api/kbs/{slug}/search"): Op(lambda w: "/api/kbs/tv/search?q=reset", ROLES_ANY),
     ("POST", "/api/kbs/{slug}/generation-jobs"): Op(
-        lambda w: "/api/kbs/tv/generation-jobs", ADMIN, ok=201, body=lambda w: {"config": {"limit_chunks": 1}},
+        lambda w: "/api/kbs/tv/generation-jobs",
+        ADMIN,
+        ok=201,
+        body=lambda w: {"config": {"limit_chunks": 1}},
         run_allowed=False,
     ),
     ("GET", "/api/kbs/{slug}/generation-jobs"): Op(lambda w: "/api/kbs/tv/generation-jobs", ADMIN),
-    ("GET", "/api/generation-jobs/{job_id}"): Op(lambda w: f"/api/generation-jobs/{w.job.pk}", ADMIN),
+    ("GET", "/api/generation-jobs/{job_id}"): Op(
+        lambda w: f"/api/generation-jobs/{w.job.pk}", ADMIN
+    ),
     ("POST", "/api/generation-jobs/{job_id}/cancel"): Op(
-        lambda w: f"/api/generation-jobs/{w.job.pk}/cancel", ADMIN, run_allowed=False,
+        lambda w: f"/api/generation-jobs/{w.job.pk}/cancel",
+        ADMIN,
+        run_allowed=False,
     ),
     ("POST", "/api/generation-jobs/{job_id}/resume"): Op(
-        lambda w: f"/api/generation-jobs/{w.failed_job.pk}/resume", ADMIN, run_allowed=False,
+        lambda w: f"/api/generation-jobs/{w.failed_job.pk}/resume",
+        ADMIN,
+        run_allowed=False,
     ),
     ("GET", "/api/kbs/{slug}/qa-pairs"): Op(lambda w: "/api/kbs/tv/qa-pairs", REVIEW),
     ("GET", "/api/qa-pairs/{pair_id}"): Op(lambda w: f"/api/qa-pairs/{w.pair.pk}", REVIEW),
     ("PATCH", "/api/qa-pairs/{pair_id}"): Op(
-        lambda w: f"/api/qa-pairs/{w.pair.pk}", REVIEW,
-        body=lambda w: {"version": w.pair.version, "action": "approve"}, run_allowed=False,
+        lambda w: f"/api/qa-pairs/{w.pair.pk}",
+        REVIEW,
+        body=lambda w: {"version": w.pair.version, "action": "approve"},
+        run_allowed=False,
     ),
     ("POST", "/api/kbs/{slug}/qa-pairs/bulk"): Op(
-        lambda w: "/api/kbs/tv/qa-pairs/bulk", REVIEW, body=lambda w: {"action": "approve"}, run_allowed=False,
+        lambda w: "/api/kbs/tv/qa-pairs/bulk",
+        REVIEW,
+        body=lambda w: {"action": "approve"},
+        run_allowed=False,
     ),
     ("GET", "/api/kbs/{slug}/qa-agreement"): Op(lambda w: "/api/kbs/tv/qa-agreement", REVIEW),
     ("POST", "/api/kbs/{slug}/qa-pairs/import"): Op(
-        lambda w: "/api/kbs/tv/qa-pairs/import", ADMIN, body=_import, multipart=True, run_allowed=False,
+        lambda w: "/api/kbs/tv/qa-pairs/import",
+        ADMIN,
+        body=_import,
+        multipart=True,
+        run_allowed=False,
     ),
     ("GET", "/api/kbs/{slug}/qa-pairs/export"): Op(lambda w: "/api/kbs/tv/qa-pairs/export", ADMIN),
     ("GET", "/api/kbs/{slug}/qa-prompts"): Op(lambda w: "/api/kbs/tv/qa-prompts", ADMIN),
     ("PUT", "/api/kbs/{slug}/qa-prompts"): Op(
-        lambda w: "/api/kbs/tv/qa-prompts", ADMIN, body=lambda w: {"overrides": {}}, run_allowed=False,
+        lambda w: "/api/kbs/tv/qa-prompts",
+        ADMIN,
+        body=lambda w: {"overrides": {}},
+        run_allowed=False,
     ),
     # mallory gets an empty list here (no KB is open to her), not an error
     ("GET", "/api/v1/models"): Op(lambda w: "/api/v1/models", ANY),
     ("POST", "/api/v1/chat/completions"): Op(
-        lambda w: "/api/v1/chat/completions", CHAT,
-        body=lambda w: {"model": "tv", "messages": [{"role": "user", "content": "How do I reset it?"}]},
+        lambda w: "/api/v1/chat/completions",
+        CHAT,
+        body=lambda w: {
+            "model": "tv",
+            "messages": [{"role": "user", "content": "How do I reset it?"}],
+        },
         run_allowed=False,  # needs a model server; covered by tests/chat/test_api_openai.py
     ),
 }
 
 # Operations a user without a role may use (everything else: 403/404 for mallory).
-MALLORY_MAY = {("GET", "/api/me"), ("GET", "/api/tokens"), ("GET", "/api/v1/models"), ("GET", "/api/health")}
+MALLORY_MAY = {
+    ("GET", "/api/me"),
+    ("GET", "/api/tokens"),
+    ("GET", "/api/v1/models"),
+    ("GET", "/api/health"),
+}
 
 
 def api_operations() -> set[tuple[str, str]]:
@@ -469,7 +590,9 @@ def api_call(w: World, op: Op, method: str, token: str | None) -> Any:
         return client.post(path, body or {}, headers=headers)
     if body is None:
         return client.generic(method, path, headers=headers)
-    return client.generic(method, path, json.dumps(body), content_type="application/json", headers=headers)
+    return client.generic(
+        method, path, json.dumps(body), content_type="application/json", headers=headers
+    )
 
 
 def test_it_knows_every_api_operation() -> None:
@@ -524,7 +647,9 @@ def test_it_guards_each_api_operation_for_each_role(key: tuple[str, str], world:
         if response.status_code >= 400:
             _error_shape(response)
         if not allowed:
-            assert not snapshot_diff(before, db_snapshot()), f"{user}: {key} → {response.status_code} changed data"
+            assert not snapshot_diff(before, db_snapshot()), (
+                f"{user}: {key} → {response.status_code} changed data"
+            )
         if user == "mallory" and key not in MALLORY_MAY:
             assert response.status_code in (403, 404), f"mallory: {key} → {response.status_code}"
     assert got == expected, f"{key}: expected {expected}, got {got}"
@@ -539,9 +664,13 @@ def _get(w: World, user: str, url: str) -> Any:
     return clients(w)[user].get(url)
 
 
-@pytest.mark.parametrize("user, visible", [("rita", False), ("sam", False), ("susan", False),
-                                           ("victor", True), ("alice", True)])
-def test_it_hides_a_restricted_kb_from_other_groups_on_every_channel(user: str, visible: bool, world: World) -> None:
+@pytest.mark.parametrize(
+    "user, visible",
+    [("rita", False), ("sam", False), ("susan", False), ("victor", True), ("alice", True)],
+)
+def test_it_hides_a_restricted_kb_from_other_groups_on_every_channel(
+    user: str, visible: bool, world: World
+) -> None:
     w = world
     c = clients(w)[user]
     token = {"Authorization": f"Bearer {w.raw_tokens[user]}"}
@@ -550,9 +679,15 @@ def test_it_hides_a_restricted_kb_from_other_groups_on_every_channel(user: str, 
     slugs = [kb["slug"] for kb in api.get("/api/kbs", headers=token).json()]
     assert ("vault" in slugs) is visible and "tv" in slugs
     assert api.get("/api/kbs/vault", headers=token).status_code == (200 if visible else 404)
-    assert api.get("/api/kbs/vault/search?q=combination", headers=token).status_code == (200 if visible else 404)
-    search = api.post("/api/kbs/vault/search", {"query": "combination"}, content_type="application/json",
-                      headers=token)
+    assert api.get("/api/kbs/vault/search?q=combination", headers=token).status_code == (
+        200 if visible else 404
+    )
+    search = api.post(
+        "/api/kbs/vault/search",
+        {"query": "combination"},
+        content_type="application/json",
+        headers=token,
+    )
     assert search.status_code == (200 if visible else 404)
     if not visible:
         assert _error_shape(search)["code"] == "not_found"
@@ -561,14 +696,23 @@ def test_it_hides_a_restricted_kb_from_other_groups_on_every_channel(user: str, 
     can_chat = user in CHAT
     assert ("vault" in models) is (visible and can_chat)
     if can_chat and not visible:
-        response = api.post("/api/v1/chat/completions", {"model": "vault", "messages": [
-            {"role": "user", "content": "What is the combination?"}]}, content_type="application/json", headers=token)
+        response = api.post(
+            "/api/v1/chat/completions",
+            {
+                "model": "vault",
+                "messages": [{"role": "user", "content": "What is the combination?"}],
+            },
+            content_type="application/json",
+            headers=token,
+        )
         assert response.status_code == 404 and _error_shape(response)["code"] == "model_not_found"
         assert "combination is kept" not in response.content.decode()
     # chat pages: KB page, starting a conversation, a source chunk
     if can_chat:
         assert c.get(reverse("chat:kb", args=["vault"])).status_code == (200 if visible else 404)
-        assert c.get(reverse("chat:source", args=[w.vault_chunk.pk])).status_code == (200 if visible else 404)
+        assert c.get(reverse("chat:source", args=[w.vault_chunk.pk])).status_code == (
+            200 if visible else 404
+        )
         assert ("Vault" in c.get(reverse("chat:home")).content.decode()) is visible
         before = db_snapshot()
         response = c.post(reverse("chat:new", args=["vault"]))
@@ -577,31 +721,58 @@ def test_it_hides_a_restricted_kb_from_other_groups_on_every_channel(user: str, 
 
 
 @pytest.mark.parametrize("user, visible", [("rita", False), ("alice", True)])
-def test_it_keeps_a_restricted_kb_out_of_the_review_workspace(user: str, visible: bool, world: World) -> None:
+def test_it_keeps_a_restricted_kb_out_of_the_review_workspace(
+    user: str, visible: bool, world: World
+) -> None:
     w = world
     c = clients(w)[user]
     status = 200 if visible else 404
-    for url in (f"{reverse('review:queue')}?kb=vault", f"{reverse('review:agreement')}?kb=vault",
-                f"{reverse('review:history')}?kb=vault", reverse("review:pair", args=[w.vault_pair.pk]),
-                reverse("review:pair_history", args=[w.vault_pair.pk])):
+    for url in (
+        f"{reverse('review:queue')}?kb=vault",
+        f"{reverse('review:agreement')}?kb=vault",
+        f"{reverse('review:history')}?kb=vault",
+        reverse("review:pair", args=[w.vault_pair.pk]),
+        reverse("review:pair_history", args=[w.vault_pair.pk]),
+    ):
         assert c.get(url).status_code == status, url
-    assert ("Who keeps the combination" in c.get(reverse("review:queue") + "?kb=tv").content.decode()) is False
+    assert (
+        "Who keeps the combination" in c.get(reverse("review:queue") + "?kb=tv").content.decode()
+    ) is False
     token = {"Authorization": f"Bearer {w.raw_tokens[user]}"}
     api = Client()
-    for url in ("/api/kbs/vault/qa-pairs", f"/api/qa-pairs/{w.vault_pair.pk}", "/api/kbs/vault/qa-agreement"):
+    for url in (
+        "/api/kbs/vault/qa-pairs",
+        f"/api/qa-pairs/{w.vault_pair.pk}",
+        "/api/kbs/vault/qa-agreement",
+    ):
         assert api.get(url, headers=token).status_code == status, url
     if not visible:
         before = db_snapshot()
-        assert c.post(reverse("review:pair", args=[w.vault_pair.pk]),
-                      {"action": "approve", "version": w.vault_pair.version}).status_code == 404
+        assert (
+            c.post(
+                reverse("review:pair", args=[w.vault_pair.pk]),
+                {"action": "approve", "version": w.vault_pair.version},
+            ).status_code
+            == 404
+        )
         c.post(reverse("review:bulk"), {"kb": "vault", "action": "approve"})
-        patch = api.patch(f"/api/qa-pairs/{w.vault_pair.pk}", {"version": w.vault_pair.version, "action": "approve"},
-                          content_type="application/json", headers=token)
+        patch = api.patch(
+            f"/api/qa-pairs/{w.vault_pair.pk}",
+            {"version": w.vault_pair.version, "action": "approve"},
+            content_type="application/json",
+            headers=token,
+        )
         assert patch.status_code == 404
-        bulk = api.post("/api/kbs/vault/qa-pairs/bulk", {"action": "approve"}, content_type="application/json",
-                        headers=token)
+        bulk = api.post(
+            "/api/kbs/vault/qa-pairs/bulk",
+            {"action": "approve"},
+            content_type="application/json",
+            headers=token,
+        )
         assert bulk.status_code == 404
-        assert not snapshot_diff(before, db_snapshot()), "a reviewer changed pairs of a KB hidden from them"
+        assert not snapshot_diff(before, db_snapshot()), (
+            "a reviewer changed pairs of a KB hidden from them"
+        )
 
 
 # ------------------------------------------------------------------ accounts, tokens, CSRF
@@ -610,13 +781,20 @@ def test_it_keeps_a_restricted_kb_out_of_the_review_workspace(user: str, visible
 def test_it_shows_and_revokes_only_your_own_tokens(world: World) -> None:
     w = world
     api = Client()
-    mine = api.get("/api/tokens", headers={"Authorization": f"Bearer {w.raw_tokens['mallory']}"}).json()
+    mine = api.get(
+        "/api/tokens", headers={"Authorization": f"Bearer {w.raw_tokens['mallory']}"}
+    ).json()
     assert [t["name"] for t in mine] == ["matrix"], "mallory must see her own token only"
-    assert all(set(t) == {"id", "name", "hint", "created_at", "last_used_at", "revoked_at"} for t in mine)
+    assert all(
+        set(t) == {"id", "name", "hint", "created_at", "last_used_at", "revoked_at"} for t in mine
+    )
     page = clients(w)["mallory"].get(reverse("core:tokens")).content.decode()
     assert "sam&#x27;s script" not in page and "sam's script" not in page
     before = db_snapshot()
-    assert clients(w)["mallory"].post(reverse("core:token_revoke", args=[w.sam_token.pk])).status_code == 302
+    assert (
+        clients(w)["mallory"].post(reverse("core:token_revoke", args=[w.sam_token.pk])).status_code
+        == 302
+    )
     assert not snapshot_diff(before, db_snapshot())
 
 
@@ -659,28 +837,45 @@ def test_it_enforces_csrf_on_session_requests(world: World) -> None:
     browser = Client(enforce_csrf_checks=True)
     browser.force_login(w.users["alice"])
     before = db_snapshot()
-    assert browser.post(reverse("corpus:kb_create"), {"name": "Forged", "chunk_size": 300,
-                                                      "chunk_overlap": 30}).status_code == 403
-    upload = browser.post(reverse("corpus:kb_upload", args=["tv"]),
-                          {"files": SimpleUploadedFile("forged.txt", b"forged upload")})
+    assert (
+        browser.post(
+            reverse("corpus:kb_create"), {"name": "Forged", "chunk_size": 300, "chunk_overlap": 30}
+        ).status_code
+        == 403
+    )
+    upload = browser.post(
+        reverse("corpus:kb_upload", args=["tv"]),
+        {"files": SimpleUploadedFile("forged.txt", b"forged upload")},
+    )
     assert upload.status_code == 403
     response = browser.post("/api/kbs", {"name": "Forged"}, content_type="application/json")
     assert response.status_code == 403 and "error" in response.json()
     response = browser.delete("/api/kbs/tv")
     assert response.status_code == 403
-    response = browser.post("/api/v1/chat/completions", {"model": "tv", "messages": [
-        {"role": "user", "content": "hi"}]}, content_type="application/json")
+    response = browser.post(
+        "/api/v1/chat/completions",
+        {"model": "tv", "messages": [{"role": "user", "content": "hi"}]},
+        content_type="application/json",
+    )
     assert response.status_code == 403
     assert browser.post(reverse("chat:delete", args=[w.conversation.pk])).status_code == 403
     assert not snapshot_diff(before, db_snapshot()), "a request without the CSRF token changed data"
     # positive controls: the same requests with the token / with a bearer token go through
     browser.get(reverse("corpus:kb_create"))
     csrf = browser.cookies["csrftoken"].value
-    assert browser.post(reverse("corpus:kb_create"), {"name": "Real", "chunk_size": 300, "chunk_overlap": 30,
-                                                      "csrfmiddlewaretoken": csrf}).status_code == 302
+    assert (
+        browser.post(
+            reverse("corpus:kb_create"),
+            {"name": "Real", "chunk_size": 300, "chunk_overlap": 30, "csrfmiddlewaretoken": csrf},
+        ).status_code
+        == 302
+    )
     response = Client(enforce_csrf_checks=True).post(
-        "/api/kbs", {"name": "Scripted"}, content_type="application/json",
-        headers={"Authorization": f"Bearer {w.raw_tokens['alice']}"})
+        "/api/kbs",
+        {"name": "Scripted"},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {w.raw_tokens['alice']}"},
+    )
     assert response.status_code == 201
 
 
@@ -689,21 +884,33 @@ def test_it_keeps_api_keys_of_model_profiles_secret(world: World) -> None:
 
     w = world
     profiles_ensure()
-    profile_update(role="teacher", user=None, backend="openai", model="m", base_url="http://127.0.0.1:9/v1",
-                   api_key="sk-very-secret-key-123")
+    profile_update(
+        role="teacher",
+        user=None,
+        backend="openai",
+        model="m",
+        base_url="http://127.0.0.1:9/v1",
+        api_key="sk-very-secret-key-123",
+    )
     alice = clients(w)["alice"]
     for url in (reverse("core:profiles"), reverse("core:profile_edit", args=["teacher"])):
         assert "sk-very-secret-key-123" not in alice.get(url).content.decode(), url
-    body = Client().get("/api/model-profiles", headers={"Authorization": f"Bearer {w.raw_tokens['alice']}"})
+    body = Client().get(
+        "/api/model-profiles", headers={"Authorization": f"Bearer {w.raw_tokens['alice']}"}
+    )
     assert "sk-very-secret-key-123" not in body.content.decode()
     assert any(p["has_api_key"] for p in body.json())
 
 
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/", "/\\evil.example"])
 def test_it_never_redirects_off_site_after_login(target: str, world: World) -> None:
-    response = Client().post(reverse("login"), {"username": "alice", "password": "pw-alice", "next": target})
+    response = Client().post(
+        reverse("login"), {"username": "alice", "password": "pw-alice", "next": target}
+    )
     assert response.status_code == 302
-    assert response["Location"].startswith("/") and not response["Location"].startswith(("//", "/\\"))
+    assert response["Location"].startswith("/") and not response["Location"].startswith(
+        ("//", "/\\")
+    )
     assert "evil.example" not in response["Location"]
 
 

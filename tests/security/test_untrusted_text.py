@@ -39,6 +39,7 @@ from tests.security.hostile import MARK, PAYLOAD, assert_safe
 
 pytestmark = pytest.mark.django_db
 
+
 @pytest.fixture(scope="module")
 def hostile_module_world(django_db_setup: Any, django_db_blocker: Any) -> Iterator[World]:
     with module_world_for(PAYLOAD, django_db_blocker) as world:
@@ -55,8 +56,9 @@ def _add_hostile_extras(w: World) -> None:
 
     profiles_ensure()
     # Stored profile values (from the API or an older version) are shown on the settings pages.
-    ModelProfile.objects.filter(role="student").update(model="/nonexistent/tiny" + PAYLOAD,
-                                                       adapter_path="/adapters" + PAYLOAD)
+    ModelProfile.objects.filter(role="student").update(
+        model="/nonexistent/tiny" + PAYLOAD, adapter_path="/adapters" + PAYLOAD
+    )
     ModelProfile.objects.filter(role="judge").update(base_url="http://127.0.0.1:9/v1" + PAYLOAD)
     kb_prompts_update(kb=w.tv, overrides={next(iter(PromptSet().as_dict())): "Custom" + PAYLOAD})
 
@@ -101,15 +103,25 @@ def _pages(w: World) -> list[tuple[str, str, dict[str, str], bool]]:
     add("alice", reverse("corpus:document_detail", args=["tv", w.doc.pk]), htmx=True)
     add("alice", reverse("corpus:document_detail", args=["tv", w.failed_doc.pk]))
     add("alice", reverse("review:queue") + "?kb=tv", htmx=True)
-    add("alice", reverse("review:queue") + "?kb=tv&q=" + MARK + PAYLOAD.replace("#", ""), must_show=True)
+    add(
+        "alice",
+        reverse("review:queue") + "?kb=tv&q=" + MARK + PAYLOAD.replace("#", ""),
+        must_show=True,
+    )
     add("alice", reverse("review:pair", args=[w.pair.pk]))
     add("alice", reverse("review:pair_history", args=[w.pair.pk]), must_show=False)  # no events yet
     add("alice", reverse("review:history") + "?kb=tv")
     add("alice", reverse("review:agreement") + "?kb=tv")
     add("alice", reverse("review:generation_list"), htmx=True)
     add("alice", reverse("review:generation_detail", args=[w.failed_job.pk]))
-    pages.append(("alice", reverse("review:generation_detail", args=[w.failed_job.pk]) + "?fragment=progress",
-                  HTMX, False))
+    pages.append(
+        (
+            "alice",
+            reverse("review:generation_detail", args=[w.failed_job.pk]) + "?fragment=progress",
+            HTMX,
+            False,
+        )
+    )
     add("alice", reverse("review:generation_new") + "?kb=tv")
     add("alice", reverse("review:kb_dataset", args=["tv"]))
     add("alice", reverse("review:kb_prompts", args=["tv"]))
@@ -137,7 +149,9 @@ def test_it_escapes_stored_hostile_text_on_every_page(hw: World) -> None:
             failures.append(f"{user} {url}: HTTP {response.status_code}")
             continue
         try:
-            assert_safe(response.content.decode(), f"{user} GET {url} {headers or ''}", must_show=must_show)
+            assert_safe(
+                response.content.decode(), f"{user} GET {url} {headers or ''}", must_show=must_show
+            )
         except AssertionError as exc:
             failures.append(str(exc))
     assert not failures, "\n".join(failures)
@@ -147,34 +161,72 @@ def test_it_escapes_hostile_text_echoed_from_forms_and_messages(hw: World) -> No
     w = hw
     alice, rita, sam = (_client(w, u) for u in ("alice", "rita", "sam"))
     # a KB created with a hostile name: the flash message and the pages after the redirect
-    response = alice.post(reverse("corpus:kb_create"), {"name": "Evil" + PAYLOAD, "chunk_size": 300,
-                                                        "chunk_overlap": 30}, follow=True)
+    response = alice.post(
+        reverse("corpus:kb_create"),
+        {"name": "Evil" + PAYLOAD, "chunk_size": 300, "chunk_overlap": 30},
+        follow=True,
+    )
     assert_safe(response.content.decode(), "kb_create → detail")
     # an upload with a hostile file name: per-file flash messages
-    response = alice.post(reverse("corpus:kb_upload", args=["tv"]),
-                          {"files": [SimpleUploadedFile("x" + PAYLOAD.replace("/", "") + ".txt", b"hello there"),
-                                     SimpleUploadedFile("empty" + PAYLOAD.replace("/", "") + ".txt", b"")]},
-                          follow=True)
+    response = alice.post(
+        reverse("corpus:kb_upload", args=["tv"]),
+        {
+            "files": [
+                SimpleUploadedFile("x" + PAYLOAD.replace("/", "") + ".txt", b"hello there"),
+                SimpleUploadedFile("empty" + PAYLOAD.replace("/", "") + ".txt", b""),
+            ]
+        },
+        follow=True,
+    )
     assert_safe(response.content.decode(), "kb_upload → detail")
     # a form re-rendered with the user's input (invalid generation settings)
-    data = {"kb": "tv", "questions_per_chunk": 1, "num_distractors": 1, "p": 0.8, "hard_negative_share": 0.5,
-            "hard_negative_mode": "hybrid", "refusal_share": 0.1, "document_ids": "1," + PAYLOAD,
-            "max_concurrency": 1, "max_new_tokens": 900, "judge_threshold": 3, "teacher_profile": "teacher",
-            "judge_profile": "judge", "eval_share": 0.2, "seed": 1}
+    data = {
+        "kb": "tv",
+        "questions_per_chunk": 1,
+        "num_distractors": 1,
+        "p": 0.8,
+        "hard_negative_share": 0.5,
+        "hard_negative_mode": "hybrid",
+        "refusal_share": 0.1,
+        "document_ids": "1," + PAYLOAD,
+        "max_concurrency": 1,
+        "max_new_tokens": 900,
+        "judge_threshold": 3,
+        "teacher_profile": "teacher",
+        "judge_profile": "judge",
+        "eval_share": 0.2,
+        "seed": 1,
+    }
     response = alice.post(reverse("review:generation_new"), data)
     assert response.status_code == 400
     assert_safe(response.content.decode(), "generation_new (invalid)")
     # a review conflict (409) shows the reviewer's own unsaved text back
-    response = rita.post(reverse("review:pair", args=[w.pair.pk]), {
-        "action": "edit", "version": w.pair.version + 5, "question": "Q" + PAYLOAD, "cot_answer": "A" + PAYLOAD})
+    response = rita.post(
+        reverse("review:pair", args=[w.pair.pk]),
+        {
+            "action": "edit",
+            "version": w.pair.version + 5,
+            "question": "Q" + PAYLOAD,
+            "cot_answer": "A" + PAYLOAD,
+        },
+    )
     assert response.status_code == 409
     assert_safe(response.content.decode(), "review pair conflict")
     # an import with hostile rows and lines that are skipped with a reason
-    lines = [json.dumps({"question": "Imported" + PAYLOAD, "answer": "Answer" + PAYLOAD}),
-             "{not json" + PAYLOAD, json.dumps({"question": "", "answer": PAYLOAD})]
-    response = alice.post(reverse("review:kb_dataset", args=["tv"]), {
-        "file": SimpleUploadedFile("pairs" + PAYLOAD.replace("/", "") + ".jsonl", "\n".join(lines).encode()),
-        "status": "pending"})
+    lines = [
+        json.dumps({"question": "Imported" + PAYLOAD, "answer": "Answer" + PAYLOAD}),
+        "{not json" + PAYLOAD,
+        json.dumps({"question": "", "answer": PAYLOAD}),
+    ]
+    response = alice.post(
+        reverse("review:kb_dataset", args=["tv"]),
+        {
+            "file": SimpleUploadedFile(
+                "pairs" + PAYLOAD.replace("/", "") + ".jsonl", "\n".join(lines).encode()
+            ),
+            "status": "pending",
+        },
+    )
     assert_safe(response.content.decode(), "kb_dataset import")
     response = alice.get(reverse("review:queue") + "?kb=tv&status=pending")
     assert_safe(response.content.decode(), "queue after import")
@@ -182,20 +234,31 @@ def test_it_escapes_hostile_text_echoed_from_forms_and_messages(hw: World) -> No
     response = sam.post(reverse("core:tokens"), {"name": "tok" + PAYLOAD[:90]}, headers=HTMX)
     assert_safe(response.content.decode(), "token created (htmx)")
     # feedback with a hostile comment, answered as an htmx fragment, then listed for admins
-    response = sam.post(reverse("chat:feedback", args=[w.answer.pk]), {"value": "down", "comment": "c" + PAYLOAD},
-                        headers=HTMX)
+    response = sam.post(
+        reverse("chat:feedback", args=[w.answer.pk]),
+        {"value": "down", "comment": "c" + PAYLOAD},
+        headers=HTMX,
+    )
     assert response.status_code == 200
     assert_safe(response.content.decode(), "feedback (htmx)", must_show=False)
     assert_safe(alice.get(reverse("chat:feedback_list")).content.decode(), "feedback list")
     # ...and sent to review: the chat question and model answer become a pair reviewers open
     from corpus.models import QAPair
 
-    sam.post(reverse("chat:feedback", args=[w.answer.pk]), {"send_to_review": "1", "comment": "again" + PAYLOAD})
+    sam.post(
+        reverse("chat:feedback", args=[w.answer.pk]),
+        {"send_to_review": "1", "comment": "again" + PAYLOAD},
+    )
     from_chat = QAPair.objects.get(source=QAPair.Source.CHAT_FEEDBACK)
-    for url in (reverse("review:queue") + "?kb=tv&source=chat_feedback", reverse("review:pair", args=[from_chat.pk])):
+    for url in (
+        reverse("review:queue") + "?kb=tv&source=chat_feedback",
+        reverse("review:pair", args=[from_chat.pk]),
+    ):
         assert_safe(rita.get(url).content.decode(), f"rita {url}")
     # the login page, reached through a hostile ?next=
-    response = Client().get(reverse("corpus:kb_list") + "?x=" + PAYLOAD.replace("#", ""), follow=True)
+    response = Client().get(
+        reverse("corpus:kb_list") + "?x=" + PAYLOAD.replace("#", ""), follow=True
+    )
     assert response.redirect_chain and response.status_code == 200
     assert_safe(response.content.decode(), "login with hostile next", must_show=False)
 
@@ -208,11 +271,14 @@ def test_it_sanitises_hostile_markdown_in_model_output(hw: World) -> None:
     tricks = (
         "[a](javascript:alert(1)) [b](JaVaScRiPt:alert(1)) [c](data:text/html;base64,PHNjcmlwdD4=) "
         "[d](vbscript:msgbox(1)) <javascript:alert(1)> [e](java\tscript:alert(1)) "
-        "![i](x\" onerror=\"alert(1)) <b onmouseover=alert(1)>b</b> " + MARK
+        '![i](x" onerror="alert(1)) <b onmouseover=alert(1)>b</b> ' + MARK
     )
     Message.objects.filter(pk=w.answer.pk).update(final=tricks, reasoning=tricks, content=tricks)
     sam = _client(w, "sam")
-    for url in (reverse("chat:conversation", args=[w.conversation.pk]), reverse("chat:message", args=[w.answer.pk])):
+    for url in (
+        reverse("chat:conversation", args=[w.conversation.pk]),
+        reverse("chat:message", args=[w.answer.pk]),
+    ):
         assert_safe(sam.get(url).content.decode(), url)
 
 
@@ -222,23 +288,28 @@ def test_it_numbers_more_than_ten_citations_without_mixing_them_up() -> None:
 
     quotes = [f"quote number {i} here" for i in range(12)]
     text = " ".join(f"##begin_quote##{q}##end_quote##" for q in quotes)
-    citations = [Citation(n=i + 1, quote=q, verified=True, document="d") for i, q in enumerate(quotes)]
+    citations = [
+        Citation(n=i + 1, quote=q, verified=True, document="d") for i, q in enumerate(quotes)
+    ]
     html = render_with_citations(text, citations)
     assert "CITE" not in html
     for i, q in enumerate(quotes):
         assert f">{q}</q>" in html, f"quote {i} lost"
 
 
-@pytest.mark.parametrize("html, bad", [
-    ("<p>&lt;script&gt;alert(1)&lt;/script&gt; PWNMARK</p>", False),
-    ('<p title="&lt;img src=x onerror=alert(1)&gt;">PWNMARK</p>', False),
-    ("<p>&lt;a href=\"javascript:alert(1)\"&gt; PWNMARK</p>", False),
-    ("<p><script>alert(1)</script>PWNMARK</p>", True),
-    ("<p><img src=x onerror=alert(1)>PWNMARK</p>", True),
-    ('<p><a href=" JavaScript:alert(1)">x</a>PWNMARK</p>', True),
-    ('<p><a title="" onmouseover="alert(1)">x</a>PWNMARK</p>', True),
-    ("<p><svg/onload=alert(1)>PWNMARK</p>", True),
-])
+@pytest.mark.parametrize(
+    "html, bad",
+    [
+        ("<p>&lt;script&gt;alert(1)&lt;/script&gt; PWNMARK</p>", False),
+        ('<p title="&lt;img src=x onerror=alert(1)&gt;">PWNMARK</p>', False),
+        ('<p>&lt;a href="javascript:alert(1)"&gt; PWNMARK</p>', False),
+        ("<p><script>alert(1)</script>PWNMARK</p>", True),
+        ("<p><img src=x onerror=alert(1)>PWNMARK</p>", True),
+        ('<p><a href=" JavaScript:alert(1)">x</a>PWNMARK</p>', True),
+        ('<p><a title="" onmouseover="alert(1)">x</a>PWNMARK</p>', True),
+        ("<p><svg/onload=alert(1)>PWNMARK</p>", True),
+    ],
+)
 def test_it_has_a_scanner_that_tells_escaped_from_live_markup(html: str, bad: bool) -> None:
     """The checks above are only as good as this scanner."""
     if bad:
@@ -270,7 +341,9 @@ def test_it_highlights_by_escaping_first_then_marking(text: str) -> None:
     query = "script alert img onerror lt gt amp quot x27 mark highlight text"
     outputs = {
         "corpus.highlight": str(highlight(text, query)),
-        "review_render.render_highlighted": str(render_highlighted(text, [(0, 12), (5, 30), (len(text) - 3, 999)])),
+        "review_render.render_highlighted": str(
+            render_highlighted(text, [(0, 12), (5, 30), (len(text) - 3, 999)])
+        ),
         "chat.highlight_spans": highlight_spans(text, [(0, 12), (5, 30), (len(text) - 3, 999)]),
     }
     for name, out in outputs.items():

@@ -28,8 +28,13 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **opts: Any) -> None:
         kb = kb_or_error(opts["kb_slug"])
         try:
-            count, lines = qa_export_lines(kb=kb, fmt=opts["fmt"], split=opts["split"], status=opts["status"],
-                                           system=opts["system_prompt"])
+            count, lines = qa_export_lines(
+                kb=kb,
+                fmt=opts["fmt"],
+                split=opts["split"],
+                status=opts["status"],
+                system=opts["system_prompt"],
+            )
         except QAError as exc:
             raise CommandError(exc.message) from None
         out = Path(opts["output"])
@@ -43,5 +48,7 @@ class Command(BaseCommand):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        self.stdout.write(f"Exported {count} row(s) ({opts['fmt']}, split {opts['split']}, "
-                          f"status {opts['status']}) to {out}")
+        self.stdout.write(
+            f"Exported {count} row(s) ({opts['fmt']}, split {opts['split']}, "
+            f"status {opts['status']}) to {out}"
+        )

@@ -16,14 +16,20 @@ from corpus.services_qa import QAError, qa_import
 
 
 class Command(BaseCommand):
-    help = "Import Q&A pairs (RAFT hf/chat/completion JSONL, or plain question/answer JSONL or CSV)."
+    help = (
+        "Import Q&A pairs (RAFT hf/chat/completion JSONL, or plain question/answer JSONL or CSV)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("kb_slug")
         parser.add_argument("file")
         parser.add_argument("--status", default="pending", choices=["pending", "approved"])
-        parser.add_argument("--split", default=None, choices=["train", "eval"],
-                            help="default: the split of the pair's gold document")
+        parser.add_argument(
+            "--split",
+            default=None,
+            choices=["train", "eval"],
+            help="default: the split of the pair's gold document",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         kb = kb_or_error(opts["kb_slug"])
@@ -33,7 +39,9 @@ class Command(BaseCommand):
         except OSError as exc:
             raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
         try:
-            result = qa_import(kb=kb, data=data, filename=path.name, status=opts["status"], split=opts["split"])
+            result = qa_import(
+                kb=kb, data=data, filename=path.name, status=opts["status"], split=opts["split"]
+            )
         except QAError as exc:
             raise CommandError(exc.message) from None
         for item in result["skipped"]:

@@ -29,7 +29,9 @@ def _files(paths: list[str]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            out.extend(sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")))
+            out.extend(
+                sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            )
         else:
             out.append(path)
     return out
@@ -41,9 +43,15 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("kb", help="knowledge base slug")
         parser.add_argument("paths", nargs="+", help="files or folders")
-        parser.add_argument("--create", action="store_true", help="create the knowledge base if it is missing")
-        parser.add_argument("--batch-size", type=int, default=1024,
-                            help="chunks per embedding round (sorted by length inside, so bigger pads less)")
+        parser.add_argument(
+            "--create", action="store_true", help="create the knowledge base if it is missing"
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=1024,
+            help="chunks per embedding round (sorted by length inside, so bigger pads less)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         slug = options["kb"]
@@ -62,7 +70,9 @@ class Command(BaseCommand):
                 failed.append({"path": str(path), "error": "no such file or directory"})
                 continue
             try:
-                result = document_upload(kb=kb, name=path.name, chunks=iter_file(path), enqueue=False)
+                result = document_upload(
+                    kb=kb, name=path.name, chunks=iter_file(path), enqueue=False
+                )
             except (UploadTooLarge, CorpusError, OSError) as exc:
                 failed.append({"path": str(path), "error": str(exc)})
                 continue
@@ -78,4 +88,6 @@ class Command(BaseCommand):
             else:
                 failed.append({"path": doc_paths[doc.pk], "error": doc.error or doc.status})
                 self.stdout.write(f"failed  {doc_paths[doc.pk]}: {doc.error}")
-        self.stdout.write(json.dumps({"kb": kb.slug, "documents": ready, "chunks": chunks, "failed": failed}))
+        self.stdout.write(
+            json.dumps({"kb": kb.slug, "documents": ready, "chunks": chunks, "failed": failed})
+        )

@@ -12,8 +12,10 @@ from corpus.services_qa import QAError, generation_job_create, generation_job_ru
 
 
 class Command(BaseCommand):
-    help = ("Generate RAFT Q&A pairs for a knowledge base. Without --wait the job is queued for the "
-            "worker; with --wait it runs in this process and prints progress. The last line is JSON.")
+    help = (
+        "Generate RAFT Q&A pairs for a knowledge base. Without --wait the job is queued for the "
+        "worker; with --wait it runs in this process and prints progress. The last line is JSON."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("kb_slug")
@@ -35,7 +37,14 @@ class Command(BaseCommand):
             raise CommandError(f"--config is not valid JSON: {exc}") from None
         if not isinstance(config, dict):
             raise CommandError("--config must be a JSON object")
-        for key in ("limit_chunks", "questions_per_chunk", "num_distractors", "p", "seed", "max_concurrency"):
+        for key in (
+            "limit_chunks",
+            "questions_per_chunk",
+            "num_distractors",
+            "p",
+            "seed",
+            "max_concurrency",
+        ):
             if opts.get(key) is not None:
                 config[key] = opts[key]
         if opts["no_judge"]:
@@ -52,9 +61,16 @@ class Command(BaseCommand):
             if job.error:
                 self.stderr.write(job.error)
         summary = {
-            "job": job.pk, "status": job.status, "chunks": job.chunks_total, "chunks_done": job.chunks_done,
-            "chunks_failed": job.chunks_failed, "rows": job.rows, "rejected": job.rows_rejected,
-            "tokens_in": job.tokens_in, "tokens_out": job.tokens_out, "cost": round(job.cost, 6),
+            "job": job.pk,
+            "status": job.status,
+            "chunks": job.chunks_total,
+            "chunks_done": job.chunks_done,
+            "chunks_failed": job.chunks_failed,
+            "rows": job.rows,
+            "rejected": job.rows_rejected,
+            "tokens_in": job.tokens_in,
+            "tokens_out": job.tokens_out,
+            "cost": round(job.cost, 6),
         }
         self.stdout.write(json.dumps(summary))
         if opts["wait"] and job.status == "failed":

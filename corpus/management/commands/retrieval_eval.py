@@ -24,9 +24,13 @@ class Command(BaseCommand):
         parser.add_argument("kb")
         parser.add_argument("questions", help="JSONL: {'question': ..., 'gold': [document names]}")
         parser.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid")
-        parser.add_argument("--embedding", default="active", help="base, active, or an embedding version label")
+        parser.add_argument(
+            "--embedding", default="active", help="base, active, or an embedding version label"
+        )
         parser.add_argument("--k", type=int, nargs="+", default=[1, 5, 10])
-        parser.add_argument("--details", action="store_true", help="print each question's ranking first")
+        parser.add_argument(
+            "--details", action="store_true", help="print each question's ranking first"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         kb = KnowledgeBase.objects.filter(slug=options["kb"]).first()
@@ -43,8 +47,13 @@ class Command(BaseCommand):
                 except ValueError as exc:
                     raise CommandError(f"{path}:{n}: not JSON ({exc})") from exc
         try:
-            result = kb_retrieval_evaluate(kb=kb, questions=questions, mode=options["mode"], k_values=options["k"],
-                                           embedding_version=options["embedding"])
+            result = kb_retrieval_evaluate(
+                kb=kb,
+                questions=questions,
+                mode=options["mode"],
+                k_values=options["k"],
+                embedding_version=options["embedding"],
+            )
         except CorpusError as exc:
             raise CommandError(str(exc)) from exc
         details = result.pop("details")

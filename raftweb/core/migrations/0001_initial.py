@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,59 +15,124 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Access',
+            name="Access",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
             ],
             options={
-                'permissions': [('manage_corpus', 'Manage knowledge bases and documents'), ('manage_models', 'Edit model profiles'), ('manage_training', 'Launch generation, training and evaluation'), ('review_pairs', 'Review generated Q&A pairs'), ('use_chat', 'Chat with knowledge bases')],
-                'managed': False,
-                'default_permissions': (),
+                "permissions": [
+                    ("manage_corpus", "Manage knowledge bases and documents"),
+                    ("manage_models", "Edit model profiles"),
+                    ("manage_training", "Launch generation, training and evaluation"),
+                    ("review_pairs", "Review generated Q&A pairs"),
+                    ("use_chat", "Chat with knowledge bases"),
+                ],
+                "managed": False,
+                "default_permissions": (),
             },
         ),
         migrations.CreateModel(
-            name='WorkerHeartbeat',
+            name="WorkerHeartbeat",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('beat_at', models.DateTimeField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("beat_at", models.DateTimeField()),
             ],
         ),
         migrations.CreateModel(
-            name='ApiToken',
+            name="ApiToken",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('token_hash', models.CharField(max_length=64, unique=True)),
-                ('hint', models.CharField(help_text='First characters, to tell tokens apart.', max_length=16)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='api_tokens', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("token_hash", models.CharField(max_length=64, unique=True)),
+                (
+                    "hint",
+                    models.CharField(
+                        help_text="First characters, to tell tokens apart.", max_length=16
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="api_tokens",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='ModelProfile',
+            name="ModelProfile",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('teacher', 'Teacher (writes Q&A)'), ('judge', 'Judge (scores pairs and answers)'), ('student', 'Student (generator served in chat)'), ('embedding', 'Embedding')], max_length=20, unique=True)),
-                ('backend', models.CharField(max_length=40)),
-                ('model', models.CharField(max_length=500)),
-                ('base_url', models.CharField(blank=True, max_length=500)),
-                ('api_key', models.CharField(blank=True, max_length=500)),
-                ('adapter_path', models.CharField(blank=True, max_length=500)),
-                ('max_concurrency', models.PositiveIntegerField(default=8)),
-                ('timeout_s', models.FloatField(default=120.0)),
-                ('price_in_per_1k', models.DecimalField(decimal_places=6, default=0, max_digits=10)),
-                ('price_out_per_1k', models.DecimalField(decimal_places=6, default=0, max_digits=10)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('updated_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("teacher", "Teacher (writes Q&A)"),
+                            ("judge", "Judge (scores pairs and answers)"),
+                            ("student", "Student (generator served in chat)"),
+                            ("embedding", "Embedding"),
+                        ],
+                        max_length=20,
+                        unique=True,
+                    ),
+                ),
+                ("backend", models.CharField(max_length=40)),
+                ("model", models.CharField(max_length=500)),
+                ("base_url", models.CharField(blank=True, max_length=500)),
+                ("api_key", models.CharField(blank=True, max_length=500)),
+                ("adapter_path", models.CharField(blank=True, max_length=500)),
+                ("max_concurrency", models.PositiveIntegerField(default=8)),
+                ("timeout_s", models.FloatField(default=120.0)),
+                (
+                    "price_in_per_1k",
+                    models.DecimalField(decimal_places=6, default=0, max_digits=10),
+                ),
+                (
+                    "price_out_per_1k",
+                    models.DecimalField(decimal_places=6, default=0, max_digits=10),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "updated_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['role'],
+                "ordering": ["role"],
             },
         ),
     ]

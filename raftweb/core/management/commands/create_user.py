@@ -13,14 +13,19 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")
-        parser.add_argument("--role", required=True, help=f"one of: {', '.join(r.value for r in Role)}")
+        parser.add_argument(
+            "--role", required=True, help=f"one of: {', '.join(r.value for r in Role)}"
+        )
         parser.add_argument("--password", help="default: a random password, printed once")
         parser.add_argument("--email", default="")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         try:
             user, password = user_create(
-                username=opts["username"], role=opts["role"], password=opts["password"], email=opts["email"]
+                username=opts["username"],
+                role=opts["role"],
+                password=opts["password"],
+                email=opts["email"],
             )
         except (ValueError, ServiceError) as exc:
             raise CommandError(str(exc)) from None

@@ -57,12 +57,22 @@ class Command(BaseCommand):
             self.stdout.write("Admin account exists (its password was printed on first run).")
 
     def _start_children(self, opts: dict[str, Any]) -> dict[str, subprocess.Popen[bytes]]:
-        web = [sys.executable, "-m", "daphne", "-b", opts["host"], "-p", str(opts["port"]),
-               "--proxy-headers", "raftweb.asgi:application"]
+        web = [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            opts["host"],
+            "-p",
+            str(opts["port"]),
+            "--proxy-headers",
+            "raftweb.asgi:application",
+        ]
         children = {"web": subprocess.Popen(web)}
         if not opts["no_worker"]:
-            children["worker"] = subprocess.Popen([sys.executable, "manage.py", "run_huey", "--quiet"],
-                                                  cwd=str(settings.BASE_DIR))
+            children["worker"] = subprocess.Popen(
+                [sys.executable, "manage.py", "run_huey", "--quiet"], cwd=str(settings.BASE_DIR)
+            )
         return children
 
     def _supervise(self, children: dict[str, subprocess.Popen[bytes]]) -> int:
@@ -78,7 +88,9 @@ class Command(BaseCommand):
         while not stopping:
             for name, proc in children.items():
                 if proc.poll() is not None:
-                    self.stderr.write(f"The {name} process exited with code {proc.returncode}; stopping.")
+                    self.stderr.write(
+                        f"The {name} process exited with code {proc.returncode}; stopping."
+                    )
                     code = proc.returncode or 1
                     stopping = True
                     break
