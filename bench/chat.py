@@ -3,7 +3,7 @@ straight from the model server.
 
     .venv/bin/python bench/chat.py [--clients 1 10 50] [--stress 200] [--rate 50] [--tokens 60]
 
-A scripted OpenAI-compatible server (tests/chat/scripted_llm.py) runs in its own process and
+A scripted OpenAI-compatible server (raftweb/testing/scripted_llm.py) runs in its own process and
 streams a fixed answer at a fixed token rate. The app runs under daphne in another process,
 with a throwaway SQLite database and a small indexed knowledge base, its "student" profile
 pointed at that server. For each N, N clients ask at once:
@@ -73,7 +73,7 @@ def scripted_text(n_tokens: int) -> str:
 
 
 def serve_llm(port: int, delay: float, n_tokens: int) -> None:
-    from tests.chat.scripted_llm import ScriptedLLM
+    from raftweb.testing.scripted_llm import ScriptedLLM
 
     server = ScriptedLLM(
         token_delay_s=delay, port=port, answer_override=scripted_text(n_tokens)

@@ -20,9 +20,16 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Field, Router, Schema
 
-from chat.pipeline import ChatResult, Finished, PipelineConfig, PipelineEvent, Token, answer_stream
 from chat.selectors import chat_kb_get, chat_kbs_for, user_can_chat
 from chat.services import ChatEngine, ChatError, chat_engine_for, openai_history
+from raftweb.answering import (
+    ChatResult,
+    Finished,
+    PipelineConfig,
+    PipelineEvent,
+    Token,
+    answer_stream,
+)
 from raftweb.core.errors import ApiError
 from raftweb.llm.base import GenerationParams
 

@@ -23,7 +23,6 @@ from django.contrib.auth import get_user_model
 
 from chat import fragments
 from chat.models import Conversation, Message
-from chat.pipeline import Retrieved, Token
 from chat.selectors import conversation_get, conversation_messages, history_for, user_can_chat
 from chat.services import (
     ChatError,
@@ -36,6 +35,7 @@ from chat.services import (
     turn_create,
     turn_retry_start,
 )
+from raftweb.answering import Retrieved, Token
 from raftweb.llm.base import ChatMessage
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,9 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 
 from chat.models import Feedback, Message
-from chat.pipeline import NO_CONTEXT_ANSWER, REFUSAL_NOTE
-from chat.rendering import Citation, render_with_citations
+from chat.rendering import render_with_citations
+from raftweb.answering import NO_CONTEXT_ANSWER, REFUSAL_NOTE
+from raftweb.raft.citations import Citation
 
 # The RAFT reference's answers open their reasoning with "##Reason:"; a label, not content.
 _REASON_TAG_RE = re.compile(r"^\s*##\s*Reason\s*:\s*", re.IGNORECASE)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from html import escape
-from typing import Any
 
 import nh3
 from markdown_it import MarkdownIt
+
+from raftweb.raft.citations import Citation
 
 ALLOWED_TAGS: frozenset[str] = frozenset(
     {
@@ -31,38 +31,6 @@ ALLOWED_ATTRIBUTES: dict[str, set[str]] = {"a": {"href", "title"}, "ol": {"start
 ALLOWED_URL_SCHEMES: frozenset[str] = frozenset({"http", "https", "mailto"})
 
 QUOTE_RE = re.compile(r"##begin_quote##(.*?)(?:##end_quote##|$)", re.DOTALL)
-
-
-@dataclass(frozen=True, slots=True)
-class Citation:
-    """One numbered quote of an answer, checked against the chunks it was given."""
-
-    n: int
-    quote: str
-    verified: bool
-    document: str = ""
-    document_id: int | None = None
-    page: int | None = None
-    chunk_id: str | None = None
-    start: int | None = None
-    end: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "n": self.n,
-            "quote": self.quote,
-            "verified": self.verified,
-            "document": self.document,
-            "document_id": self.document_id,
-            "page": self.page,
-            "chunk_id": self.chunk_id,
-            "start": self.start,
-            "end": self.end,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Citation:
-        return cls(**{k: data.get(k) for k in cls.__slots__ if k in data})  # type: ignore[arg-type]
 
 
 @lru_cache(maxsize=1)

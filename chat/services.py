@@ -1,6 +1,6 @@
 """Chat business logic: conversations, answering a turn, feedback.
 
-The answering itself is :func:`chat.pipeline.answer_stream`; this module binds it to a
+The answering itself is :func:`raftweb.answering.answer_stream`; this module binds it to a
 knowledge base (search, model profile) and to the database (messages saved with their
 citations, model, latency and tokens, also when a turn is stopped or fails).
 """
@@ -21,9 +21,9 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from chat.models import Conversation, Feedback, Message
-from chat.pipeline import ChatResult, Finished, PipelineEvent, SearchFn, Token, answer_stream
 from chat.selectors import question_for_answer
 from corpus.models import KnowledgeBase
+from raftweb.answering import ChatResult, Finished, PipelineEvent, SearchFn, Token, answer_stream
 from raftweb.core.services import aprofile_spec
 from raftweb.llm import get_backend
 from raftweb.llm.base import ChatBackend, ChatMessage

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from django.test import Client
+
+from raftweb.testing.scripted_llm import ScriptedLLM
 
 pytest_plugins = ["tests.fixtures.tiny_model", "tests.fixtures.serve", "tests.fixtures.browser"]
 
@@ -62,3 +64,13 @@ def api_token_for(db: object) -> Callable[[object], str]:
         return raw
 
     return make
+
+
+@pytest.fixture
+def scripted_llm() -> Iterator[ScriptedLLM]:
+    """A real OpenAI-compatible server on loopback streaming scripted RAFT answers."""
+    server = ScriptedLLM(token_delay_s=0.002).start()
+    try:
+        yield server
+    finally:
+        server.stop()

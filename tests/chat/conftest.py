@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.chat.scripted_llm import ScriptedLLM
+from raftweb.testing.scripted_llm import ScriptedLLM
 
 MANUAL = (
     "To reset the television, hold the power button for ten seconds. "
@@ -19,16 +19,6 @@ WARRANTY = (
     "The warranty covers two years of normal use. Water damage is not covered by the warranty. "
     "Claims are made through the retailer."
 )
-
-
-@pytest.fixture
-def scripted_llm() -> Iterator[ScriptedLLM]:
-    """A real OpenAI-compatible server on loopback streaming scripted RAFT answers."""
-    server = ScriptedLLM(token_delay_s=0.002).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

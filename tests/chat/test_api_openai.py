@@ -5,7 +5,7 @@ from __future__ import annotations
 import openai
 import pytest
 
-from tests.chat.scripted_llm import free_port
+from raftweb.testing.scripted_llm import free_port
 
 QUESTION = [{"role": "user", "content": "How do I reset the television?"}]
 

@@ -89,7 +89,7 @@ def test_it_shows_an_inline_error_with_a_working_retry_button(
     sam, chat_kb, student_llm, live_app, browser_login
 ) -> None:
     from raftweb.core.services import profile_update
-    from tests.chat.scripted_llm import free_port
+    from raftweb.testing.scripted_llm import free_port
 
     profile_update(role="student", user=None, base_url=f"http://127.0.0.1:{free_port()}/v1")
     page = browser_login(live_app, "sam", "pw-sam")

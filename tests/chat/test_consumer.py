@@ -13,7 +13,7 @@ from channels.testing import WebsocketCommunicator
 
 from chat.models import Message
 from raftweb.asgi import application
-from tests.chat.scripted_llm import free_port
+from raftweb.testing.scripted_llm import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -4,7 +4,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from chat.rendering import Citation, highlight_spans, render_markdown, render_with_citations
+from chat.rendering import highlight_spans, render_markdown, render_with_citations
+from raftweb.raft.citations import Citation
 
 HOSTILE = [
     "<script>alert('x')</script>",

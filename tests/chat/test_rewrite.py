@@ -6,7 +6,7 @@ from raftweb.llm import get_backend
 from raftweb.llm.base import ChatMessage, ModelSpec
 from raftweb.llm.registry import forget_backend
 from raftweb.raft.rewrite import build_rewrite_messages, clean_rewrite, rewrite_question
-from tests.chat.scripted_llm import ScriptedLLM, free_port
+from raftweb.testing.scripted_llm import ScriptedLLM, free_port
 
 HISTORY = [
     ChatMessage("user", "How do I reset the TV?"),

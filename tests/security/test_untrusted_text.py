@@ -284,7 +284,8 @@ def test_it_sanitises_hostile_markdown_in_model_output(hw: World) -> None:
 
 def test_it_numbers_more_than_ten_citations_without_mixing_them_up() -> None:
     """Citation placeholders end in X<index>: X1 must not also replace the start of X10."""
-    from chat.rendering import Citation, render_with_citations
+    from chat.rendering import render_with_citations
+    from raftweb.raft.citations import Citation
 
     quotes = [f"quote number {i} here" for i in range(12)]
     text = " ".join(f"##begin_quote##{q}##end_quote##" for q in quotes)

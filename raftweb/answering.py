@@ -1,4 +1,4 @@
-"""The chat answer pipeline as one async generator, free of Django and of transport.
+"""Answering: one async generator, free of Django and of transport.
 
 question → (follow-up rewrite) → retrieval → RAFT prompt → streamed tokens → parsed answer →
 quotes verified against the retrieved chunks → numbered citations.
@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from chat.rendering import Citation
 from raftweb.llm.base import (
     BackendUnavailable,
     ChatBackend,
@@ -28,8 +27,8 @@ from raftweb.llm.base import (
 )
 from raftweb.llm.limiter import QueueCallback
 from raftweb.raft.answer import parse_answer
+from raftweb.raft.citations import Citation, cite
 from raftweb.raft.prompts import build_messages
-from raftweb.raft.quotes import verify_quotes
 from raftweb.raft.rewrite import needs_rewrite, rewrite_question
 
 if TYPE_CHECKING:
@@ -185,36 +184,6 @@ def finish(result: ChatResult) -> ChatResult:
         result.outcome = "refused"
     result.citations = cite(parsed.quotes, result.hits)
     return result
-
-
-def cite(quotes: Sequence[str], hits: Sequence[SearchHit]) -> list[Citation]:
-    """Numbered citations for the quotes, each located in the chunk it really came from."""
-    if not quotes:
-        return []
-    by_key = {str(h.chunk_id): h for h in hits}
-    checks = verify_quotes(list(quotes), {k: h.text for k, h in by_key.items()})
-    citations: list[Citation] = []
-    for n, check in enumerate(checks, start=1):
-        hit = by_key.get(str(check.doc_key)) if check.verified else None
-        if hit is None:
-            # An unverified quote points nowhere: showing its "closest" chunk would lend it
-            # a source it does not have.
-            citations.append(Citation(n=n, quote=check.quote, verified=False))
-            continue
-        citations.append(
-            Citation(
-                n=n,
-                quote=check.quote,
-                verified=True,
-                document=hit.document_name,
-                document_id=hit.document_id,
-                page=hit.page,
-                chunk_id=hit.chunk_id,
-                start=check.start,
-                end=check.end,
-            )
-        )
-    return citations
 
 
 async def _resolve(backend: ChatBackend | Awaitable[ChatBackend]) -> ChatBackend:

@@ -4,12 +4,13 @@ from collections.abc import Sequence
 
 import pytest
 
-from chat.pipeline import NO_CONTEXT_ANSWER, Finished, Retrieved, Token, answer_stream, cite
+from raftweb.answering import NO_CONTEXT_ANSWER, Finished, Retrieved, Token, answer_stream
 from raftweb.llm import get_backend
 from raftweb.llm.base import ChatMessage, ModelSpec
 from raftweb.llm.registry import forget_backend
+from raftweb.raft.citations import cite
 from raftweb.retrieval.types import SearchHit
-from tests.chat.scripted_llm import ScriptedLLM, free_port
+from raftweb.testing.scripted_llm import ScriptedLLM, free_port
 
 RESET = (
     "To reset the television, hold the power button for ten seconds. "
