@@ -97,7 +97,8 @@ def setup_app(llm_url: str) -> dict[str, Any]:
     from django.core.management import call_command
     from django.test import Client
 
-    from corpus.services import document_ingest, document_upload, kb_create
+    from corpus.knowledge.ingestion import document_ingest
+    from corpus.knowledge.services import document_upload, kb_create
     from raftweb.core.services import profile_update, user_create
 
     call_command("migrate", verbosity=0)
@@ -121,7 +122,7 @@ def new_conversations(ctx: dict[str, Any], n: int) -> list[int]:
 
 
 def direct_prompt(ctx: dict[str, Any]) -> list[dict[str, str]]:
-    from corpus.services import kb_search
+    from corpus.knowledge.search import kb_search
     from raftweb.raft.prompts import build_messages
 
     hits = kb_search(kb=ctx["kb"], query=QUESTION, k=5)

@@ -195,8 +195,9 @@ def run_service(base_url: str, chunks: list[str], concurrency: int, q: int) -> d
     django.setup()
     from django.core.management import call_command
 
+    from corpus.generation.runner import generation_job_run
+    from corpus.generation.services import generation_job_create
     from corpus.models import Chunk, Document, KnowledgeBase
-    from corpus.services_qa import generation_job_create, generation_job_run
     from raftweb.core.services import profile_update
 
     call_command("migrate", verbosity=0)

@@ -105,8 +105,10 @@ def main() -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    from corpus.knowledge.indexes import kb_embedder
+    from corpus.knowledge.ingestion import EMBED_BATCH
+    from corpus.knowledge.services import kb_create
     from corpus.models import Chunk, KnowledgeBase
-    from corpus.services import EMBED_BATCH, kb_create, kb_embedder
     from raftweb.ingest import chunk_document, parse_file
 
     embedder = kb_embedder(kb_create(name="warm", slug="warm"))

@@ -7,8 +7,8 @@ from typing import Any
 from django.db.models import QuerySet
 
 from chat.models import Conversation, Feedback, Message
+from corpus.knowledge.selectors import kbs_visible_to
 from corpus.models import Chunk, KnowledgeBase
-from corpus.selectors import kbs_visible_to
 from raftweb.core.roles import Role, user_has_role
 from raftweb.llm.base import ChatMessage
 

@@ -22,7 +22,9 @@ from django.utils import timezone
 
 from chat.models import Conversation, Feedback, Message
 from chat.selectors import question_for_answer
-from corpus.models import KnowledgeBase
+from corpus.dataset.services import reverify_quotes
+from corpus.knowledge.search import kb_search
+from corpus.models import Chunk, DocumentSplit, KnowledgeBase, QAPair
 from raftweb.answering import ChatResult, Finished, PipelineEvent, SearchFn, Token, answer_stream
 from raftweb.core.services import aprofile_spec
 from raftweb.llm import get_backend
@@ -161,7 +163,6 @@ def _search_pool() -> ThreadPoolExecutor:
 
 def kb_searcher(kb: KnowledgeBase) -> SearchFn:
     """Hybrid search of ``kb`` as an async function (runs in the search thread pool)."""
-    from corpus.services import kb_search
 
     def search_in_pool(query: str) -> Sequence[Any]:
         # Pool threads live long and keep their own connection: drop it when it is too old
@@ -367,8 +368,6 @@ def feedback_send_to_review(*, feedback: Feedback, user: Any) -> Feedback:
 
 def qa_pair_from_chat(*, answer: Message, comment: str = "", user: Any = None) -> Any:
     """A pending ``QAPair`` (source ``chat_feedback``) built from a chat answer."""
-    from corpus.models import Chunk, DocumentSplit, QAPair
-    from corpus.services_qa import reverify_quotes
 
     question = answer.question or getattr(question_for_answer(answer), "content", "")
     wanted = [

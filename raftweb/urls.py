@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import importlib
-
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
@@ -14,19 +12,8 @@ urlpatterns = [
     path("health", core_views.health_page, name="health"),
     path("api/", api.urls),
     path("", include("raftweb.core.urls")),
+    path("", include("corpus.knowledge.urls")),
+    path("review/", include("corpus.dataset.urls")),
+    path("generation/", include("corpus.generation.urls")),
+    path("chat/", include("chat.urls")),
 ]
-
-# App URL modules are included when present, so each app owns its pages and prefixes.
-for prefix, module_name in (
-    ("", "corpus.urls"),
-    ("review/", "corpus.urls_review"),
-    ("training/", "training.urls"),
-    ("chat/", "chat.urls"),
-):
-    try:
-        importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        continue
-    urlpatterns.append(path(prefix, include(module_name)))

@@ -5,7 +5,7 @@ import django.utils.timezone
 from django.conf import settings
 from django.db import migrations, models
 
-import corpus.models.knowledge
+import corpus.knowledge.models
 
 
 class Migration(migrations.Migration):
@@ -248,7 +248,7 @@ class Migration(migrations.Migration):
                 (
                     "index_key",
                     models.CharField(
-                        default=corpus.models.knowledge.new_index_key,
+                        default=corpus.knowledge.models.new_index_key,
                         editable=False,
                         max_length=32,
                         unique=True,

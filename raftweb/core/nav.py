@@ -20,7 +20,7 @@ class NavItem:
 NAV: tuple[NavItem, ...] = (
     NavItem("Home", "core:home", (Role.ADMIN, Role.REVIEWER, Role.SUPPORT)),
     NavItem("Knowledge bases", "corpus:kb_list", (Role.ADMIN,)),
-    NavItem("Generation", "review:generation_list", (Role.ADMIN,)),
+    NavItem("Generation", "generation:list", (Role.ADMIN,)),
     NavItem("Review", "review:queue", (Role.REVIEWER, Role.ADMIN)),
     NavItem("Training", "training:home", (Role.ADMIN,)),
     NavItem("Chat", "chat:home", (Role.SUPPORT, Role.ADMIN)),
@@ -39,7 +39,7 @@ def nav_for(user: object, current_path: str = "") -> list[dict[str, object]]:
         except NoReverseMatch:
             continue
         items.append({"label": item.label, "url": url, "active": False, "name": item.url_name})
-    # The longest URL that prefixes the current path is the active one (/review/generation/
+    # The longest URL that prefixes the current path is the active one (/generation/kb/x/prompts/
     # is "Generation", not also "Review").
     matches = [
         i

@@ -36,7 +36,8 @@ def student_llm(db: Any, scripted_llm: ScriptedLLM) -> ScriptedLLM:
 @pytest.fixture
 def make_kb(db: Any) -> Callable[..., Any]:
     """A knowledge base with the given text documents, parsed, chunked and indexed."""
-    from corpus.services import document_ingest, document_upload, kb_create
+    from corpus.knowledge.ingestion import document_ingest
+    from corpus.knowledge.services import document_upload, kb_create
 
     def make(
         slug: str = "tv", docs: dict[str, str] | None = None, groups: tuple[str, ...] = ()

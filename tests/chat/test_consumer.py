@@ -160,7 +160,7 @@ async def test_it_closes_a_conversation_whose_kb_became_restricted(
 ) -> None:
     from django.contrib.auth.models import Group
 
-    from corpus.services import kb_update
+    from corpus.knowledge.services import kb_update
 
     kb = await sync_to_async(make_kb)("secret")
     conv = await sync_to_async(conversation_for)(sam, kb)
@@ -324,7 +324,7 @@ async def test_it_rechecks_access_on_every_question(
 ) -> None:
     from django.contrib.auth.models import Group
 
-    from corpus.services import kb_update
+    from corpus.knowledge.services import kb_update
 
     kb = await sync_to_async(make_kb)("secret")
     conv = await sync_to_async(conversation_for)(sam, kb)

@@ -54,7 +54,7 @@ def test_it_returns_404_for_someone_elses_conversation(
 def test_it_hides_a_restricted_kb_from_chat(sam, make_kb, client_for, conversation_for) -> None:
     from django.contrib.auth.models import Group
 
-    from corpus.services import kb_update
+    from corpus.knowledge.services import kb_update
 
     kb = make_kb("secret")
     conv = conversation_for(sam, kb)

@@ -59,7 +59,7 @@ def test_it_guards_admin_pages_by_role(request, client_for, username, status) ->
 def test_it_marks_only_the_most_specific_entry_active(alice) -> None:
     from raftweb.core.nav import nav_for
 
-    active = [i["label"] for i in nav_for(alice, "/review/generation/3/") if i["active"]]
+    active = [i["label"] for i in nav_for(alice, "/generation/3/") if i["active"]]
     assert active == (
         ["Generation"] if _installed("Generation") else ["Review"] if _installed("Review") else []
     )

@@ -10,8 +10,9 @@ from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
+from corpus.knowledge.ingestion import document_ingest
+from corpus.knowledge.services import document_upload, kb_create
 from corpus.models import Document, KnowledgeBase
-from corpus.services import document_ingest, document_upload, kb_create
 
 pytestmark = pytest.mark.django_db
 

@@ -12,18 +12,13 @@ import pytest
 from django.conf import settings
 from django.db import OperationalError
 
-from corpus import services
+from corpus.knowledge import ingestion, services
+from corpus.knowledge.indexes import CorpusError
+from corpus.knowledge.ingestion import document_ingest
+from corpus.knowledge.search import kb_search
+from corpus.knowledge.services import document_retry, document_upload, kb_create
+from corpus.knowledge.uploads import UploadTooLarge, sanitize_filename
 from corpus.models import Chunk, Document
-from corpus.services import (
-    CorpusError,
-    UploadTooLarge,
-    document_ingest,
-    document_retry,
-    document_upload,
-    kb_create,
-    kb_search,
-)
-from corpus.uploads import sanitize_filename
 from raftweb.ingest import NO_TEXT_PDF_MESSAGE
 from raftweb.retrieval import VectorStoreUnavailable, collection_name
 from tests.corpus.corpus_files import CORRUPT_PDF, PNG, pdf_bytes
@@ -230,9 +225,9 @@ def test_it_fails_with_a_reason_when_the_vector_store_dies_mid_ingest_and_retrie
     text = b"\n\n".join(
         f"Section {i} describes feature {i} of the phone in detail.".encode() for i in range(200)
     )
-    real = services.vector_store()
+    real = ingestion.vector_store()
     flaky = FlakyStore(real, healthy_calls=1)
-    monkeypatch.setattr(services, "vector_store", lambda: flaky)
+    monkeypatch.setattr(ingestion, "vector_store", lambda: flaky)
     upload = document_upload(kb=kb, name="manual.txt", chunks=[text], enqueue=False)
     doc = document_ingest(document_id=upload.document.pk)
     assert doc.status == Document.Status.FAILED
@@ -242,7 +237,7 @@ def test_it_fails_with_a_reason_when_the_vector_store_dies_mid_ingest_and_retrie
     assert 0 < embedded < total  # the first batch got in before the store died
     assert kb_search(kb=kb, query="feature 3", mode="bm25", k=3) == []  # not searchable half-done
 
-    monkeypatch.setattr(services, "vector_store", lambda: real)
+    monkeypatch.setattr(ingestion, "vector_store", lambda: real)
     document_retry(document=doc)  # queued; the worker (immediate here) would run:
     doc = document_ingest(document_id=doc.pk)
     assert doc.status == Document.Status.READY and doc.error == ""
@@ -256,7 +251,7 @@ def test_it_fails_with_a_reason_when_the_vector_store_dies_mid_ingest_and_retrie
 def test_it_fails_only_the_round_that_hit_a_dead_store_in_bulk_ingest(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from corpus.services import documents_ingest
+    from corpus.knowledge.ingestion import documents_ingest
 
     kb = kb_create(name="KB")
     ids = [
@@ -265,14 +260,14 @@ def test_it_fails_only_the_round_that_hit_a_dead_store_in_bulk_ingest(
         ).document.pk
         for i in range(6)
     ]
-    real = services.vector_store()
+    real = ingestion.vector_store()
     flaky = FlakyStore(real, healthy_calls=1)
-    monkeypatch.setattr(services, "vector_store", lambda: flaky)
+    monkeypatch.setattr(ingestion, "vector_store", lambda: flaky)
     documents = documents_ingest(document_ids=ids, batch_size=3)  # rounds: docs 0-2, then 3-5
     statuses = [d.status for d in documents]
     assert statuses == [Document.Status.READY] * 3 + [Document.Status.FAILED] * 3
     assert all("unavailable" in d.error for d in documents[3:])
-    monkeypatch.setattr(services, "vector_store", lambda: real)
+    monkeypatch.setattr(ingestion, "vector_store", lambda: real)
     documents = documents_ingest(document_ids=ids, batch_size=3)  # retry: only the failed ones run
     assert [d.status for d in documents] == [Document.Status.READY] * 6
     assert real.count(collection_name(kb.index_key, "base")) == 6

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from corpus.knowledge.services import kb_create
 from corpus.models import Document
-from corpus.services import kb_create
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

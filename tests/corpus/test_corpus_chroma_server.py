@@ -12,15 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from corpus.knowledge.indexes import document_delete, vector_store
+from corpus.knowledge.ingestion import document_ingest
+from corpus.knowledge.search import kb_search
+from corpus.knowledge.services import document_upload, kb_create
 from corpus.models import Document
-from corpus.services import (
-    document_delete,
-    document_ingest,
-    document_upload,
-    kb_create,
-    kb_search,
-    vector_store,
-)
 from raftweb.retrieval import collection_name
 from raftweb.retrieval.store import forget_open_stores
 from tests.services import free_port, port_open, require_service

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
+from corpus.knowledge.services import kb_create
 from corpus.models import Document, KnowledgeBase
-from corpus.services import kb_create
 from tests.corpus.corpus_files import PNG
 
 pytestmark = pytest.mark.django_db

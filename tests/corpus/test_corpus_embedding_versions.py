@@ -9,17 +9,16 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from corpus.models import EmbeddingIndex
-from corpus.services import (
-    CorpusError,
-    document_ingest,
+from corpus.knowledge.indexes import CorpusError, vector_store
+from corpus.knowledge.ingestion import document_ingest
+from corpus.knowledge.search import kb_search
+from corpus.knowledge.services import (
     document_upload,
     kb_create,
     kb_embedding_activate,
     kb_embedding_add,
-    kb_search,
-    vector_store,
 )
+from corpus.models import EmbeddingIndex
 from raftweb.retrieval import collection_name
 
 pytestmark = pytest.mark.django_db

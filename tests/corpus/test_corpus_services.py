@@ -7,20 +7,17 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from corpus.models import Chunk, Document, KnowledgeBase
-from corpus.services import (
-    CorpusError,
-    bm25_index,
-    document_delete,
-    document_ingest,
+from corpus.knowledge.indexes import CorpusError, bm25_index, document_delete, vector_store
+from corpus.knowledge.ingestion import document_ingest
+from corpus.knowledge.search import kb_search
+from corpus.knowledge.services import (
     document_upload,
     kb_create,
     kb_delete,
     kb_reindex,
-    kb_search,
     kb_update,
-    vector_store,
 )
+from corpus.models import Chunk, Document, KnowledgeBase
 from raftweb.retrieval import collection_name
 
 pytestmark = pytest.mark.django_db

@@ -200,9 +200,8 @@ def scripted_profiles(db: object) -> Callable[..., tuple[ScriptedBackend, Script
 @pytest.fixture
 def make_pair(manual_kb: Any) -> Callable[..., Any]:
     """Create a generated-looking pair on the manual KB's first chunk."""
-    from corpus.models import Chunk
-    from corpus.models.qa import QAPair
-    from corpus.services_qa import reverify_quotes
+    from corpus.dataset.services import reverify_quotes
+    from corpus.models import Chunk, QAPair
 
     def make(**fields: Any) -> QAPair:
         chunk = Chunk.objects.filter(document__kb=manual_kb).order_by("pk").first()

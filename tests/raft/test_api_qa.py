@@ -4,7 +4,7 @@ import json
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from corpus.models.qa import QAPair
+from corpus.models import QAPair
 
 
 def _auth(token: str) -> dict[str, str]:
@@ -115,7 +115,8 @@ def test_it_imports_and_exports_over_the_api(client, alice, api_token_for, manua
 def test_it_reads_and_overrides_kb_prompts(
     client, client_for, alice, api_token_for, manual_kb, scripted_profiles
 ) -> None:  # type: ignore[no-untyped-def]
-    from corpus.services_qa import generation_job_create, generation_job_run
+    from corpus.generation.runner import generation_job_run
+    from corpus.generation.services import generation_job_create
 
     hdr = _auth(api_token_for(alice))
     got = client.get("/api/kbs/manual/qa-prompts", **hdr).json()
@@ -145,8 +146,8 @@ def test_it_reads_and_overrides_kb_prompts(
     )
     questions_calls = [msgs for kind, msgs in teacher.calls if kind == "questions"]
     assert questions_calls and questions_calls[0][0].content == custom.replace("{n}", "2")
-    page = client_for(alice).get("/review/kb/manual/prompts/")
+    page = client_for(alice).get("/generation/kb/manual/prompts/")
     assert page.status_code == 200 and "about phones" in page.content.decode()
-    saved = client_for(alice).post("/review/kb/manual/prompts/", {"questions_system": ""})
+    saved = client_for(alice).post("/generation/kb/manual/prompts/", {"questions_system": ""})
     assert saved.status_code == 302
     assert client.get("/api/kbs/manual/qa-prompts", **hdr).json()["overrides"] == {}

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from corpus.models.qa import QAPair
-from corpus.services_qa import generation_job_create, generation_job_run
+from corpus.generation.runner import generation_job_run
+from corpus.generation.services import generation_job_create
+from corpus.models import QAPair
 from raftweb.core.services import profile_update
 
 

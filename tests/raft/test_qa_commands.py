@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from corpus.models.qa import QAPair
+from corpus.models import QAPair
 
 
 def _run(*args: str) -> tuple[str, str]:
@@ -215,6 +215,6 @@ def test_it_queues_a_job_for_the_worker_without_wait(
     assert summary["status"] == "queued" and summary["rows"] == 0
     assert len(callbacks) == 1  # the Huey task is enqueued once the job is committed
     callbacks[0]()  # the worker runs it (Huey is immediate in tests)
-    from corpus.models.qa import GenerationJob
+    from corpus.models import GenerationJob
 
     assert GenerationJob.objects.get(pk=summary["job"]).status == "finished"

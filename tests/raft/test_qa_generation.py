@@ -1,16 +1,20 @@
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
-from corpus import services_qa
-from corpus.models.qa import DocumentSplit, GenerationJob, GenerationUnit, ModelCall, QAPair
-from corpus.services_qa import (
-    QAError,
+import pytest
+from django.utils import timezone
+
+from corpus.dataset.services import QAError
+from corpus.generation import runner
+from corpus.generation.runner import generation_job_claim, generation_job_run
+from corpus.generation.selectors import STALE_AFTER
+from corpus.generation.services import (
     generation_job_cancel,
     generation_job_create,
     generation_job_resume,
-    generation_job_run,
 )
+from corpus.models import DocumentSplit, GenerationJob, GenerationUnit, ModelCall, QAPair
 from raftweb.llm.base import BackendUnavailable
 
 FAST = {"questions_per_chunk": 2, "hard_negative_share": 0.0, "num_distractors": 2, "seed": 3}
@@ -19,7 +23,7 @@ FAST = {"questions_per_chunk": 2, "hard_negative_share": 0.0, "num_distractors":
 @pytest.fixture(autouse=True)
 def _no_hook():  # type: ignore[no-untyped-def]
     yield
-    services_qa.after_unit_saved = None
+    runner.after_unit_saved = None
 
 
 def _rows(job: GenerationJob) -> list[tuple[int, int, tuple[int, ...], int | None]]:
@@ -67,14 +71,20 @@ def test_it_resumes_a_killed_job_with_no_duplicate_and_no_lost_row(
         if len(saved) == 2:
             raise KeyboardInterrupt("worker killed")
 
-    services_qa.after_unit_saved = kill
+    runner.after_unit_saved = kill
     with pytest.raises(KeyboardInterrupt):
         generation_job_run(job_id=job.pk)
     job.refresh_from_db()
     assert job.status == "running"
     assert job.units.filter(state="done").count() == 2
     assert QAPair.objects.filter(job=job).count() == 4
-    services_qa.after_unit_saved = None
+    runner.after_unit_saved = None
+    # While its heartbeat is fresh the job still belongs to the (maybe alive) first worker.
+    assert generation_job_run(job_id=job.pk).units.filter(state="done").count() == 2
+    # A killed worker stops reporting; once its heartbeat is stale another run takes over.
+    GenerationJob.objects.filter(pk=job.pk).update(
+        heartbeat_at=timezone.now() - STALE_AFTER - timedelta(seconds=1)
+    )
     job = generation_job_run(job_id=job.pk)
     assert job.status == "finished" and job.chunks_done == 6 and job.rows == 12
     assert len(_rows(job)) == len(set(_rows(job))) == 12
@@ -86,7 +96,7 @@ def test_it_cancels_a_running_job(manual_kb, scripted_profiles) -> None:  # type
     scripted_profiles()
     job = generation_job_create(kb=manual_kb, config={**FAST, "max_concurrency": 1}, enqueue=False)
     GenerationJob.objects.filter(pk=job.pk).update(status="running")
-    services_qa.after_unit_saved = lambda j, u: generation_job_cancel(
+    runner.after_unit_saved = lambda j, u: generation_job_cancel(
         job=GenerationJob.objects.get(pk=j.pk)
     )
     job = generation_job_run(job_id=job.pk)
@@ -131,8 +141,9 @@ def test_it_rejects_bad_configs_and_empty_kbs(manual_kb, scripted_profiles) -> N
 def test_it_takes_hard_negatives_from_the_corpus_retrieval_service(
     manual_kb, scripted_profiles
 ) -> None:  # type: ignore[no-untyped-def]
+    from corpus.knowledge.indexes import bm25_index
+    from corpus.knowledge.search import kb_search
     from corpus.models import Chunk, EmbeddingIndex
-    from corpus.services import bm25_index, kb_search
     from raftweb.retrieval import IndexedChunk
 
     EmbeddingIndex.objects.create(kb=manual_kb, version="base", model="all-MiniLM-L6-v2")
@@ -179,8 +190,8 @@ def test_it_resumes_a_job_whose_worker_died(
 
     from django.utils import timezone
 
-    from corpus.services_qa import job_is_stale
-    from corpus.tasks_qa import generation_jobs_resume_stale
+    from corpus.generation.selectors import job_is_stale
+    from corpus.tasks import generation_jobs_resume_stale
 
     scripted_profiles()
     job = generation_job_create(kb=manual_kb, config=FAST, enqueue=False)
@@ -220,7 +231,7 @@ def test_it_notes_a_chunk_truncated_for_the_teacher(manual_kb, scripted_profiles
 
 
 def test_it_gives_training_only_train_rows(manual_kb, scripted_profiles) -> None:  # type: ignore[no-untyped-def]
-    from corpus.services_qa import qa_rows
+    from corpus.dataset.io import qa_rows
 
     scripted_profiles()
     generation_job_run(job_id=generation_job_create(kb=manual_kb, config=FAST, enqueue=False).pk)
@@ -230,3 +241,54 @@ def test_it_gives_training_only_train_rows(manual_kb, scripted_profiles) -> None
     assert train and evals and len(train) + len(evals) == 12
     assert all(r.split == "train" for r in train) and all(r.split == "eval" for r in evals)
     assert all(r.instruction.endswith(r.question) for r in train)
+
+
+def test_it_lets_exactly_one_claim_through(manual_kb) -> None:  # type: ignore[no-untyped-def]
+    job = generation_job_create(kb=manual_kb, config=FAST, enqueue=False)
+    assert generation_job_claim(job_id=job.pk) is True
+    assert generation_job_claim(job_id=job.pk) is False  # running, heartbeat fresh
+    GenerationJob.objects.filter(pk=job.pk).update(
+        heartbeat_at=timezone.now() - STALE_AFTER - timedelta(seconds=1)
+    )
+    assert generation_job_claim(job_id=job.pk) is True  # its worker went silent
+    assert generation_job_claim(job_id=job.pk) is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_runs_a_job_once_when_two_workers_race_for_it(manual_kb, scripted_profiles) -> None:  # type: ignore[no-untyped-def]
+    """The original worker and a stale-job resume (or a job enqueued twice) start together:
+    one runs the job, the other backs off, and the teacher is paid once per call."""
+    import threading
+
+    from django.db import connection
+
+    teacher, _ = scripted_profiles()
+    reference = generation_job_run(
+        job_id=generation_job_create(kb=manual_kb, config=FAST, enqueue=False).pk
+    )
+    calls_for_one_run = len(teacher.calls)
+    teacher.calls.clear()
+    teacher.delay_s = 0.01  # both workers are inside the job at the same time
+    job = generation_job_create(kb=manual_kb, config=FAST, enqueue=False)
+    barrier = threading.Barrier(2)
+    results: list[str] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            results.append(generation_job_run(job_id=job.pk).status)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    job.refresh_from_db()
+    assert job.status == "finished" and job.rows == reference.rows
+    assert "finished" in results and len(results) == 2  # the loser returns at once, as it found it
+    assert len(teacher.calls) == calls_for_one_run
+    assert (
+        ModelCall.objects.filter(job=job).count() == ModelCall.objects.filter(job=reference).count()
+    )

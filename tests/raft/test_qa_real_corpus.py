@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from corpus.models.qa import QAPair
-from corpus.services import document_ingest, document_upload, kb_create, kb_search
-from corpus.services_qa import generation_job_create, generation_job_run
+from corpus.generation.runner import generation_job_run
+from corpus.generation.services import generation_job_create
+from corpus.knowledge.ingestion import document_ingest
+from corpus.knowledge.search import kb_search
+from corpus.knowledge.services import document_upload, kb_create
+from corpus.models import QAPair
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

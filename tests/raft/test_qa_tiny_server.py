@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from corpus.models.qa import GenerationUnit, ModelCall, QAPair
-from corpus.services_qa import generation_job_create, generation_job_run
+from corpus.generation.runner import generation_job_run
+from corpus.generation.services import generation_job_create
+from corpus.models import GenerationUnit, ModelCall, QAPair
 from raftweb.core.services import profile_update
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def test_it_reviews_with_the_keyboard_and_draws_the_agreement_chart(
     transactional_db: Any, live_server: Any, rita: Any, make_pair: Any, browser_login: Any
 ) -> None:
-    from corpus.models.qa import QAPair
+    from corpus.models import QAPair
 
     first = make_pair(question="First question about power?")
     second = make_pair(question="Second question about power?")

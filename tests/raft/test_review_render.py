@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from corpus.review_render import merge_spans, render_answer, render_highlighted, spans_for
+from corpus.dataset.render import merge_spans, render_answer, render_highlighted, spans_for
 
 
 def test_it_escapes_before_marking_quotes() -> None:

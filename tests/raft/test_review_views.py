@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from corpus.models.qa import QAPair, ReviewEvent
+from corpus.models import QAPair, ReviewEvent
 
 
 def test_it_limits_the_review_workspace_to_reviewers_and_admins(
@@ -15,7 +15,7 @@ def test_it_limits_the_review_workspace_to_reviewers_and_admins(
     assert client_for(sam).get(url).status_code == 403
     assert client_for(rita).get(url).status_code == 200
     assert client_for(alice).get(url).status_code == 200
-    assert client_for(rita).get(reverse("review:generation_list")).status_code == 403
+    assert client_for(rita).get(reverse("generation:list")).status_code == 403
 
 
 def test_it_filters_and_sorts_the_queue(client_for, rita, make_pair) -> None:  # type: ignore[no-untyped-def]
@@ -166,8 +166,8 @@ def test_it_launches_watches_and_cancels_generation_from_the_ui(
 ) -> None:  # type: ignore[no-untyped-def]
     scripted_profiles()
     c = client_for(alice)
-    assert c.get(reverse("review:generation_new")).status_code == 200
-    bad = c.post(reverse("review:generation_new"), {"kb": "manual", "p": "7"})
+    assert c.get(reverse("generation:new")).status_code == 200
+    bad = c.post(reverse("generation:new"), {"kb": "manual", "p": "7"})
     assert bad.status_code == 400
     form = {
         "kb": "manual",
@@ -190,7 +190,7 @@ def test_it_launches_watches_and_cancels_generation_from_the_ui(
         "document_ids": "",
     }
     with django_capture_on_commit_callbacks(execute=True):
-        resp = c.post(reverse("review:generation_new"), form)
+        resp = c.post(reverse("generation:new"), form)
     assert resp.status_code == 302
     job_url = resp["Location"]
     page = c.get(job_url).content.decode()
@@ -199,7 +199,7 @@ def test_it_launches_watches_and_cancels_generation_from_the_ui(
     assert (
         fragment.startswith('<div class="card" id="job-progress"') and "hx-trigger" not in fragment
     )
-    assert "finished" in c.get(reverse("review:generation_list")).content.decode()
+    assert "finished" in c.get(reverse("generation:list")).content.decode()
     cancel = c.post(job_url + "cancel/")
     assert cancel.status_code == 302
     assert "already finished" in c.get(job_url).content.decode()
@@ -232,6 +232,6 @@ def test_it_renders_empty_states(client_for, rita, alice, manual_kb) -> None:  #
     assert "No pairs match" in c.get(reverse("review:queue")).content.decode()
     assert c.get(reverse("review:queue"), {"kb": "nope"}).status_code == 404
     a = client_for(alice)
-    assert "No generation job yet." in a.get(reverse("review:generation_list")).content.decode()
+    assert "No generation job yet." in a.get(reverse("generation:list")).content.decode()
     assert a.get(reverse("review:kb_dataset", args=["manual"])).status_code == 200
     assert a.post(reverse("review:kb_dataset", args=["manual"]), {}).status_code == 400

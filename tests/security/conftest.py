@@ -63,7 +63,8 @@ def make_user(username: str, role: str | None, *extra_groups: str) -> Any:
 
 
 def _ingested(kb: Any, name: str, text: str) -> Any:
-    from corpus.services import document_ingest, document_upload
+    from corpus.knowledge.ingestion import document_ingest
+    from corpus.knowledge.services import document_upload
 
     result = document_upload(kb=kb, name=name, chunks=[text.encode()], enqueue=False)
     return document_ingest(document_id=result.document.pk)
@@ -75,10 +76,9 @@ def build_world(text: str = "") -> World:
 
     from chat.models import Message
     from chat.services import conversation_create, feedback_submit
-    from corpus.models import Document
-    from corpus.models.qa import GenerationJob, QAPair
-    from corpus.services import document_upload, kb_create
-    from corpus.services_qa import generation_job_create
+    from corpus.generation.services import generation_job_create
+    from corpus.knowledge.services import document_upload, kb_create
+    from corpus.models import Document, GenerationJob, QAPair
     from raftweb.core.services import token_create
 
     t = text

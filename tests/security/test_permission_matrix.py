@@ -85,7 +85,7 @@ def _junk_doc(w: World) -> dict[str, Any]:
 
 
 def _generation_form(w: World) -> dict[str, Any]:
-    from corpus.views_qa import GenerationForm
+    from corpus.generation.views import GenerationForm
 
     form = GenerationForm()
     data = {name: f.initial for name, f in form.fields.items() if f.initial is not None}
@@ -202,17 +202,22 @@ PAGES: dict[str, Page] = {
     ),
     "review:agreement": Page(allowed=REVIEW),
     # --- generation, dataset, prompts (admin only) ------------------------------------------
-    "review:generation_list": Page(allowed=ADMIN),
-    "review:generation_new": Page(allowed=ADMIN, post=_generation_form, post_allowed=ADMIN),
-    "review:generation_detail": Page(kwargs=lambda w: {"pk": w.job.pk}, allowed=ADMIN),
-    "review:generation_cancel": Page(
+    "generation:list": Page(allowed=ADMIN),
+    # The generation pages' old addresses under /review/ redirect (admins only, like them).
+    "review:old_generation_list": Page(allowed=ADMIN, ok=301),
+    "review:old_generation_new": Page(allowed=ADMIN, ok=301),
+    "review:old_generation_detail": Page(kwargs=lambda w: {"pk": w.job.pk}, allowed=ADMIN, ok=301),
+    "review:old_kb_prompts": Page(kwargs=_kb, allowed=ADMIN, ok=301),
+    "generation:new": Page(allowed=ADMIN, post=_generation_form, post_allowed=ADMIN),
+    "generation:detail": Page(kwargs=lambda w: {"pk": w.job.pk}, allowed=ADMIN),
+    "generation:cancel": Page(
         kwargs=lambda w: {"pk": w.job.pk},
         allowed=ADMIN,
         ok=405,
         post=lambda w: {},
         post_allowed=ADMIN,
     ),
-    "review:generation_resume": Page(
+    "generation:resume": Page(
         kwargs=lambda w: {"pk": w.failed_job.pk},
         allowed=ADMIN,
         ok=405,
@@ -221,7 +226,9 @@ PAGES: dict[str, Page] = {
     ),
     "review:kb_dataset": Page(kwargs=_kb, allowed=ADMIN, post=_pairs_file, post_allowed=ADMIN),
     "review:kb_export": Page(kwargs=_kb, allowed=ADMIN),
-    "review:kb_prompts": Page(kwargs=_kb, allowed=ADMIN, post=_prompt_override, post_allowed=ADMIN),
+    "generation:kb_prompts": Page(
+        kwargs=_kb, allowed=ADMIN, post=_prompt_override, post_allowed=ADMIN
+    ),
     # --- chat (support, admin) --------------------------------------------------------------
     "chat:home": Page(allowed=CHAT),
     "chat:kb": Page(kwargs=_kb, allowed=CHAT),

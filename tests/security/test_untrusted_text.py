@@ -49,7 +49,7 @@ def hostile_module_world(django_db_setup: Any, django_db_blocker: Any) -> Iterat
 
 
 def _add_hostile_extras(w: World) -> None:
-    from corpus.services_qa import kb_prompts_update
+    from corpus.generation.prompts import kb_prompts_update
     from raftweb.core.models import ModelProfile
     from raftweb.core.services import profiles_ensure
     from raftweb.raft.prompts import PromptSet
@@ -112,19 +112,19 @@ def _pages(w: World) -> list[tuple[str, str, dict[str, str], bool]]:
     add("alice", reverse("review:pair_history", args=[w.pair.pk]), must_show=False)  # no events yet
     add("alice", reverse("review:history") + "?kb=tv")
     add("alice", reverse("review:agreement") + "?kb=tv")
-    add("alice", reverse("review:generation_list"), htmx=True)
-    add("alice", reverse("review:generation_detail", args=[w.failed_job.pk]))
+    add("alice", reverse("generation:list"), htmx=True)
+    add("alice", reverse("generation:detail", args=[w.failed_job.pk]))
     pages.append(
         (
             "alice",
-            reverse("review:generation_detail", args=[w.failed_job.pk]) + "?fragment=progress",
+            reverse("generation:detail", args=[w.failed_job.pk]) + "?fragment=progress",
             HTMX,
             False,
         )
     )
-    add("alice", reverse("review:generation_new") + "?kb=tv")
+    add("alice", reverse("generation:new") + "?kb=tv")
     add("alice", reverse("review:kb_dataset", args=["tv"]))
-    add("alice", reverse("review:kb_prompts", args=["tv"]))
+    add("alice", reverse("generation:kb_prompts", args=["tv"]))
     add("alice", reverse("chat:home"))
     add("alice", reverse("chat:kb", args=["tv"]))
     add("alice", reverse("chat:feedback_list"))
@@ -197,7 +197,7 @@ def test_it_escapes_hostile_text_echoed_from_forms_and_messages(hw: World) -> No
         "eval_share": 0.2,
         "seed": 1,
     }
-    response = alice.post(reverse("review:generation_new"), data)
+    response = alice.post(reverse("generation:new"), data)
     assert response.status_code == 400
     assert_safe(response.content.decode(), "generation_new (invalid)")
     # a review conflict (409) shows the reviewer's own unsaved text back
@@ -336,8 +336,8 @@ def test_it_highlights_by_escaping_first_then_marking(text: str) -> None:
     import re
 
     from chat.rendering import highlight_spans
-    from corpus.highlight import highlight
-    from corpus.review_render import render_highlighted
+    from corpus.dataset.render import render_highlighted
+    from corpus.knowledge.highlight import highlight
 
     query = "script alert img onerror lt gt amp quot x27 mark highlight text"
     outputs = {

@@ -9,8 +9,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from corpus.dataset.io import qa_export_lines
+from corpus.dataset.services import QAError
 from corpus.management.commands._qa_common import kb_or_error
-from corpus.services_qa import QAError, qa_export_lines
 from raftweb.raft.formats import EXPORTERS
 
 

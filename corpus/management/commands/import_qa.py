@@ -11,8 +11,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from corpus.dataset.io import qa_import
+from corpus.dataset.services import QAError
 from corpus.management.commands._qa_common import kb_or_error
-from corpus.services_qa import QAError, qa_import
 
 
 class Command(BaseCommand):

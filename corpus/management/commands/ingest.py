@@ -13,15 +13,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from corpus.knowledge.indexes import CorpusError
+from corpus.knowledge.ingestion import documents_ingest
+from corpus.knowledge.services import document_upload, kb_create
+from corpus.knowledge.uploads import UploadTooLarge, iter_file
 from corpus.models import Document, KnowledgeBase
-from corpus.services import (
-    CorpusError,
-    UploadTooLarge,
-    document_upload,
-    documents_ingest,
-    kb_create,
-)
-from corpus.uploads import iter_file
 
 
 def _files(paths: list[str]) -> list[Path]:

@@ -7,8 +7,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from corpus.dataset.services import QAError
+from corpus.generation.runner import generation_job_run
+from corpus.generation.services import generation_job_create
 from corpus.management.commands._qa_common import kb_or_error
-from corpus.services_qa import QAError, generation_job_create, generation_job_run
 
 
 class Command(BaseCommand):

@@ -13,8 +13,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from corpus.knowledge.indexes import CorpusError
+from corpus.knowledge.search import kb_retrieval_evaluate
 from corpus.models import KnowledgeBase
-from corpus.services import CorpusError, kb_retrieval_evaluate
 
 
 class Command(BaseCommand):

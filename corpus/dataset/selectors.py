@@ -1,4 +1,4 @@
-"""Reads for the Q&A side: review queues, pair neighbours, job listings."""
+"""Reads for the review workspace."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ from typing import Any
 
 from django.db.models import F, QuerySet
 
-from corpus.models import KnowledgeBase
-from corpus.models.qa import GenerationJob, QAPair, ReviewEvent
-from corpus.selectors import kbs_visible_to
-from corpus.services_qa import PairFilter
+from corpus.dataset.services import PairFilter
+from corpus.knowledge.selectors import kbs_visible_to
+from corpus.models import KnowledgeBase, QAPair, ReviewEvent
 
 SORTS: dict[str, tuple[Any, ...]] = {
     "id": ("id",),
@@ -53,8 +52,3 @@ def kb_events(kb: KnowledgeBase) -> QuerySet[ReviewEvent]:
         .select_related("user", "pair")
         .order_by("-created_at", "-id")
     )
-
-
-def kb_jobs(kb: KnowledgeBase | None = None) -> QuerySet[GenerationJob]:
-    qs = GenerationJob.objects.select_related("kb", "created_by")
-    return qs.filter(kb=kb) if kb is not None else qs

@@ -1,5 +1,4 @@
-"""Generation pages (admin): launch a job, watch its progress (htmx polling), cancel, resume;
-and a KB's import/export page."""
+"""Generation pages (admins): jobs, new job, progress, cancel/resume, prompts."""
 
 from __future__ import annotations
 
@@ -8,31 +7,26 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.http import (
-    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseRedirect,
-    StreamingHttpResponse,
 )
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from corpus.models import KnowledgeBase
-from corpus.models.qa import GenerationJob
-from corpus.selectors_qa import kb_jobs
-from corpus.services_qa import (
-    QAError,
+from corpus.dataset.services import QAError
+from corpus.generation.prompts import kb_prompts_update
+from corpus.generation.selectors import job_is_stale, kb_jobs
+from corpus.generation.services import (
     generation_job_cancel,
     generation_job_create,
     generation_job_resume,
-    job_is_stale,
-    qa_export_lines,
-    qa_import,
 )
+from corpus.models import GenerationJob, KBPromptOverrides, KnowledgeBase
 from raftweb.core.roles import Role, role_required
-from raftweb.raft.formats import EXPORTERS
 from raftweb.raft.pipeline import GenerationConfig
+from raftweb.raft.prompts import PromptSet
 
 DEFAULTS = GenerationConfig()
 
@@ -133,7 +127,7 @@ def generation_new(request: HttpRequest) -> HttpResponse:
             messages.success(
                 request, f"Generation job {job.pk} queued ({job.chunks_total} chunks)."
             )
-            return HttpResponseRedirect(reverse("review:generation_detail", args=[job.pk]))
+            return HttpResponseRedirect(reverse("generation:detail", args=[job.pk]))
     return render(
         request, "corpus/generation/new.html", {"form": form}, status=400 if form.errors else 200
     )
@@ -162,7 +156,7 @@ def generation_cancel(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, exc.message)
     else:
         messages.success(request, f"Cancelling job {job.pk}.")
-    return HttpResponseRedirect(reverse("review:generation_detail", args=[job.pk]))
+    return HttpResponseRedirect(reverse("generation:detail", args=[job.pk]))
 
 
 @role_required(Role.ADMIN)
@@ -175,72 +169,12 @@ def generation_resume(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, exc.message)
     else:
         messages.success(request, f"Job {job.pk} queued again; finished chunks are kept.")
-    return HttpResponseRedirect(reverse("review:generation_detail", args=[job.pk]))
-
-
-@role_required(Role.ADMIN)
-def kb_dataset(request: HttpRequest, slug: str) -> HttpResponse:
-    """Import a file of pairs, or export the dataset (download)."""
-    kb = get_object_or_404(KnowledgeBase, slug=slug)
-    result = None
-    status = 200
-    if request.method == "POST":
-        upload = request.FILES.get("file")
-        if upload is None:
-            messages.error(request, "Choose a file to import.")
-            status = 400
-        else:
-            try:
-                result = qa_import(
-                    kb=kb,
-                    data=upload.read(),
-                    filename=upload.name,
-                    user=request.user,
-                    status=request.POST.get("status", "pending"),
-                    split=request.POST.get("split") or None,
-                )
-            except QAError as exc:
-                messages.error(request, exc.message)
-                status = 400
-            else:
-                messages.success(
-                    request,
-                    f"Imported {result['imported']} pair(s); skipped "
-                    f"{len(result['skipped'])} line(s).",
-                )
-    return render(
-        request,
-        "corpus/generation/dataset.html",
-        {"kb": kb, "result": result, "formats": sorted(EXPORTERS)},
-        status=status,
-    )
-
-
-@role_required(Role.ADMIN)
-def kb_export(request: HttpRequest, slug: str) -> HttpResponse:
-    kb = get_object_or_404(KnowledgeBase, slug=slug)
-    fmt = request.GET.get("format", "hf")
-    split = request.GET.get("split", "train")
-    status = request.GET.get("status", "approved")
-    try:
-        count, lines = qa_export_lines(kb=kb, fmt=fmt, split=split, status=status)
-    except QAError as exc:
-        if exc.code == "empty":
-            messages.warning(request, exc.message)
-            return HttpResponseRedirect(reverse("review:kb_dataset", args=[kb.slug]))
-        raise Http404(exc.message) from None
-    response = StreamingHttpResponse(lines, content_type="application/x-ndjson; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{kb.slug}-{fmt}-{split}.jsonl"'
-    response["X-Row-Count"] = str(count)
-    return response
+    return HttpResponseRedirect(reverse("generation:detail", args=[job.pk]))
 
 
 @role_required(Role.ADMIN)
 def kb_prompts_page(request: HttpRequest, slug: str) -> HttpResponse:
     """Per-KB prompt overrides (advanced): an empty field means the built-in default."""
-    from corpus.models.qa import KBPromptOverrides
-    from corpus.services_qa import kb_prompts_update
-    from raftweb.raft.prompts import PromptSet
 
     kb = get_object_or_404(KnowledgeBase, slug=slug)
     defaults = PromptSet().as_dict()
@@ -251,7 +185,7 @@ def kb_prompts_page(request: HttpRequest, slug: str) -> HttpResponse:
         }
         kb_prompts_update(kb=kb, overrides=overrides)
         messages.success(request, f"Saved {len(overrides)} prompt override(s).")
-        return HttpResponseRedirect(reverse("review:kb_prompts", args=[kb.slug]))
+        return HttpResponseRedirect(reverse("generation:kb_prompts", args=[kb.slug]))
     row = KBPromptOverrides.objects.filter(kb=kb).first()
     current = dict(row.overrides) if row else {}
     fields = [{"name": n, "default": d, "value": current.get(n, "")} for n, d in defaults.items()]

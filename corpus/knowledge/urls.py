@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-import importlib
-
 from django.urls import path
 
-from corpus import views
+from corpus.knowledge import views
 
 app_name = "corpus"
 
@@ -28,10 +26,3 @@ urlpatterns = [
     ),
     path("kb/<slug:slug>/documents/<int:pk>/retry/", views.document_retry, name="document_retry"),
 ]
-
-# Q&A generation pages (corpus/urls_qa.py, owned by the RAFT side) share the "corpus" namespace.
-try:
-    urlpatterns += importlib.import_module("corpus.urls_qa").urlpatterns
-except ModuleNotFoundError as exc:
-    if exc.name != "corpus.urls_qa":
-        raise

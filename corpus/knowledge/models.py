@@ -174,3 +174,17 @@ class Chunk(models.Model):
         if self.title and not self.text.lstrip().startswith(self.title):
             return f"{self.title}\n{self.text}"
         return self.text
+
+
+class Split(models.TextChoices):
+    TRAIN = "train"
+    EVAL = "eval"
+
+
+class DocumentSplit(models.Model):
+    """A document's split, fixed the first time it is used so eval documents never move to train."""
+
+    kb = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="document_splits")
+    document = models.OneToOneField(Document, on_delete=models.CASCADE, related_name="qa_split")
+    split = models.CharField(max_length=8, choices=Split.choices)
+    created_at = models.DateTimeField(default=timezone.now)

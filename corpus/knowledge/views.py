@@ -12,11 +12,17 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
-from corpus import selectors, services
-from corpus.forms import KnowledgeBaseForm, SearchForm
-from corpus.highlight import highlight
+from corpus.knowledge import indexes, search, selectors, services
+from corpus.knowledge.forms import KnowledgeBaseForm, SearchForm
+from corpus.knowledge.highlight import highlight
+from corpus.knowledge.indexes import CorpusError
+from corpus.knowledge.uploads import (
+    LimitedUploadHandler,
+    UploadTooLarge,
+    human_size,
+    max_upload_bytes,
+)
 from corpus.models import Document, KnowledgeBase
-from corpus.uploads import LimitedUploadHandler, human_size, max_upload_bytes
 from raftweb.core.roles import Role, role_required
 
 admin_only = role_required(Role.ADMIN)
@@ -37,7 +43,7 @@ def kb_create(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             kb = services.kb_create(user=request.user, **form.cleaned_data)
-        except services.CorpusError as exc:
+        except CorpusError as exc:
             form.add_error(None, exc.message)
         else:
             messages.success(request, f"Knowledge base “{kb.name}” created.")
@@ -59,7 +65,7 @@ def kb_edit(request: HttpRequest, slug: str) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         try:
             services.kb_update(kb=kb, **form.cleaned_data)
-        except services.CorpusError as exc:
+        except CorpusError as exc:
             form.add_error(None, exc.message)
         else:
             messages.success(request, "Saved. New chunk settings apply after a re-index.")
@@ -74,7 +80,7 @@ def kb_delete(request: HttpRequest, slug: str) -> HttpResponse:
         name = kb.name
         try:
             services.kb_delete(kb=kb)
-        except services.CorpusError as exc:
+        except CorpusError as exc:
             messages.error(request, exc.message)
             return redirect("corpus:kb_detail", slug=slug)
         messages.success(request, f"Knowledge base “{name}” deleted.")
@@ -132,7 +138,7 @@ def _kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
                 result = services.document_upload(
                     kb=kb, name=f.name or "upload", chunks=f.chunks(), user=request.user
                 )
-        except (services.UploadTooLarge, services.CorpusError) as exc:
+        except (UploadTooLarge, CorpusError) as exc:
             results.append({"name": f.name, "ok": False, "error": str(exc)})
             continue
         results.append(
@@ -190,7 +196,7 @@ def document_delete(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     kb = _kb(slug)
     document = get_object_or_404(Document, kb=kb, pk=pk)
     name = document.name
-    services.document_delete(document=document)
+    indexes.document_delete(document=document)
     messages.success(request, f"Deleted {name}.")
     if request.htmx:
         return render(request, "corpus/partials/documents.html", _documents_context(kb))
@@ -205,7 +211,7 @@ def document_retry(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     try:
         with transaction.atomic():
             services.document_retry(document=document)
-    except services.CorpusError as exc:
+    except CorpusError as exc:
         messages.error(request, exc.message)
     if request.htmx:
         return render(request, "corpus/partials/documents.html", _documents_context(kb))
@@ -223,10 +229,10 @@ def kb_search(request: HttpRequest, slug: str) -> HttpResponse:
         query = form.cleaned_data["q"]
         mode = form.cleaned_data.get("mode") or "hybrid"
         try:
-            results = services.kb_search(
+            results = search.kb_search(
                 kb=kb, query=query, mode=mode, k=form.cleaned_data.get("k") or 5
             )
-        except services.CorpusError as exc:
+        except CorpusError as exc:
             error = exc.message
         else:
             hits = [{"hit": h, "html": highlight(h.text, query)} for h in results]
@@ -242,7 +248,7 @@ def kb_embedding_activate(request: HttpRequest, slug: str) -> HttpResponse:
     kb = _kb(slug)
     try:
         services.kb_embedding_activate(kb=kb, version=request.POST.get("version", ""))
-    except services.CorpusError as exc:
+    except CorpusError as exc:
         messages.error(request, exc.message)
     else:
         messages.success(request, f"Search now uses the “{kb.embedding_version}” embeddings.")

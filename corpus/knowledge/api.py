@@ -9,9 +9,16 @@ from django.db import transaction
 from django.http import HttpRequest
 from ninja import Router, Schema
 
-from corpus import selectors, services
+from corpus.knowledge import indexes, search, selectors, services
+from corpus.knowledge.access import api_kb
+from corpus.knowledge.indexes import CorpusError, embedding_model_name
+from corpus.knowledge.uploads import (
+    LimitedUploadHandler,
+    UploadTooLarge,
+    human_size,
+    max_upload_bytes,
+)
 from corpus.models import Document, KnowledgeBase
-from corpus.uploads import LimitedUploadHandler, human_size, max_upload_bytes
 from raftweb.api_auth import require_role
 from raftweb.core.errors import ApiError
 from raftweb.core.roles import Role, user_roles
@@ -123,24 +130,6 @@ def _kb_out(kb: KnowledgeBase) -> dict[str, Any]:
     }
 
 
-def _visible_kb(request: HttpRequest, slug: str) -> KnowledgeBase:
-    """Any role may read KBs it is allowed on; others get the same 404 as a missing KB."""
-    if not user_roles(request.user):
-        raise ApiError(403, "forbidden", "Your role does not allow this.")
-    kb = selectors.kb_visible_get(user=request.user, slug=slug)
-    if kb is None:
-        raise ApiError(404, "not_found", f"No knowledge base {slug!r}.")
-    return kb
-
-
-def _admin_kb(request: HttpRequest, slug: str) -> KnowledgeBase:
-    require_role(request, Role.ADMIN)
-    kb = KnowledgeBase.objects.filter(slug=slug).first()
-    if kb is None:
-        raise ApiError(404, "not_found", f"No knowledge base {slug!r}.")
-    return kb
-
-
 def _document(kb: KnowledgeBase, document_id: int) -> Document:
     doc = kb.documents.filter(pk=document_id).first()
     if doc is None:
@@ -148,7 +137,7 @@ def _document(kb: KnowledgeBase, document_id: int) -> Document:
     return doc
 
 
-def _corpus_error(exc: services.CorpusError) -> ApiError:
+def _corpus_error(exc: CorpusError) -> ApiError:
     status = {"conflict": 409, "not_found": 404, "unavailable": 503}.get(exc.code, 400)
     return ApiError(status, exc.code, exc.message)
 
@@ -177,22 +166,22 @@ def kb_create(request: HttpRequest, payload: KBIn) -> tuple[int, dict[str, Any]]
             allowed_groups=payload.allowed_groups,
             user=request.user,
         )
-    except services.CorpusError as exc:
+    except CorpusError as exc:
         raise _corpus_error(exc) from exc
     return 201, _kb_out(kb)
 
 
 @router.get("/kbs/{slug}", response=KBOut)
 def kb_detail(request: HttpRequest, slug: str) -> dict[str, Any]:
-    return _kb_out(_visible_kb(request, slug))
+    return _kb_out(api_kb(request, slug))
 
 
 @router.patch("/kbs/{slug}", response=KBOut, summary="Rename, describe, re-parametrise (admin)")
 def kb_update(request: HttpRequest, slug: str, payload: KBPatch) -> dict[str, Any]:
-    kb = _admin_kb(request, slug)
+    kb = api_kb(request, slug, Role.ADMIN)
     try:
         services.kb_update(kb=kb, **payload.dict(exclude_unset=True))
-    except services.CorpusError as exc:
+    except CorpusError as exc:
         raise _corpus_error(exc) from exc
     return _kb_out(kb)
 
@@ -203,10 +192,10 @@ def kb_update(request: HttpRequest, slug: str, payload: KBPatch) -> dict[str, An
     summary="Delete a knowledge base and everything in it (admin)",
 )
 def kb_delete(request: HttpRequest, slug: str) -> tuple[int, None]:
-    kb = _admin_kb(request, slug)
+    kb = api_kb(request, slug, Role.ADMIN)
     try:
         services.kb_delete(kb=kb)
-    except services.CorpusError as exc:
+    except CorpusError as exc:
         raise _corpus_error(exc) from exc
     return 204, None
 
@@ -217,7 +206,7 @@ def kb_delete(request: HttpRequest, slug: str) -> tuple[int, None]:
     summary="Re-chunk and re-embed every document (admin)",
 )
 def kb_reindex(request: HttpRequest, slug: str) -> tuple[int, dict[str, int]]:
-    kb = _admin_kb(request, slug)
+    kb = api_kb(request, slug, Role.ADMIN)
     with transaction.atomic():
         queued = services.kb_reindex(kb=kb)
     return 202, {"queued": queued}
@@ -225,7 +214,7 @@ def kb_reindex(request: HttpRequest, slug: str) -> tuple[int, dict[str, int]]:
 
 @router.get("/kbs/{slug}/documents", response=list[DocumentOut])
 def document_list(request: HttpRequest, slug: str) -> list[Document]:
-    return list(selectors.kb_documents(_admin_kb(request, slug)))
+    return list(selectors.kb_documents(api_kb(request, slug, Role.ADMIN)))
 
 
 _MULTIPART_FILES = {
@@ -255,7 +244,7 @@ _MULTIPART_FILES = {
     summary="Upload files (multipart field 'files', several allowed) (admin)",
 )
 def document_upload(request: HttpRequest, slug: str) -> tuple[int, dict[str, Any]]:
-    kb = _admin_kb(request, slug)
+    kb = api_kb(request, slug, Role.ADMIN)
     try:
         # Enforce the size limit while the body streams in; impossible once something (the
         # CSRF check of a session request) has parsed it — then the service's limit applies.
@@ -281,7 +270,7 @@ def document_upload(request: HttpRequest, slug: str) -> tuple[int, dict[str, Any
                 result = services.document_upload(
                     kb=kb, name=f.name or "upload", chunks=f.chunks(), user=request.user
                 )
-        except (services.UploadTooLarge, services.CorpusError) as exc:
+        except (UploadTooLarge, CorpusError) as exc:
             failed.append({"name": f.name or "upload", "error": str(exc)})
             continue
         (created if result.created else duplicates).append(
@@ -295,23 +284,23 @@ def document_upload(request: HttpRequest, slug: str) -> tuple[int, dict[str, Any
 
 @router.get("/kbs/{slug}/documents/{document_id}", response=DocumentOut)
 def document_detail(request: HttpRequest, slug: str, document_id: int) -> Document:
-    return _document(_admin_kb(request, slug), document_id)
+    return _document(api_kb(request, slug, Role.ADMIN), document_id)
 
 
 @router.delete("/kbs/{slug}/documents/{document_id}", response={204: None})
 def document_delete(request: HttpRequest, slug: str, document_id: int) -> tuple[int, None]:
-    doc = _document(_admin_kb(request, slug), document_id)
-    services.document_delete(document=doc)
+    doc = _document(api_kb(request, slug, Role.ADMIN), document_id)
+    indexes.document_delete(document=doc)
     return 204, None
 
 
 @router.post("/kbs/{slug}/documents/{document_id}/retry", response={202: DocumentOut})
 def document_retry(request: HttpRequest, slug: str, document_id: int) -> tuple[int, Document]:
-    doc = _document(_admin_kb(request, slug), document_id)
+    doc = _document(api_kb(request, slug, Role.ADMIN), document_id)
     try:
         with transaction.atomic():
             services.document_retry(document=doc)
-    except services.CorpusError as exc:
+    except CorpusError as exc:
         raise _corpus_error(exc) from exc
     doc.refresh_from_db()
     return 202, doc
@@ -323,9 +312,9 @@ def document_retry(request: HttpRequest, slug: str, document_id: int) -> tuple[i
     summary="Search a knowledge base (any role allowed on it)",
 )
 def kb_search(request: HttpRequest, slug: str, payload: SearchIn) -> list[Any]:
-    kb = _visible_kb(request, slug)
+    kb = api_kb(request, slug)
     try:
-        hits = services.kb_search(
+        hits = search.kb_search(
             kb=kb,
             query=payload.query,
             mode=payload.mode,
@@ -333,7 +322,7 @@ def kb_search(request: HttpRequest, slug: str, payload: SearchIn) -> list[Any]:
             document_ids=payload.document_ids,
             embedding_version=payload.embedding_version,
         )
-    except services.CorpusError as exc:
+    except CorpusError as exc:
         raise _corpus_error(exc) from exc
     return [h.as_dict() for h in hits]
 
@@ -349,7 +338,7 @@ def _versions(kb: KnowledgeBase) -> list[dict[str, Any]]:
     return [
         {
             "version": i.version,
-            "model": i.model or services.embedding_model_name(kb),
+            "model": i.model or embedding_model_name(kb),
             "status": i.status,
             "error": i.error,
             "active": i.version == kb.embedding_version,
@@ -364,7 +353,7 @@ def _versions(kb: KnowledgeBase) -> list[dict[str, Any]]:
     summary="Embedding versions indexed for this knowledge base (admin)",
 )
 def embedding_versions(request: HttpRequest, slug: str) -> list[dict[str, Any]]:
-    return _versions(_admin_kb(request, slug))
+    return _versions(api_kb(request, slug, Role.ADMIN))
 
 
 @router.post(
@@ -373,9 +362,9 @@ def embedding_versions(request: HttpRequest, slug: str) -> list[dict[str, Any]]:
     summary="Make an embedding version the one search uses by default (admin)",
 )
 def embedding_activate(request: HttpRequest, slug: str, version: str) -> list[dict[str, Any]]:
-    kb = _admin_kb(request, slug)
+    kb = api_kb(request, slug, Role.ADMIN)
     try:
         services.kb_embedding_activate(kb=kb, version=version)
-    except services.CorpusError as exc:
+    except CorpusError as exc:
         raise _corpus_error(exc) from exc
     return _versions(kb)

@@ -1,4 +1,4 @@
-"""API for RAFT generation, review, import and export (mounted at /api/ by raftweb.api)."""
+"""Dataset API: Q&A pairs, review actions, agreement, import and export."""
 
 from __future__ import annotations
 
@@ -9,57 +9,20 @@ from django.http import HttpRequest, StreamingHttpResponse
 from ninja import File, Form, Query, Router, Schema
 from ninja.files import UploadedFile
 
-from corpus.models import KnowledgeBase
-from corpus.models.qa import GenerationJob, QAPair
-from corpus.selectors import kbs_visible_to
-from corpus.selectors_qa import SORTS, review_queue
-from corpus.services_qa import (
-    PairFilter,
-    QAError,
-    generation_job_cancel,
-    generation_job_create,
-    generation_job_resume,
-    qa_agreement,
-    qa_export_lines,
-    qa_import,
-    qa_pair_update,
-    qa_pairs_bulk,
-)
+from corpus.dataset.io import qa_export_lines, qa_import
+from corpus.dataset.selectors import SORTS, review_queue
+from corpus.dataset.services import PairFilter, QAError, qa_agreement, qa_pair_update, qa_pairs_bulk
+from corpus.knowledge.access import api_kb
+from corpus.knowledge.selectors import kbs_visible_to
+from corpus.models import QAPair
 from raftweb.api_auth import require_role
 from raftweb.core.errors import ApiError
 from raftweb.core.roles import Role
 
 router = Router(tags=["RAFT datasets"])
 
+
 MAX_PAGE = 200
-
-
-class GenerationJobIn(Schema):
-    config: dict[str, Any] = {}
-
-
-class GenerationJobOut(Schema):
-    id: int
-    kb: str
-    status: str
-    config: dict[str, Any]
-    chunks_total: int
-    chunks_done: int
-    chunks_failed: int
-    rows: int
-    rows_rejected: int
-    tokens_in: int
-    tokens_out: int
-    calls: int
-    cost: float
-    tokens_per_s: float
-    eta_seconds: float | None
-    percent: int
-    error: str
-    notes: list[str]
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
 
 
 class QAPairOut(Schema):
@@ -147,41 +110,8 @@ class AgreementOut(Schema):
     best_kappa: float | None
 
 
-def _kb(request: HttpRequest, slug: str) -> KnowledgeBase:
-    kb = kbs_visible_to(request.user).filter(slug=slug).first()
-    if kb is None:
-        raise ApiError(404, "not_found", f"No knowledge base {slug!r}.")
-    return kb
-
-
 def _err(exc: QAError) -> ApiError:
     return ApiError(exc.status, exc.code, exc.message)
-
-
-def _job_out(job: GenerationJob) -> dict[str, Any]:
-    return {
-        "id": job.pk,
-        "kb": job.kb.slug,
-        "status": job.status,
-        "config": job.config,
-        "chunks_total": job.chunks_total,
-        "chunks_done": job.chunks_done,
-        "chunks_failed": job.chunks_failed,
-        "rows": job.rows,
-        "rows_rejected": job.rows_rejected,
-        "tokens_in": job.tokens_in,
-        "tokens_out": job.tokens_out,
-        "calls": job.calls,
-        "cost": job.cost,
-        "tokens_per_s": job.tokens_per_s,
-        "eta_seconds": job.eta_seconds,
-        "percent": job.percent,
-        "error": job.error,
-        "notes": job.notes or [],
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-    }
 
 
 def _pair_out(p: QAPair) -> dict[str, Any]:
@@ -210,78 +140,6 @@ def _pair_out(p: QAPair) -> dict[str, Any]:
     }
 
 
-def _job(request: HttpRequest, job_id: int) -> GenerationJob:
-    job = GenerationJob.objects.select_related("kb").filter(pk=job_id).first()
-    if job is None:
-        raise ApiError(404, "not_found", f"No generation job {job_id}.")
-    return job
-
-
-# ----------------------------------------------------------------------------- generation
-
-
-@router.post(
-    "/kbs/{slug}/generation-jobs",
-    response={201: GenerationJobOut},
-    summary="Launch a generation job",
-)
-def generation_job_launch(
-    request: HttpRequest, slug: str, payload: GenerationJobIn
-) -> tuple[int, dict[str, Any]]:
-    require_role(request, Role.ADMIN)
-    kb = _kb(request, slug)
-    try:
-        job = generation_job_create(kb=kb, user=request.user, config=payload.config)
-    except QAError as exc:
-        raise _err(exc) from None
-    job.refresh_from_db()
-    return 201, _job_out(job)
-
-
-@router.get(
-    "/kbs/{slug}/generation-jobs", response=list[GenerationJobOut], summary="A KB's generation jobs"
-)
-def generation_jobs_list(request: HttpRequest, slug: str) -> list[dict[str, Any]]:
-    require_role(request, Role.ADMIN)
-    kb = _kb(request, slug)
-    return [_job_out(j) for j in GenerationJob.objects.filter(kb=kb).select_related("kb")[:100]]
-
-
-@router.get(
-    "/generation-jobs/{job_id}", response=GenerationJobOut, summary="Job progress, tokens and cost"
-)
-def generation_job_get(request: HttpRequest, job_id: int) -> dict[str, Any]:
-    require_role(request, Role.ADMIN)
-    return _job_out(_job(request, job_id))
-
-
-@router.post("/generation-jobs/{job_id}/cancel", response=GenerationJobOut, summary="Cancel a job")
-def generation_job_cancel_api(request: HttpRequest, job_id: int) -> dict[str, Any]:
-    require_role(request, Role.ADMIN)
-    try:
-        return _job_out(generation_job_cancel(job=_job(request, job_id)))
-    except QAError as exc:
-        raise _err(exc) from None
-
-
-@router.post(
-    "/generation-jobs/{job_id}/resume",
-    response=GenerationJobOut,
-    summary="Resume a job (done chunks are kept)",
-)
-def generation_job_resume_api(request: HttpRequest, job_id: int) -> dict[str, Any]:
-    require_role(request, Role.ADMIN)
-    try:
-        job = generation_job_resume(job=_job(request, job_id))
-    except QAError as exc:
-        raise _err(exc) from None
-    job.refresh_from_db()
-    return _job_out(job)
-
-
-# ----------------------------------------------------------------------------- review
-
-
 @router.get(
     "/kbs/{slug}/qa-pairs",
     response=QAPairPage,
@@ -295,8 +153,7 @@ def qa_pairs_list(
     offset: int = 0,
     limit: int = 50,
 ) -> dict[str, Any]:
-    require_role(request, Role.REVIEWER, Role.ADMIN)
-    kb = _kb(request, slug)
+    kb = api_kb(request, slug, Role.REVIEWER, Role.ADMIN)
     if sort not in SORTS:
         raise ApiError(422, "invalid", f"sort must be one of {', '.join(SORTS)}")
     limit = max(1, min(limit, MAX_PAGE))
@@ -356,8 +213,7 @@ def qa_pair_patch(request: HttpRequest, pair_id: int, payload: QAPairPatchIn) ->
     summary="Approve/reject/reset every pair matching a filter",
 )
 def qa_pairs_bulk_api(request: HttpRequest, slug: str, payload: BulkIn) -> dict[str, int]:
-    require_role(request, Role.REVIEWER, Role.ADMIN)
-    kb = _kb(request, slug)
+    kb = api_kb(request, slug, Role.REVIEWER, Role.ADMIN)
     try:
         n = qa_pairs_bulk(
             kb=kb,
@@ -372,11 +228,8 @@ def qa_pairs_bulk_api(request: HttpRequest, slug: str, payload: BulkIn) -> dict[
 
 @router.get("/kbs/{slug}/qa-agreement", response=AgreementOut, summary="Judge–human agreement")
 def qa_agreement_api(request: HttpRequest, slug: str, threshold: int = 3) -> dict[str, Any]:
-    require_role(request, Role.REVIEWER, Role.ADMIN)
-    return qa_agreement(kb=_kb(request, slug), threshold=max(1, min(5, threshold)))
-
-
-# ----------------------------------------------------------------------------- import / export
+    kb = api_kb(request, slug, Role.REVIEWER, Role.ADMIN)
+    return qa_agreement(kb=kb, threshold=max(1, min(5, threshold)))
 
 
 @router.post(
@@ -391,8 +244,7 @@ def qa_import_api(
     status: Form[str] = "pending",
     split: Form[str] = "",
 ) -> dict[str, Any]:
-    require_role(request, Role.ADMIN)
-    kb = _kb(request, slug)
+    kb = api_kb(request, slug, Role.ADMIN)
     try:
         return qa_import(
             kb=kb,
@@ -418,8 +270,7 @@ def qa_export_api(
     split: str = "train",  # noqa: A002
     status: str = "approved",
 ) -> StreamingHttpResponse:
-    require_role(request, Role.ADMIN)
-    kb = _kb(request, slug)
+    kb = api_kb(request, slug, Role.ADMIN)
     try:
         count, lines = qa_export_lines(kb=kb, fmt=format, split=split, status=status)
     except QAError as exc:
@@ -428,46 +279,3 @@ def qa_export_api(
     response["Content-Disposition"] = f'attachment; filename="{kb.slug}-{format}-{split}.jsonl"'
     response["X-Row-Count"] = str(count)
     return response
-
-
-# ----------------------------------------------------------------------------- prompts
-
-
-class PromptsOut(Schema):
-    defaults: dict[str, str]
-    overrides: dict[str, str]
-
-
-class PromptsIn(Schema):
-    overrides: dict[str, str]
-
-
-@router.get(
-    "/kbs/{slug}/qa-prompts",
-    response=PromptsOut,
-    summary="The KB's RAFT prompts (defaults and overrides)",
-)
-def qa_prompts_get(request: HttpRequest, slug: str) -> dict[str, Any]:
-    require_role(request, Role.ADMIN)
-    from corpus.models.qa import KBPromptOverrides
-    from raftweb.raft.prompts import PromptSet
-
-    kb = _kb(request, slug)
-    row = KBPromptOverrides.objects.filter(kb=kb).first()
-    return {"defaults": PromptSet().as_dict(), "overrides": dict(row.overrides) if row else {}}
-
-
-@router.put(
-    "/kbs/{slug}/qa-prompts", response=PromptsOut, summary="Replace the KB's prompt overrides"
-)
-def qa_prompts_put(request: HttpRequest, slug: str, payload: PromptsIn) -> dict[str, Any]:
-    require_role(request, Role.ADMIN)
-    from corpus.services_qa import kb_prompts_update
-    from raftweb.raft.prompts import PromptSet
-
-    kb = _kb(request, slug)
-    try:
-        row = kb_prompts_update(kb=kb, overrides=payload.overrides)
-    except QAError as exc:
-        raise _err(exc) from None
-    return {"defaults": PromptSet().as_dict(), "overrides": dict(row.overrides)}

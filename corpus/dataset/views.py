@@ -12,11 +12,16 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from corpus.models import KnowledgeBase
-from corpus.models.qa import QAPair
-from corpus.review_render import render_answer, render_highlighted, spans_for
-from corpus.selectors_qa import SORTS, kb_events, next_pair, pair_events, review_kbs, review_queue
-from corpus.services_qa import (
+from corpus.dataset.render import render_answer, render_highlighted, spans_for
+from corpus.dataset.selectors import (
+    SORTS,
+    kb_events,
+    next_pair,
+    pair_events,
+    review_kbs,
+    review_queue,
+)
+from corpus.dataset.services import (
     ConflictError,
     PairFilter,
     QAError,
@@ -24,6 +29,7 @@ from corpus.services_qa import (
     qa_pair_update,
     qa_pairs_bulk,
 )
+from corpus.models import KnowledgeBase, QAPair
 from raftweb.core.roles import Role, role_required, user_has_role
 
 REVIEW_ROLES = (Role.REVIEWER, Role.ADMIN)

@@ -1,0 +1,1 @@
+"""The dataset: Q&A pairs, review, agreement, import/export, and the rows training reads."""

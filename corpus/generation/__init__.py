@@ -1,0 +1,1 @@
+"""RAFT generation: jobs, units, model calls, prompt overrides, and the worker-side runner."""

@@ -1,0 +1,1 @@
+"""Knowledge bases, documents, chunks, embedding versions, document splits, ingestion, search."""

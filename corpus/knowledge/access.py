@@ -1,0 +1,27 @@
+"""The one way an API endpoint gets a knowledge base: one visibility rule for every router.
+
+A caller must hold one of the endpoint's roles (any role when none is named); a KB the caller
+may not see answers exactly like a missing one (404), so slugs do not leak.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+
+from corpus.knowledge.models import KnowledgeBase
+from corpus.knowledge.selectors import kbs_visible_to
+from raftweb.api_auth import require_role
+from raftweb.core.errors import ApiError
+from raftweb.core.roles import Role, user_roles
+
+
+def api_kb(request: HttpRequest, slug: str, *roles: Role | str) -> KnowledgeBase:
+    """The KB ``slug`` as the request's user may see it, after the role check."""
+    if roles:
+        require_role(request, *roles)
+    elif not user_roles(request.user):
+        raise ApiError(403, "forbidden", "Your role does not allow this.")
+    kb = kbs_visible_to(request.user).filter(slug=slug).first()
+    if kb is None:
+        raise ApiError(404, "not_found", f"No knowledge base {slug!r}.")
+    return kb

@@ -1,0 +1,110 @@
+"""Search over a knowledge base (hybrid, dense, BM25) and document-level retrieval evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from corpus.knowledge.indexes import CorpusError, bm25_index, kb_embedder, vector_store
+from corpus.models import BASE_VERSION, EmbeddingIndex, KnowledgeBase
+from raftweb.metrics import mean, mrr, recall_at_k
+from raftweb.retrieval import (
+    Retriever,
+    SearchHit,
+    VectorStoreError,
+    collection_name,
+)
+
+
+def resolve_embedding_version(kb: KnowledgeBase, embedding_version: str | None) -> EmbeddingIndex:
+    """``None``/"active" → the KB's active version, "base" → base, else that label."""
+    version = (
+        kb.embedding_version if embedding_version in (None, "", "active") else embedding_version
+    )
+    index = kb.embedding_indexes.filter(version=version).first()
+    if index is None:
+        if version == BASE_VERSION:
+            index, _ = EmbeddingIndex.objects.get_or_create(
+                kb=kb, version=BASE_VERSION, defaults={"model": kb.embedding_model}
+            )
+        else:
+            raise CorpusError(f"unknown embedding version {version!r}", code="not_found")
+    return index
+
+
+# --------------------------------------------------------------------------- search
+def kb_search(
+    *,
+    kb: KnowledgeBase,
+    query: str,
+    mode: str = "hybrid",
+    k: int = 5,
+    document_ids: Sequence[int] | None = None,
+    embedding_version: str | None = None,
+) -> list[SearchHit]:
+    """Search one knowledge base. Hits carry ``chunk_id == str(Chunk.pk)``."""
+    if mode not in ("hybrid", "dense", "bm25"):
+        raise CorpusError(f"unknown search mode {mode!r}; use hybrid, dense or bm25")
+    k = max(1, min(int(k), 200))
+    index = resolve_embedding_version(kb, embedding_version)
+    embedder = kb_embedder(kb, index.model or None) if mode != "bm25" else None
+    retriever = Retriever(
+        store=vector_store(),
+        collection=collection_name(kb.index_key, index.version),
+        bm25=bm25_index(kb),
+        embedder=embedder,
+    )  # type: ignore[arg-type]
+    try:
+        return retriever.search(query, mode=mode, k=k, document_ids=document_ids)
+    except VectorStoreError as exc:
+        raise CorpusError(str(exc), code="unavailable") from exc
+
+
+# --------------------------------------------------------------------------- retrieval evaluation
+def _name_keys(name: str) -> set[str]:
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return {name, stem}
+
+
+def kb_retrieval_evaluate(
+    *,
+    kb: KnowledgeBase,
+    questions: Sequence[dict[str, Any]],
+    mode: str = "hybrid",
+    k_values: Sequence[int] = (1, 5, 10),
+    embedding_version: str | None = None,
+) -> dict[str, Any]:
+    """Document-level recall@k and MRR. Each question is ``{"question": str, "gold": [names]}``;
+    a gold name matches a document's file name with or without its extension; documents are
+    ranked by their best chunk."""
+
+    ks = sorted({int(k) for k in k_values if int(k) > 0}) or [1, 5, 10]
+    depth = max(50, 10 * max(ks))  # enough chunks that max(k) distinct documents can appear
+    recalls: dict[int, list[float]] = {k: [] for k in ks}
+    rrs: list[float] = []
+    details: list[dict[str, Any]] = []
+    for q in questions:
+        text = str(q.get("question") or "").strip()
+        gold_raw = q.get("gold") or []
+        gold = {g for g in ([gold_raw] if isinstance(gold_raw, str) else gold_raw) if g}
+        if not text or not gold:
+            raise CorpusError(f"each line needs a non-empty 'question' and 'gold' list: {q!r}")
+        hits = kb_search(kb=kb, query=text, mode=mode, k=depth, embedding_version=embedding_version)
+        ranked_names: list[str] = []
+        seen: set[int] = set()
+        for hit in hits:
+            if hit.document_id not in seen:
+                seen.add(hit.document_id)
+                ranked_names.append(hit.document_name)
+        # Map each ranked document onto the gold label it satisfies (if any).
+        ranked = [next((g for g in gold if g in _name_keys(n)), f"\0{n}") for n in ranked_names]
+        for k in ks:
+            recalls[k].append(recall_at_k(ranked, gold, k))
+        rrs.append(mrr(ranked, gold))
+        details.append({"question": text, "gold": sorted(gold), "ranked": ranked_names[: max(ks)]})
+    result: dict[str, Any] = {"questions": len(details)}
+    for k in ks:
+        result[f"recall@{k}"] = round(mean(recalls[k]), 4)
+    result["mrr"] = round(mean(rrs), 4)
+    result["details"] = details
+    return result
