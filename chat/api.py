@@ -30,7 +30,7 @@ from raftweb.answering import (
     Token,
     answer_stream,
 )
-from raftweb.core.errors import ApiError
+from raftweb.errors import Forbidden, Invalid, NotFound, RaftwebError, Unavailable, UpstreamError
 from raftweb.llm.base import GenerationParams
 
 router = Router(tags=["chat"])
@@ -89,18 +89,18 @@ def models_list(request: HttpRequest) -> dict[str, Any]:
 async def chat_completions(request: HttpRequest, payload: ChatCompletionIn) -> Any:
     user = request.user
     if not await sync_to_async(user_can_chat)(user):
-        raise ApiError(403, "forbidden", "Your role does not allow chatting.")
+        raise Forbidden("Your role does not allow chatting.")
     kb = await sync_to_async(chat_kb_get)(user=user, slug=payload.model)
     if kb is None:
-        raise ApiError(
-            404, "model_not_found", f"No knowledge base {payload.model!r} is available to you."
+        raise NotFound(
+            f"No knowledge base {payload.model!r} is available to you.", code="model_not_found"
         )
     try:
         question, history = openai_history(
             [{"role": m.role, "content": _text(m.content)} for m in payload.messages]
         )
     except ChatError as exc:
-        raise ApiError(400, "invalid_messages", str(exc)) from exc
+        raise Invalid(str(exc), code="invalid_messages") from exc
     engine = await chat_engine_for(kb=kb)
     stream = answer_stream(
         question=question,
@@ -251,10 +251,10 @@ def _usage(result: ChatResult) -> dict[str, int]:
     }
 
 
-def _error_for(result: ChatResult) -> ApiError:
+def _error_for(result: ChatResult) -> RaftwebError:
     if result.error_kind in ("unavailable", "retrieval"):
-        return ApiError(503, "unavailable", result.error)
-    return ApiError(502, "model_error", result.error)
+        return Unavailable(result.error)
+    return UpstreamError(result.error)
 
 
 def _params(payload: ChatCompletionIn) -> GenerationParams:

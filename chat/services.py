@@ -27,6 +27,7 @@ from corpus.knowledge.search import kb_search
 from corpus.models import Chunk, DocumentSplit, KnowledgeBase, QAPair
 from raftweb.answering import ChatResult, Finished, PipelineEvent, SearchFn, Token, answer_stream
 from raftweb.core.services import aprofile_spec
+from raftweb.errors import RaftwebError
 from raftweb.llm import get_backend
 from raftweb.llm.base import ChatBackend, ChatMessage
 
@@ -41,7 +42,7 @@ SEARCH_THREADS = 1
 STALE_PENDING = timedelta(minutes=15)
 
 
-class ChatError(Exception):
+class ChatError(RaftwebError):
     """A chat action that cannot be done; ``str()`` is fit for the user."""
 
 

@@ -11,7 +11,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from raftweb.api_auth import API_AUTH
-from raftweb.core.errors import ApiError
+from raftweb.errors import Internal, Invalid, NotFound, RaftwebError, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +27,13 @@ api = NinjaAPI(
 )
 
 
-def _error(request: HttpRequest, err: ApiError) -> HttpResponse:
+def _error(request: HttpRequest, err: RaftwebError) -> HttpResponse:
     return api.create_response(request, err.as_body(), status=err.status)
 
 
-@api.exception_handler(ApiError)
-def on_api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+@api.exception_handler(RaftwebError)
+def on_raftweb_error(request: HttpRequest, exc: RaftwebError) -> HttpResponse:
+    """Every user-facing error of every service and endpoint, in the one JSON shape."""
     return _error(request, exc)
 
 
@@ -40,31 +41,31 @@ def on_api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
 def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
     return _error(
         request,
-        ApiError(401, "unauthorized", "Authentication required: log in or send a valid API token."),
+        Unauthorized("Authentication required: log in or send a valid API token."),
     )
 
 
 @api.exception_handler(ValidationError)
 def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     return _error(
-        request, ApiError(422, "invalid", "The request is not valid.", {"errors": exc.errors})
+        request, Invalid("The request is not valid.", status=422, details={"errors": exc.errors})
     )
 
 
 @api.exception_handler(HttpError)
 def on_http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
-    return _error(request, ApiError(exc.status_code, "http_error", str(exc)))
+    return _error(request, RaftwebError(str(exc), code="http_error", status=exc.status_code))
 
 
 @api.exception_handler(Http404)
 def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
-    return _error(request, ApiError(404, "not_found", "Not found."))
+    return _error(request, NotFound("Not found."))
 
 
 @api.exception_handler(Exception)
 def on_unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
     log.exception("unhandled API error on %s", request.path)
-    return _error(request, ApiError(500, "internal", "Internal error; it has been logged."))
+    return _error(request, Internal("Internal error; it has been logged."))
 
 
 # Routers are mounted after the handlers above; the order keeps the docs grouped.

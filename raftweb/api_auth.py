@@ -8,8 +8,8 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest
 from ninja.security import HttpBearer, SessionAuth
 
-from raftweb.core.errors import ApiError
 from raftweb.core.roles import Role, user_has_role
+from raftweb.errors import Forbidden
 
 
 class TokenAuth(HttpBearer):
@@ -44,7 +44,7 @@ API_AUTH = [token_auth, session_auth]
 
 def require_role(request: HttpRequest, *roles: Role | str) -> None:
     if not user_has_role(request.user, *roles):
-        raise ApiError(403, "forbidden", "Your role does not allow this.")
+        raise Forbidden("Your role does not allow this.")
 
 
 async def arequire_role(request: HttpRequest, *roles: Role | str) -> None:

@@ -11,13 +11,13 @@ from ninja.files import UploadedFile
 
 from corpus.dataset.io import qa_export_lines, qa_import
 from corpus.dataset.selectors import SORTS, review_queue
-from corpus.dataset.services import PairFilter, QAError, qa_agreement, qa_pair_update, qa_pairs_bulk
+from corpus.dataset.services import PairFilter, qa_agreement, qa_pair_update, qa_pairs_bulk
 from corpus.knowledge.access import api_kb
 from corpus.knowledge.selectors import kbs_visible_to
 from corpus.models import QAPair
 from raftweb.api_auth import require_role
-from raftweb.core.errors import ApiError
 from raftweb.core.roles import Role
+from raftweb.errors import Invalid, NotFound
 
 router = Router(tags=["RAFT datasets"])
 
@@ -110,10 +110,6 @@ class AgreementOut(Schema):
     best_kappa: float | None
 
 
-def _err(exc: QAError) -> ApiError:
-    return ApiError(exc.status, exc.code, exc.message)
-
-
 def _pair_out(p: QAPair) -> dict[str, Any]:
     return {
         "id": p.pk,
@@ -155,7 +151,7 @@ def qa_pairs_list(
 ) -> dict[str, Any]:
     kb = api_kb(request, slug, Role.REVIEWER, Role.ADMIN)
     if sort not in SORTS:
-        raise ApiError(422, "invalid", f"sort must be one of {', '.join(SORTS)}")
+        raise Invalid(f"sort must be one of {', '.join(SORTS)}", status=422)
     limit = max(1, min(limit, MAX_PAGE))
     offset = max(0, offset)
     qs = review_queue(
@@ -172,7 +168,7 @@ def qa_pairs_list(
 def _pair(request: HttpRequest, pair_id: int) -> QAPair:
     pair = QAPair.objects.select_related("kb", "document").filter(pk=pair_id).first()
     if pair is None or not kbs_visible_to(request.user).filter(pk=pair.kb_id).exists():
-        raise ApiError(404, "not_found", f"No Q&A pair {pair_id}.")
+        raise NotFound(f"No Q&A pair {pair_id}.")
     return pair
 
 
@@ -190,20 +186,17 @@ def qa_pair_get(request: HttpRequest, pair_id: int) -> dict[str, Any]:
 def qa_pair_patch(request: HttpRequest, pair_id: int, payload: QAPairPatchIn) -> dict[str, Any]:
     require_role(request, Role.REVIEWER, Role.ADMIN)
     pair = _pair(request, pair_id)
-    try:
-        qa_pair_update(
-            pair_id=pair.pk,
-            user=request.user,
-            version=payload.version,
-            action=payload.action,
-            question=payload.question,
-            cot_answer=payload.cot_answer,
-            final_answer=payload.final_answer,
-            split=payload.split,
-            note=payload.note,
-        )
-    except QAError as exc:
-        raise _err(exc) from None
+    qa_pair_update(
+        pair_id=pair.pk,
+        user=request.user,
+        version=payload.version,
+        action=payload.action,
+        question=payload.question,
+        cot_answer=payload.cot_answer,
+        final_answer=payload.final_answer,
+        split=payload.split,
+        note=payload.note,
+    )
     return _pair_out(_pair(request, pair_id))
 
 
@@ -214,15 +207,12 @@ def qa_pair_patch(request: HttpRequest, pair_id: int, payload: QAPairPatchIn) ->
 )
 def qa_pairs_bulk_api(request: HttpRequest, slug: str, payload: BulkIn) -> dict[str, int]:
     kb = api_kb(request, slug, Role.REVIEWER, Role.ADMIN)
-    try:
-        n = qa_pairs_bulk(
-            kb=kb,
-            user=request.user,
-            filters=PairFilter.from_params(payload.filters.dict()),
-            action=payload.action,
-        )
-    except QAError as exc:
-        raise _err(exc) from None
+    n = qa_pairs_bulk(
+        kb=kb,
+        user=request.user,
+        filters=PairFilter.from_params(payload.filters.dict()),
+        action=payload.action,
+    )
     return {"changed": n}
 
 
@@ -245,17 +235,14 @@ def qa_import_api(
     split: Form[str] = "",
 ) -> dict[str, Any]:
     kb = api_kb(request, slug, Role.ADMIN)
-    try:
-        return qa_import(
-            kb=kb,
-            data=file.read(),
-            filename=file.name or "",
-            user=request.user,
-            status=status,
-            split=split or None,
-        )
-    except QAError as exc:
-        raise _err(exc) from None
+    return qa_import(
+        kb=kb,
+        data=file.read(),
+        filename=file.name or "",
+        user=request.user,
+        status=status,
+        split=split or None,
+    )
 
 
 @router.get(
@@ -271,10 +258,7 @@ def qa_export_api(
     status: str = "approved",
 ) -> StreamingHttpResponse:
     kb = api_kb(request, slug, Role.ADMIN)
-    try:
-        count, lines = qa_export_lines(kb=kb, fmt=format, split=split, status=status)
-    except QAError as exc:
-        raise _err(exc) from None
+    count, lines = qa_export_lines(kb=kb, fmt=format, split=split, status=status)
     response = StreamingHttpResponse(lines, content_type="application/x-ndjson; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{kb.slug}-{format}-{split}.jsonl"'
     response["X-Row-Count"] = str(count)

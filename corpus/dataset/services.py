@@ -15,6 +15,7 @@ from corpus.models import (
     QAPair,
     ReviewEvent,
 )
+from raftweb.errors import RaftwebError
 from raftweb.metrics import best_threshold, cohen_kappa, confusion
 from raftweb.raft.answer import format_answer, parse_answer
 from raftweb.raft.quotes import verify_quotes
@@ -30,23 +31,21 @@ REVIEW_FIELDS = (
 )
 
 
-class QAError(Exception):
-    """A user-facing failure of a Q&A service."""
-
-    def __init__(self, message: str, code: str = "invalid", status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.status = status
+class QAError(RaftwebError):
+    """A user-facing failure of a generation or dataset service."""
 
 
 class ConflictError(QAError):
+    """A concurrent edit: the pair changed since the reviewer opened it."""
+
+    default_code, default_status = "conflict", 409
+
     def __init__(
         self,
         message: str = "This pair was changed by someone else since you opened it; "
         "reload to see their change. Nothing was overwritten.",
     ) -> None:
-        super().__init__(message, code="conflict", status=409)
+        super().__init__(message)
 
 
 def _snapshot(pair: QAPair) -> dict[str, Any]:

@@ -8,8 +8,6 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import Router, Schema
 
-from corpus.dataset.api import _err
-from corpus.dataset.services import QAError
 from corpus.generation.prompts import kb_prompts_update
 from corpus.generation.services import (
     generation_job_cancel,
@@ -19,8 +17,8 @@ from corpus.generation.services import (
 from corpus.knowledge.access import api_kb
 from corpus.models import GenerationJob, KBPromptOverrides
 from raftweb.api_auth import require_role
-from raftweb.core.errors import ApiError
 from raftweb.core.roles import Role
+from raftweb.errors import NotFound
 from raftweb.raft.prompts import PromptSet
 
 router = Router(tags=["RAFT generation"])
@@ -83,7 +81,7 @@ def _job_out(job: GenerationJob) -> dict[str, Any]:
 def _job(request: HttpRequest, job_id: int) -> GenerationJob:
     job = GenerationJob.objects.select_related("kb").filter(pk=job_id).first()
     if job is None:
-        raise ApiError(404, "not_found", f"No generation job {job_id}.")
+        raise NotFound(f"No generation job {job_id}.")
     return job
 
 
@@ -96,10 +94,7 @@ def generation_job_launch(
     request: HttpRequest, slug: str, payload: GenerationJobIn
 ) -> tuple[int, dict[str, Any]]:
     kb = api_kb(request, slug, Role.ADMIN)
-    try:
-        job = generation_job_create(kb=kb, user=request.user, config=payload.config)
-    except QAError as exc:
-        raise _err(exc) from None
+    job = generation_job_create(kb=kb, user=request.user, config=payload.config)
     job.refresh_from_db()
     return 201, _job_out(job)
 
@@ -123,10 +118,7 @@ def generation_job_get(request: HttpRequest, job_id: int) -> dict[str, Any]:
 @router.post("/generation-jobs/{job_id}/cancel", response=GenerationJobOut, summary="Cancel a job")
 def generation_job_cancel_api(request: HttpRequest, job_id: int) -> dict[str, Any]:
     require_role(request, Role.ADMIN)
-    try:
-        return _job_out(generation_job_cancel(job=_job(request, job_id)))
-    except QAError as exc:
-        raise _err(exc) from None
+    return _job_out(generation_job_cancel(job=_job(request, job_id)))
 
 
 @router.post(
@@ -136,10 +128,7 @@ def generation_job_cancel_api(request: HttpRequest, job_id: int) -> dict[str, An
 )
 def generation_job_resume_api(request: HttpRequest, job_id: int) -> dict[str, Any]:
     require_role(request, Role.ADMIN)
-    try:
-        job = generation_job_resume(job=_job(request, job_id))
-    except QAError as exc:
-        raise _err(exc) from None
+    job = generation_job_resume(job=_job(request, job_id))
     job.refresh_from_db()
     return _job_out(job)
 
@@ -169,8 +158,5 @@ def qa_prompts_get(request: HttpRequest, slug: str) -> dict[str, Any]:
 )
 def qa_prompts_put(request: HttpRequest, slug: str, payload: PromptsIn) -> dict[str, Any]:
     kb = api_kb(request, slug, Role.ADMIN)
-    try:
-        row = kb_prompts_update(kb=kb, overrides=payload.overrides)
-    except QAError as exc:
-        raise _err(exc) from None
+    row = kb_prompts_update(kb=kb, overrides=payload.overrides)
     return {"defaults": PromptSet().as_dict(), "overrides": dict(row.overrides)}

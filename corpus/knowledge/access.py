@@ -11,8 +11,8 @@ from django.http import HttpRequest
 from corpus.knowledge.models import KnowledgeBase
 from corpus.knowledge.selectors import kbs_visible_to
 from raftweb.api_auth import require_role
-from raftweb.core.errors import ApiError
 from raftweb.core.roles import Role, user_roles
+from raftweb.errors import Forbidden, NotFound
 
 
 def api_kb(request: HttpRequest, slug: str, *roles: Role | str) -> KnowledgeBase:
@@ -20,8 +20,8 @@ def api_kb(request: HttpRequest, slug: str, *roles: Role | str) -> KnowledgeBase
     if roles:
         require_role(request, *roles)
     elif not user_roles(request.user):
-        raise ApiError(403, "forbidden", "Your role does not allow this.")
+        raise Forbidden("Your role does not allow this.")
     kb = kbs_visible_to(request.user).filter(slug=slug).first()
     if kb is None:
-        raise ApiError(404, "not_found", f"No knowledge base {slug!r}.")
+        raise NotFound(f"No knowledge base {slug!r}.")
     return kb

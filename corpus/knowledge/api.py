@@ -11,17 +11,16 @@ from ninja import Router, Schema
 
 from corpus.knowledge import indexes, search, selectors, services
 from corpus.knowledge.access import api_kb
-from corpus.knowledge.indexes import CorpusError, embedding_model_name
+from corpus.knowledge.indexes import embedding_model_name
 from corpus.knowledge.uploads import (
     LimitedUploadHandler,
     UploadTooLarge,
-    human_size,
     max_upload_bytes,
 )
 from corpus.models import Document, KnowledgeBase
 from raftweb.api_auth import require_role
-from raftweb.core.errors import ApiError
 from raftweb.core.roles import Role, user_roles
+from raftweb.errors import Forbidden, Invalid, NotFound, RaftwebError
 
 router = Router(tags=["knowledge bases"])
 
@@ -76,6 +75,7 @@ class DocumentOut(Schema):
 class UploadFailureOut(Schema):
     name: str
     error: str
+    code: str = "invalid"
 
 
 class UploadOut(Schema):
@@ -133,19 +133,14 @@ def _kb_out(kb: KnowledgeBase) -> dict[str, Any]:
 def _document(kb: KnowledgeBase, document_id: int) -> Document:
     doc = kb.documents.filter(pk=document_id).first()
     if doc is None:
-        raise ApiError(404, "not_found", f"No document {document_id} in {kb.slug!r}.")
+        raise NotFound(f"No document {document_id} in {kb.slug!r}.")
     return doc
-
-
-def _corpus_error(exc: CorpusError) -> ApiError:
-    status = {"conflict": 409, "not_found": 404, "unavailable": 503}.get(exc.code, 400)
-    return ApiError(status, exc.code, exc.message)
 
 
 @router.get("/kbs", response=list[KBOut], summary="Knowledge bases you may use")
 def kb_list(request: HttpRequest) -> list[dict[str, Any]]:
     if not user_roles(request.user):
-        raise ApiError(403, "forbidden", "Your role does not allow this.")
+        raise Forbidden("Your role does not allow this.")
     return [
         _kb_out(kb)
         for kb in selectors.kbs_visible_to(request.user).prefetch_related("allowed_groups")
@@ -155,19 +150,16 @@ def kb_list(request: HttpRequest) -> list[dict[str, Any]]:
 @router.post("/kbs", response={201: KBOut}, summary="Create a knowledge base (admin)")
 def kb_create(request: HttpRequest, payload: KBIn) -> tuple[int, dict[str, Any]]:
     require_role(request, Role.ADMIN)
-    try:
-        kb = services.kb_create(
-            name=payload.name,
-            slug=payload.slug,
-            description=payload.description,
-            chunk_size=payload.chunk_size,
-            chunk_overlap=payload.chunk_overlap,
-            embedding_model=payload.embedding_model,
-            allowed_groups=payload.allowed_groups,
-            user=request.user,
-        )
-    except CorpusError as exc:
-        raise _corpus_error(exc) from exc
+    kb = services.kb_create(
+        name=payload.name,
+        slug=payload.slug,
+        description=payload.description,
+        chunk_size=payload.chunk_size,
+        chunk_overlap=payload.chunk_overlap,
+        embedding_model=payload.embedding_model,
+        allowed_groups=payload.allowed_groups,
+        user=request.user,
+    )
     return 201, _kb_out(kb)
 
 
@@ -179,10 +171,7 @@ def kb_detail(request: HttpRequest, slug: str) -> dict[str, Any]:
 @router.patch("/kbs/{slug}", response=KBOut, summary="Rename, describe, re-parametrise (admin)")
 def kb_update(request: HttpRequest, slug: str, payload: KBPatch) -> dict[str, Any]:
     kb = api_kb(request, slug, Role.ADMIN)
-    try:
-        services.kb_update(kb=kb, **payload.dict(exclude_unset=True))
-    except CorpusError as exc:
-        raise _corpus_error(exc) from exc
+    services.kb_update(kb=kb, **payload.dict(exclude_unset=True))
     return _kb_out(kb)
 
 
@@ -193,10 +182,7 @@ def kb_update(request: HttpRequest, slug: str, payload: KBPatch) -> dict[str, An
 )
 def kb_delete(request: HttpRequest, slug: str) -> tuple[int, None]:
     kb = api_kb(request, slug, Role.ADMIN)
-    try:
-        services.kb_delete(kb=kb)
-    except CorpusError as exc:
-        raise _corpus_error(exc) from exc
+    services.kb_delete(kb=kb)
     return 204, None
 
 
@@ -254,13 +240,14 @@ def document_upload(request: HttpRequest, slug: str) -> tuple[int, dict[str, Any
     files = request.FILES.getlist("files") or request.FILES.getlist("file")
     too_large = list(getattr(request, "too_large_uploads", []))
     if not files and not too_large:
-        raise ApiError(400, "invalid", "Send one or more files in the multipart field 'files'.")
+        raise Invalid("Send one or more files in the multipart field 'files'.")
     created: list[Document] = []
     duplicates: list[int] = []
     failed = [
         {
             "name": n,
-            "error": f"file is larger than the upload limit of {human_size(max_upload_bytes())}",
+            "error": str(UploadTooLarge(max_upload_bytes())),
+            "code": UploadTooLarge.default_code,
         }
         for n in too_large
     ]
@@ -270,15 +257,21 @@ def document_upload(request: HttpRequest, slug: str) -> tuple[int, dict[str, Any
                 result = services.document_upload(
                     kb=kb, name=f.name or "upload", chunks=f.chunks(), user=request.user
                 )
-        except (UploadTooLarge, CorpusError) as exc:
-            failed.append({"name": f.name or "upload", "error": str(exc)})
+        except RaftwebError as exc:
+            failed.append({"name": f.name or "upload", "error": exc.message, "code": exc.code})
             continue
         (created if result.created else duplicates).append(
             result.document if result.created else result.document.pk
         )
     if not created and not duplicates:
-        status = 413 if too_large or any("larger than" in f["error"] for f in failed) else 400
-        raise ApiError(status, "upload_rejected", "No file was accepted.", {"failed": failed})
+        too_big = any(f["code"] == UploadTooLarge.default_code for f in failed)
+        status = UploadTooLarge.default_status if too_big else 400
+        raise RaftwebError(
+            "No file was accepted.",
+            code="upload_rejected",
+            status=status,
+            details={"failed": failed},
+        )
     return 201, {"documents": created, "duplicates": duplicates, "failed": failed}
 
 
@@ -297,11 +290,8 @@ def document_delete(request: HttpRequest, slug: str, document_id: int) -> tuple[
 @router.post("/kbs/{slug}/documents/{document_id}/retry", response={202: DocumentOut})
 def document_retry(request: HttpRequest, slug: str, document_id: int) -> tuple[int, Document]:
     doc = _document(api_kb(request, slug, Role.ADMIN), document_id)
-    try:
-        with transaction.atomic():
-            services.document_retry(document=doc)
-    except CorpusError as exc:
-        raise _corpus_error(exc) from exc
+    with transaction.atomic():
+        services.document_retry(document=doc)
     doc.refresh_from_db()
     return 202, doc
 
@@ -313,17 +303,14 @@ def document_retry(request: HttpRequest, slug: str, document_id: int) -> tuple[i
 )
 def kb_search(request: HttpRequest, slug: str, payload: SearchIn) -> list[Any]:
     kb = api_kb(request, slug)
-    try:
-        hits = search.kb_search(
-            kb=kb,
-            query=payload.query,
-            mode=payload.mode,
-            k=payload.k,
-            document_ids=payload.document_ids,
-            embedding_version=payload.embedding_version,
-        )
-    except CorpusError as exc:
-        raise _corpus_error(exc) from exc
+    hits = search.kb_search(
+        kb=kb,
+        query=payload.query,
+        mode=payload.mode,
+        k=payload.k,
+        document_ids=payload.document_ids,
+        embedding_version=payload.embedding_version,
+    )
     return [h.as_dict() for h in hits]
 
 
@@ -363,8 +350,5 @@ def embedding_versions(request: HttpRequest, slug: str) -> list[dict[str, Any]]:
 )
 def embedding_activate(request: HttpRequest, slug: str, version: str) -> list[dict[str, Any]]:
     kb = api_kb(request, slug, Role.ADMIN)
-    try:
-        services.kb_embedding_activate(kb=kb, version=version)
-    except CorpusError as exc:
-        raise _corpus_error(exc) from exc
+    services.kb_embedding_activate(kb=kb, version=version)
     return _versions(kb)

@@ -12,6 +12,7 @@ from django.conf import settings
 
 from corpus.models import Document, KnowledgeBase
 from raftweb.core.services import profile_spec
+from raftweb.errors import RaftwebError
 from raftweb.retrieval import (
     BM25Index,
     Embedder,
@@ -22,13 +23,9 @@ from raftweb.retrieval import (
 )
 
 
-class CorpusError(Exception):
-    """A user-facing failure of a corpus service (bad input, missing thing)."""
-
-    def __init__(self, message: str, code: str = "invalid") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class CorpusError(RaftwebError):
+    """A user-facing failure of a knowledge-base service (bad input, missing thing, a store
+    that cannot be reached)."""
 
 
 # --------------------------------------------------------------------------- infrastructure

@@ -24,8 +24,8 @@ from corpus.models import BASE_VERSION, Chunk, Document, EmbeddingIndex, Knowled
 from raftweb.ingest import ParseError, chunk_document, parse_bytes
 from raftweb.retrieval import (
     Embedder,
+    EmbeddingModelNotFound,
     IndexedChunk,
-    ModelNotFound,
     VectorStoreError,
     collection_name,
 )
@@ -81,7 +81,7 @@ def _metadata(document: Document, chunk: Chunk) -> dict[str, Any]:
 def _failure_reason(exc: BaseException) -> str:
     if isinstance(exc, VectorStoreError):
         return f"{exc} — retry when the vector store is back"
-    if isinstance(exc, (ParseError, ModelNotFound)):
+    if isinstance(exc, (ParseError, EmbeddingModelNotFound)):
         return str(exc)
     if isinstance(exc, FileNotFoundError):
         return "the uploaded file is missing from storage; upload it again"

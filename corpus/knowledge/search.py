@@ -28,7 +28,9 @@ def resolve_embedding_version(kb: KnowledgeBase, embedding_version: str | None) 
                 kb=kb, version=BASE_VERSION, defaults={"model": kb.embedding_model}
             )
         else:
-            raise CorpusError(f"unknown embedding version {version!r}", code="not_found")
+            raise CorpusError(
+                f"unknown embedding version {version!r}", code="not_found", status=404
+            )
     return index
 
 
@@ -57,7 +59,7 @@ def kb_search(
     try:
         return retriever.search(query, mode=mode, k=k, document_ids=document_ids)
     except VectorStoreError as exc:
-        raise CorpusError(str(exc), code="unavailable") from exc
+        raise CorpusError(str(exc), code="unavailable", status=503) from exc
 
 
 # --------------------------------------------------------------------------- retrieval evaluation

@@ -35,7 +35,7 @@ from corpus.knowledge.uploads import (
 from corpus.models import BASE_VERSION, Chunk, Document, EmbeddingIndex, KnowledgeBase
 from corpus.tasks import document_ingest_task
 from raftweb.retrieval import (
-    ModelNotFound,
+    EmbeddingModelNotFound,
     VectorStoreError,
     collection_name,
     load_embedder,
@@ -77,11 +77,13 @@ def kb_create(
     if not slug:
         raise CorpusError("the slug must contain letters or digits")
     if KnowledgeBase.objects.filter(slug=slug).exists():
-        raise CorpusError(f"a knowledge base with slug {slug!r} already exists", code="conflict")
+        raise CorpusError(
+            f"a knowledge base with slug {slug!r} already exists", code="conflict", status=409
+        )
     if embedding_model.strip():
         try:  # fail now, not on every document later
             load_embedder(embedding_model.strip(), setting="the knowledge base's embedding model")
-        except ModelNotFound as exc:
+        except EmbeddingModelNotFound as exc:
             raise CorpusError(str(exc)) from exc
     with transaction.atomic():
         kb = KnowledgeBase.objects.create(
@@ -144,7 +146,9 @@ def kb_delete(*, kb: KnowledgeBase) -> None:
         try:
             store.drop(collection_name(kb.index_key, idx.version))
         except VectorStoreError as exc:
-            raise CorpusError(f"cannot delete the vectors: {exc}", code="unavailable") from exc
+            raise CorpusError(
+                f"cannot delete the vectors: {exc}", code="unavailable", status=503
+            ) from exc
     index = bm25_index(kb)
     index.delete_files()
     with _bm25_lock:
@@ -280,10 +284,10 @@ def kb_embedding_add(
                     embedder.encode([c.index_text for c in batch]),
                     [_metadata(document, c) for c in batch],
                 )
-    except (ModelNotFound, VectorStoreError) as exc:
+    except (EmbeddingModelNotFound, VectorStoreError) as exc:
         index.status, index.error = EmbeddingIndex.Status.FAILED, str(exc)
         index.save(update_fields=["status", "error"])
-        raise CorpusError(str(exc), code="unavailable") from exc
+        raise CorpusError(str(exc), code="unavailable", status=503) from exc
     index.status = EmbeddingIndex.Status.READY
     index.save(update_fields=["status"])
     if activate:
@@ -297,7 +301,9 @@ def kb_embedding_activate(*, kb: KnowledgeBase, version: str) -> KnowledgeBase:
         version=version, status=EmbeddingIndex.Status.READY
     ).exists():
         raise CorpusError(
-            f"no ready embedding version {version!r} for this knowledge base", code="not_found"
+            f"no ready embedding version {version!r} for this knowledge base",
+            code="not_found",
+            status=404,
         )
     kb.embedding_version = version
     kb.save(update_fields=["embedding_version", "updated_at"])

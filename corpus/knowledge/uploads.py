@@ -14,11 +14,13 @@ from typing import Any
 from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 
+from raftweb.errors import TooLarge
+
 _UNSAFE = re.compile(r"[^\w.\- ()+,@]+", re.UNICODE)
 MAX_NAME = 200
 
 
-class UploadTooLarge(Exception):
+class UploadTooLarge(TooLarge):
     def __init__(self, limit: int) -> None:
         super().__init__(f"file is larger than the upload limit of {human_size(limit)}")
         self.limit = limit

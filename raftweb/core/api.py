@@ -7,9 +7,9 @@ from ninja import Router, Schema
 
 from raftweb.api_auth import require_role
 from raftweb.core import services
-from raftweb.core.errors import ApiError
 from raftweb.core.health import health_report
 from raftweb.core.roles import Role, user_roles
+from raftweb.errors import Invalid, NotFound
 
 router = Router(tags=["core"])
 
@@ -77,7 +77,7 @@ def token_revoke(request: HttpRequest, token_id: int) -> TokenOut:
     try:
         return services.token_revoke(user=request.user, token_id=token_id)
     except services.ServiceError as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
+        raise NotFound(str(exc)) from None
 
 
 def _profile_out(profile: object) -> ProfileOut:
@@ -108,5 +108,5 @@ def profile_update(request: HttpRequest, role: str, payload: ProfileIn) -> Profi
     try:
         profile = services.profile_update(role=role, user=request.user, **fields)
     except services.ServiceError as exc:
-        raise ApiError(400, "invalid", str(exc)) from None
+        raise Invalid(str(exc)) from None
     return _profile_out(profile)

@@ -15,13 +15,14 @@ from django.utils import timezone
 
 from raftweb.core.models import ApiToken, ModelProfile, WorkerHeartbeat
 from raftweb.core.roles import Role, ensure_role_groups, parse_role
+from raftweb.errors import RaftwebError
 from raftweb.llm import ModelSpec
 from raftweb.llm.catalog import ROLES, default_specs_from_env
 
 User = get_user_model()
 
 
-class ServiceError(Exception):
+class ServiceError(RaftwebError):
     """A user-facing failure of a service call (the message is safe to show)."""
 
 

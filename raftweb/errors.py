@@ -1,0 +1,77 @@
+"""The one family of user-facing errors.
+
+Every service, engine module and endpoint raises a :class:`RaftwebError` (or a subclass) built
+the same way: ``Error(message, code=..., status=..., details=...)``. The message is safe to
+show; ``code`` is a stable machine word; ``status`` is the HTTP status the API answers with.
+One handler in :mod:`raftweb.api` turns any of them into the one JSON error shape
+``{"error": {"code", "message", "details"}}``; pages show the message. Nothing chooses a status
+by matching message text: a subclass (or an explicit ``status``) carries it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class RaftwebError(Exception):
+    """A failure the user can act on. Subclasses set the default code and status."""
+
+    default_code: ClassVar[str] = "invalid"
+    default_status: ClassVar[int] = 400
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.status = status or self.default_status
+        self.details = details or {}
+
+    def as_body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class Invalid(RaftwebError):
+    """Bad input (400); ``status=422`` for a well-formed request with invalid values."""
+
+
+class Unauthorized(RaftwebError):
+    default_code, default_status = "unauthorized", 401
+
+
+class Forbidden(RaftwebError):
+    default_code, default_status = "forbidden", 403
+
+
+class NotFound(RaftwebError):
+    default_code, default_status = "not_found", 404
+
+
+class Conflict(RaftwebError):
+    default_code, default_status = "conflict", 409
+
+
+class TooLarge(RaftwebError):
+    default_code, default_status = "too_large", 413
+
+
+class Unavailable(RaftwebError):
+    """A backing service (model server, vector store, database) cannot be reached."""
+
+    default_code, default_status = "unavailable", 503
+
+
+class UpstreamError(RaftwebError):
+    """A model server answered, but not usefully."""
+
+    default_code, default_status = "model_error", 502
+
+
+class Internal(RaftwebError):
+    default_code, default_status = "internal", 500
