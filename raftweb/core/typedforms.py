@@ -1,0 +1,110 @@
+"""The Django and API faces of a typed config (:mod:`raftweb.typedconfig`): an HTML form class
+and a ninja schema, both generated from the one dataclass, so the page, the API and the CLI
+offer the same knobs with the same bounds, labels and help."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+from django import forms
+from ninja import Schema
+from pydantic import ConfigDict, Field, create_model
+
+from raftweb.typedconfig import ConfigError, FieldSpec, TypedConfig
+
+
+def _form_field(spec: FieldSpec) -> forms.Field:
+    k = spec.knob
+    common: dict[str, Any] = {
+        "label": spec.label,
+        "help_text": k.help,
+        "required": False,
+        "initial": None if spec.default == () else spec.default,
+    }
+    if k.choices:
+        return forms.ChoiceField(choices=[(c, c) for c in k.choices], **common)
+    if spec.kind is bool:
+        return forms.BooleanField(**common)
+    if spec.kind is int:
+        return forms.IntegerField(min_value=k.min, max_value=k.max, **common)
+    if spec.kind is float:
+        return forms.FloatField(min_value=k.min, max_value=k.max, step_size=None, **common)
+    if spec.kind is tuple:
+        common["initial"] = ", ".join(str(x) for x in spec.default or ())
+        return forms.CharField(**common)
+    return forms.CharField(**common)
+
+
+class ConfigForm(forms.Form):
+    """Base of generated config forms: :meth:`config` gives the validated settings dict."""
+
+    config_class: type[TypedConfig]
+
+    def config(self) -> dict[str, Any]:
+        """Only the fields the form offers, validated by the config itself."""
+        values: dict[str, Any] = {}
+        for spec in self.config_class.specs():
+            if spec.name not in self.cleaned_data:
+                continue
+            value = self.cleaned_data[spec.name]
+            if value is None or (value == "" and spec.kind is not str):
+                if spec.optional:
+                    values[spec.name] = None
+                continue
+            values[spec.name] = value
+        try:
+            return self.config_class.from_dict(values).to_dict()
+        except ConfigError as exc:
+            raise forms.ValidationError(exc.message) from None
+
+    def advanced_fields(self) -> list[forms.BoundField]:
+        return [
+            self[s.name]
+            for s in self.config_class.specs()
+            if s.name in self.fields and s.knob.advanced
+        ]
+
+    def basic_fields(self) -> list[forms.BoundField]:
+        names = {s.name for s in self.config_class.specs() if s.knob.advanced}
+        return [self[n] for n in self.fields if n not in names]
+
+
+def config_form(
+    config: type[TypedConfig], *, base: type[forms.Form] = forms.Form, exclude: Sequence[str] = ()
+) -> type[ConfigForm]:
+    """A form class with one field per offered config field (in declaration order), after the
+    fields of ``base`` (such as the knowledge-base picker)."""
+    attrs: dict[str, Any] = {"config_class": config}
+    for spec in config.specs():
+        if spec.knob.form and spec.name not in exclude:
+            attrs[spec.name] = _form_field(spec)
+    bases = (ConfigForm,) if base is forms.Form else (base, ConfigForm)
+    return type(f"{config.__name__}Form", bases, attrs)
+
+
+@cache
+def config_schema(config: type[TypedConfig]) -> type[Schema]:
+    """A ninja schema with every field optional (omitted = the config's default), bounded as
+    the config is, described by its help; unknown keys are refused (422)."""
+    fields: dict[str, Any] = {}
+    for spec in config.specs():
+        k = spec.knob
+        py: Any = {tuple: list[int]}.get(spec.kind, spec.kind)
+        extra: dict[str, Any] = {"title": spec.label, "description": k.help or None}
+        if spec.kind in (int, float):
+            extra.update(ge=k.min, le=k.max)
+        if k.choices:
+            extra["json_schema_extra"] = {"enum": list(k.choices)}
+        default = list(spec.default) if spec.kind is tuple else spec.default
+        fields[spec.name] = (py | None if spec.optional else py, Field(default=default, **extra))
+    return _schema(config.__name__, fields)
+
+
+class _StrictSchema(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _schema(name: str, fields: dict[str, Any]) -> type[Schema]:
+    return create_model(f"{name}In", __base__=_StrictSchema, **fields)  # type: ignore[call-overload,no-any-return]
