@@ -18,7 +18,9 @@ from html import escape
 import nh3
 from markdown_it import MarkdownIt
 
+from raftweb.raft.answer import QuoteSegment, split_quotes
 from raftweb.raft.citations import Citation
+from raftweb.raft.quotes import merge_spans
 
 ALLOWED_TAGS: frozenset[str] = frozenset(
     {
@@ -29,8 +31,6 @@ ALLOWED_TAGS: frozenset[str] = frozenset(
 )  # fmt: skip
 ALLOWED_ATTRIBUTES: dict[str, set[str]] = {"a": {"href", "title"}, "ol": {"start"}}
 ALLOWED_URL_SCHEMES: frozenset[str] = frozenset({"http", "https", "mailto"})
-
-QUOTE_RE = re.compile(r"##begin_quote##(.*?)(?:##end_quote##|$)", re.DOTALL)
 
 
 @lru_cache(maxsize=1)
@@ -80,41 +80,55 @@ def render_with_citations(
     *,
     href_for: Callable[[Citation], str] = lambda c: "",
 ) -> str:
-    """Render text whose ``##begin_quote##…##end_quote##`` spans become numbered citations.
+    """Render text whose ``##begin_quote##…##end_quote##`` quotes become numbered citations.
 
-    Quotes are matched to ``citations`` by text (else in order). Each quote is
-    swapped for a random placeholder before Markdown runs, so markup inside a quote can neither
-    break out nor be rendered; the placeholder is then replaced by the escaped quote and its
-    marker. Quotes beyond the citation list are shown as plain escaped quotes.
+    Quotes are found by the RAFT module's one splitter (:func:`split_quotes`), the same that
+    produced the quotes the citations checked, so quote ``i`` of the reasoning is citation
+    ``i``. A quote whose text differs from citation ``i`` (a quote in the final answer, after
+    the reasoning's quotes) takes the citation with its text, or none: a citation is never
+    pinned on a quote it did not check. Empty quotes and stray markers are dropped.
+
+    Each quote is swapped for a random placeholder before Markdown runs, so markup inside a
+    quote can neither break out nor be rendered; the placeholder is then replaced by the
+    escaped quote and its marker.
     """
     nonce = secrets.token_hex(8)
     pieces: dict[str, str] = {}
     by_quote = {_norm(c.quote): c for c in reversed(citations)}
-    index = 0
-
-    def _swap(match: re.Match[str]) -> str:
-        nonlocal index
-        quote = match.group(1).strip()
-        key = f"CITE{nonce}X{index}Z"  # the Z ends it: X1 must not match the start of X10
-        # Match by text first (the citation list may be deduplicated), then by position.
-        cit = by_quote.get(_norm(quote))
-        if cit is None and index < len(citations):
-            cit = citations[index]
+    source: list[str] = []
+    for seg in split_quotes(text or ""):
+        if seg.kind == "text":
+            source.append(seg.text)
+            continue
+        if not seg.is_quote:
+            continue  # an empty quote or a stray end marker: syntax, not content
+        key = f"CITE{nonce}X{len(pieces)}Z"  # the Z ends it: X1 must not match the start of X10
+        cit = _citation_for(seg, citations, by_quote)
         if cit is not None:
             state = "verified" if cit.verified else "unverified"
             pieces[key] = (
-                f'<q class="quote quote-{state}">{escape(quote)}</q>'
+                f'<q class="quote quote-{state}">{escape(seg.quote)}</q>'
                 f"{citation_marker(cit, href_for(cit))}"
             )
         else:
-            pieces[key] = f'<q class="quote">{escape(quote)}</q>'
-        index += 1
-        return key
-
-    html = render_markdown(QUOTE_RE.sub(_swap, text or ""))
+            pieces[key] = f'<q class="quote">{escape(seg.quote)}</q>'
+        source.append(key)
+    html = render_markdown("".join(source))
     # One pass, so a piece that was already put in is never scanned again.
     html = re.sub(f"CITE{nonce}X\\d+Z", lambda m: pieces.get(m.group(0), m.group(0)), html)
     return html
+
+
+def _citation_for(
+    seg: QuoteSegment, citations: Sequence[Citation], by_quote: dict[str, Citation]
+) -> Citation | None:
+    """Citation ``seg.index`` when it checked this very quote, else the one that checked the
+    same words (a final answer repeating a quote), else none."""
+    quote = _norm(seg.quote)
+    cit = seg.paired(citations)
+    if cit is not None and _norm(cit.quote) == quote:
+        return cit
+    return by_quote.get(quote)
 
 
 def _norm(text: str) -> str:
@@ -127,17 +141,9 @@ def highlight_spans(text: str, spans: Sequence[tuple[int, int]]) -> str:
     Escaping happens per slice, after the spans are chosen, so offsets always refer to the
     raw text and no span can cut an entity in half. Overlapping spans are merged.
     """
-    clean: list[tuple[int, int]] = []
-    for start, end in sorted((max(0, s), min(len(text), e)) for s, e in spans):
-        if end <= start:
-            continue
-        if clean and start <= clean[-1][1]:
-            clean[-1] = (clean[-1][0], max(end, clean[-1][1]))
-        else:
-            clean.append((start, end))
     out: list[str] = []
     pos = 0
-    for i, (start, end) in enumerate(clean):
+    for i, (start, end) in enumerate(merge_spans(spans, len(text))):
         out.append(escape(text[pos:start]))
         out.append(f'<mark id="quote-{i}">{escape(text[start:end])}</mark>')
         pos = end

@@ -24,12 +24,14 @@ from chat.models import Conversation, Feedback, Message
 from chat.selectors import question_for_answer
 from corpus.dataset.services import reverify_quotes
 from corpus.knowledge.search import kb_search
-from corpus.models import Chunk, DocumentSplit, KnowledgeBase, QAPair
+from corpus.knowledge.splits import kb_document_splits
+from corpus.models import Chunk, KnowledgeBase, QAPair
 from raftweb.answering import ChatResult, Finished, PipelineEvent, SearchFn, Token, answer_stream
 from raftweb.core.services import aprofile_spec
 from raftweb.errors import RaftwebError
 from raftweb.llm import get_backend
 from raftweb.llm.base import ChatBackend, ChatMessage
+from raftweb.raft.splits import row_split
 
 CHAT_PROFILE = "student"
 TOP_K = 5
@@ -380,9 +382,11 @@ def qa_pair_from_chat(*, answer: Message, comment: str = "", user: Any = None) -
         c["chunk_id"] for c in answer.citations or [] if c.get("verified") and c.get("chunk_id")
     ]
     oracle = chunks.get(int(quoted[0])) if quoted and str(quoted[0]).isdigit() else None
-    # A question about an eval document must never become training data.
-    doc_ids = {chunks[i].document_id for i in ids}
-    in_eval = DocumentSplit.objects.filter(document_id__in=doc_ids, split="eval").exists()
+    # A question about an eval document must never become training data: the RAFT rule for a
+    # row's split, over every document it shows (documents without a split get theirs now).
+    split = row_split(
+        {chunks[i].document_id for i in ids}, kb_document_splits(kb=answer.conversation.kb)
+    )
     notes = [f"from chat feedback on message {answer.pk}"]
     if comment:
         notes.append(f"user comment: {comment[:500]}")
@@ -400,7 +404,7 @@ def qa_pair_from_chat(*, answer: Message, comment: str = "", user: Any = None) -
         document=oracle.document if oracle else None,
         oracle_index=ids.index(oracle.pk) if oracle else None,
         oracle_text=oracle.text if oracle else "",
-        split="eval" if in_eval else "train",
+        split=split,
         notes=notes,
     )
     reverify_quotes(pair)

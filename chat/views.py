@@ -15,8 +15,9 @@ from django.views.decorators.http import require_GET, require_POST
 
 from chat import fragments, selectors, services
 from chat.models import Feedback, Message
-from chat.rendering import Citation, highlight_spans
+from chat.rendering import highlight_spans
 from raftweb.core.roles import Role, role_required
+from raftweb.raft.citations import Citation
 
 CHAT_ROLES = (Role.SUPPORT, Role.ADMIN)
 

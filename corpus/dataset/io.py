@@ -19,6 +19,7 @@ from corpus.models import (
 )
 from raftweb.raft.formats import EXPORTERS, RaftRow, export_lines, parse_import
 from raftweb.raft.matching import best_chunk
+from raftweb.raft.splits import row_split
 
 
 def pair_to_row(pair: QAPair) -> RaftRow:
@@ -123,7 +124,7 @@ def qa_import(
         raise QAError("split must be train or eval")
     parsed = parse_import(data, filename=filename)
     skipped = [e.as_dict() for e in parsed.errors]
-    doc_splits = kb_document_splits(kb=kb, seed=0, eval_share=0.1) if split is None else {}
+    doc_splits = kb_document_splits(kb=kb) if split is None else {}
     imported = 0
     all_chunks: dict[int, str] | None = None
     for rec in parsed.records:
@@ -175,7 +176,7 @@ def qa_import(
             context_texts=[chunk.text] if chunk else [],
             context_titles=[chunk.title or chunk.document.name] if chunk else [],
             oracle_index=0 if chunk else None,
-            split=split or (doc_splits.get(chunk.document_id, "train") if chunk else "train"),
+            split=split or row_split([chunk.document_id] if chunk else [], doc_splits),
             status=status,
             source=QAPair.Source.IMPORTED,
             reviewed_by=user if (status == "approved" and getattr(user, "pk", None)) else None,

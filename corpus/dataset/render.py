@@ -1,55 +1,47 @@
 """HTML for the review workspace: answers with their quotes marked, documents with the quoted
 spans highlighted. Untrusted text (documents, model output) is ESCAPED first; only then are
-our own ``<mark>`` tags wrapped around the escaped pieces."""
+our own ``<mark>`` tags wrapped around the escaped pieces.
+
+Quotes are found by the RAFT module's one splitter (:func:`raftweb.raft.answer.answer_segments`),
+which numbers them exactly as the parser that produced the quote checks did, so quote *i* on
+the page is always shown with check *i*."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from raftweb.raft.prompts import BEGIN_QUOTE, END_QUOTE
+from raftweb.raft.answer import answer_segments
+from raftweb.raft.quotes import merge_spans
 
-_QUOTE_SPLIT = re.compile(
-    re.escape(BEGIN_QUOTE) + r"(.*?)(?:" + re.escape(END_QUOTE) + r"|$)", re.DOTALL
-)
+
+def _quote_mark(quote: str, check: Mapping[str, Any] | None) -> str:
+    if check is None:
+        # A quote after the final answer tag was never checked: say so, neither ✓ nor ✗.
+        label, css, flag = "quote not checked", "quote-unchecked", "?"
+    elif check.get("verified"):
+        label, css, flag = "verified quote", "quote-ok", "✓"
+    else:
+        label, css, flag = "quote not found in the document", "quote-bad", "✗"
+    return (
+        f'<mark class="quote {css}" title="{label}">{escape(quote)}'
+        f'<span class="quote-flag" aria-label="{label}">{flag}</span></mark>'
+    )
 
 
 def render_answer(cot_answer: str, checks: Sequence[Mapping[str, Any]]) -> SafeString:
     """The answer with each quote marked verified (``quote-ok``) or not (``quote-bad``)."""
-    verified = [bool(c.get("verified")) for c in checks]
     out: list[str] = []
-    pos = 0
-    index = 0
-    for m in _QUOTE_SPLIT.finditer(cot_answer or ""):
-        out.append(escape(cot_answer[pos : m.start()]))
-        quote = m.group(1)
-        if quote.strip():
-            ok = verified[index] if index < len(verified) else False
-            index += 1
-            label = "verified quote" if ok else "quote not found in the document"
-            out.append(
-                f'<mark class="quote {"quote-ok" if ok else "quote-bad"}" title="{label}">'
-                f'{escape(quote)}<span class="quote-flag" aria-label="{label}">'
-                f"{'✓' if ok else '✗'}</span></mark>"
-            )
-        pos = m.end()
-    out.append(escape((cot_answer or "")[pos:]))
+    for seg in answer_segments(cot_answer or ""):
+        if seg.kind == "text":
+            out.append(escape(seg.text))
+        elif seg.is_quote:
+            out.append(_quote_mark(seg.quote, seg.paired(checks)))
+        # "marker" segments (empty quotes, stray end markers) are format noise: dropped.
     return mark_safe("".join(out))  # noqa: S308 - every piece above is escaped
-
-
-def merge_spans(spans: Iterable[tuple[int, int]], length: int) -> list[tuple[int, int]]:
-    clean = sorted((max(0, a), min(length, b)) for a, b in spans if b > a and a < length)
-    merged: list[tuple[int, int]] = []
-    for a, b in clean:
-        if merged and a <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
-        else:
-            merged.append((a, b))
-    return merged
 
 
 def render_highlighted(text: str, spans: Iterable[tuple[int, int]]) -> SafeString:
@@ -63,14 +55,3 @@ def render_highlighted(text: str, spans: Iterable[tuple[int, int]]) -> SafeStrin
         pos = b
     out.append(escape(text[pos:]))
     return mark_safe("".join(out))  # noqa: S308 - every piece above is escaped
-
-
-def spans_for(checks: Sequence[Mapping[str, Any]], doc_key: str) -> list[tuple[int, int]]:
-    return [
-        (int(c["start"]), int(c["end"]))
-        for c in checks
-        if c.get("verified")
-        and str(c.get("doc_key")) == doc_key
-        and c.get("start") is not None
-        and c.get("end") is not None
-    ]

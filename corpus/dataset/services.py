@@ -18,7 +18,7 @@ from corpus.models import (
 from raftweb.errors import RaftwebError
 from raftweb.metrics import best_threshold, cohen_kappa, confusion
 from raftweb.raft.answer import format_answer, parse_answer
-from raftweb.raft.quotes import verify_quotes
+from raftweb.raft.evidence import check_row_quotes, quote_threshold_of
 
 REVIEW_FIELDS = (
     "question",
@@ -64,29 +64,23 @@ def _record(pair: QAPair, user: Any, action: str, before: dict[str, Any], note: 
 
 
 def reverify_quotes(pair: QAPair) -> None:
-    """Recompute the answer's parts and quote checks (after an edit)."""
-    parsed = parse_answer(pair.cot_answer)
-    evidence: dict[str, str]
-    if pair.refusal or not pair.oracle_text:
-        # A refusal explains what the (distractor-only) context says: quotes come from it.
-        evidence = {
-            str(i if i is not None else f"ctx{n}"): t
-            for n, (i, t) in enumerate(
-                zip(pair.context_chunk_ids, pair.context_texts, strict=False)
-            )
-        }
-    else:
-        # Otherwise quotes must come from the oracle, even when a row's context omits it
-        # (RAFT's p < 1 rows), exactly as generation checks them.
-        evidence = {str(pair.oracle_chunk_id or "oracle"): pair.oracle_text}
-    checks = verify_quotes(parsed.quotes, evidence) if evidence else []
-    pair.quote_checks = [c.as_dict() for c in checks]
-    pair.quote_status = (
-        "none" if not checks else "verified" if all(c.verified for c in checks) else "unverified"
+    """Recompute the answer's parts and quote checks after an edit, by the same rule and with
+    the same threshold that generation used for this pair (the job's ``quote_threshold``), so
+    an edit that leaves the quotes alone never flips the pair's quote status."""
+    verdict = check_row_quotes(
+        cot_answer=pair.cot_answer,
+        refusal=pair.refusal,
+        oracle_id=pair.oracle_chunk_id,
+        oracle_text=pair.oracle_text,
+        context_ids=pair.context_chunk_ids or [],
+        context_texts=pair.context_texts or [],
+        threshold=quote_threshold_of(pair.job.config if pair.job_id else None),
     )
-    pair.parsed_ok = parsed.parsed_ok
-    if parsed.final:
-        pair.final_answer = parsed.final
+    pair.quote_checks = verdict.check_dicts()
+    pair.quote_status = verdict.status
+    pair.parsed_ok = verdict.parsed.parsed_ok
+    if verdict.parsed.final:
+        pair.final_answer = verdict.parsed.final
 
 
 def qa_pair_update(

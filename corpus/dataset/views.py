@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from corpus.dataset.render import render_answer, render_highlighted, spans_for
+from corpus.dataset.render import render_answer, render_highlighted
 from corpus.dataset.selectors import (
     SORTS,
     kb_events,
@@ -31,6 +31,8 @@ from corpus.dataset.services import (
 )
 from corpus.models import KnowledgeBase, QAPair
 from raftweb.core.roles import Role, role_required, user_has_role
+from raftweb.raft.evidence import context_key, oracle_key
+from raftweb.raft.quotes import quoted_spans
 
 REVIEW_ROLES = (Role.REVIEWER, Role.ADMIN)
 FILTER_KEYS = (
@@ -100,31 +102,25 @@ def queue(request: HttpRequest) -> HttpResponse:
 def _pair_context(request: HttpRequest, pair: QAPair) -> dict[str, Any]:
     checks = pair.quote_checks or []
     contexts = []
+    ids = list(pair.context_chunk_ids or [])
+    titles = list(pair.context_titles or [])
     for i, text in enumerate(pair.context_texts or []):
-        cid = (
-            (pair.context_chunk_ids or [None] * (i + 1))[i]
-            if i < len(pair.context_chunk_ids or [])
-            else None
-        )
-        title = (
-            (pair.context_titles or [""] * (i + 1))[i] if i < len(pair.context_titles or []) else ""
-        )
-        is_oracle = pair.oracle_index == i
-        key = str(cid) if cid is not None else ""
+        # The same keys the quote checks were made with (a context without an id is "ctx<i>").
+        key = context_key(ids[i] if i < len(ids) else None, i)
         contexts.append(
             {
                 "index": i,
-                "title": title,
-                "is_oracle": is_oracle,
-                "html": render_highlighted(text, spans_for(checks, key) if key else []),
+                "title": titles[i] if i < len(titles) else "",
+                "is_oracle": pair.oracle_index == i,
+                "html": render_highlighted(text, quoted_spans(checks, key)),
             }
         )
-    oracle_key = str(pair.oracle_chunk_id) if pair.oracle_chunk_id else "oracle"
+    oracle = oracle_key(pair.oracle_chunk_id)
     return {
         "pair": pair,
         "kb": pair.kb,
         "answer_html": render_answer(pair.cot_answer, checks),
-        "oracle_html": render_highlighted(pair.oracle_text, spans_for(checks, oracle_key)),
+        "oracle_html": render_highlighted(pair.oracle_text, quoted_spans(checks, oracle)),
         "contexts": contexts,
         "checks": checks,
         "filter_query": _filter_query(request.GET or request.POST),

@@ -7,10 +7,12 @@ from corpus.models import (
     DocumentSplit,
     KnowledgeBase,
 )
-from raftweb.raft.splits import split_documents
+from raftweb.raft.splits import DEFAULT_EVAL_SHARE, split_documents
 
 
-def kb_document_splits(*, kb: KnowledgeBase, seed: int, eval_share: float) -> dict[int, str]:
+def kb_document_splits(
+    *, kb: KnowledgeBase, seed: int = 0, eval_share: float = DEFAULT_EVAL_SHARE
+) -> dict[int, str]:
     """Every ready document's split; documents seen before keep theirs."""
     doc_ids = list(Document.objects.filter(kb=kb).values_list("pk", flat=True))
     existing = dict(DocumentSplit.objects.filter(kb=kb).values_list("document_id", "split"))

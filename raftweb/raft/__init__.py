@@ -7,7 +7,14 @@ training, evaluation, chat — goes through these modules so the format is defin
 
 from __future__ import annotations
 
-from raftweb.raft.answer import ParsedAnswer, parse_answer
+from raftweb.raft.answer import (
+    ParsedAnswer,
+    QuoteSegment,
+    answer_segments,
+    parse_answer,
+    split_quotes,
+)
+from raftweb.raft.evidence import RowQuoteVerdict, check_row_quotes, row_evidence
 from raftweb.raft.prompts import PromptSet, build_instruction, build_messages
 from raftweb.raft.quotes import QuoteCheck, verify_quotes
 
@@ -15,8 +22,14 @@ __all__ = [
     "ParsedAnswer",
     "PromptSet",
     "QuoteCheck",
+    "QuoteSegment",
+    "RowQuoteVerdict",
+    "answer_segments",
     "build_instruction",
     "build_messages",
+    "check_row_quotes",
     "parse_answer",
+    "row_evidence",
+    "split_quotes",
     "verify_quotes",
 ]

@@ -1,7 +1,10 @@
 """Citations: the numbered quotes of an answer, each checked against the chunk it came from.
 
 This is part of the RAFT format (a citation is a verified quote), so chat, the
-OpenAI-compatible endpoint and evaluation all build citations here and nowhere else.
+OpenAI-compatible endpoint and evaluation all build citations here and nowhere else. The
+quotes come from :func:`raftweb.raft.answer.parse_answer` (the one quote splitter), so
+citation ``n`` is the answer's quote ``n - 1`` — the segment a renderer shows with index
+``n - 1``.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from raftweb.raft.quotes import verify_quotes
+from raftweb.raft.quotes import DEFAULT_QUOTE_THRESHOLD, verify_quotes
 
 if TYPE_CHECKING:
     from raftweb.retrieval.types import SearchHit
@@ -48,12 +51,20 @@ class Citation:
         return cls(**{k: data.get(k) for k in cls.__slots__ if k in data})  # type: ignore[arg-type]
 
 
-def cite(quotes: Sequence[str], hits: Sequence[SearchHit]) -> list[Citation]:
-    """Numbered citations for the quotes, each located in the chunk it really came from."""
+def cite(
+    quotes: Sequence[str],
+    hits: Sequence[SearchHit],
+    *,
+    threshold: float = DEFAULT_QUOTE_THRESHOLD,
+) -> list[Citation]:
+    """Numbered citations for the quotes (``parse_answer(...).quotes``, in order), each
+    located in the chunk it really came from."""
     if not quotes:
         return []
     by_key = {str(h.chunk_id): h for h in hits}
-    checks = verify_quotes(list(quotes), {k: h.text for k, h in by_key.items()})
+    checks = verify_quotes(
+        list(quotes), {k: h.text for k, h in by_key.items()}, threshold=threshold
+    )
     citations: list[Citation] = []
     for n, check in enumerate(checks, start=1):
         hit = by_key.get(str(check.doc_key)) if check.verified else None

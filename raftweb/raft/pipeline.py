@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from raftweb.llm.base import ChatBackend, ChatMessage, Completion, GenerationParams, LLMError
-from raftweb.raft.answer import parse_answer
 from raftweb.raft.context import ContextPlan, assemble_context, row_rng
+from raftweb.raft.evidence import check_row_quotes
 from raftweb.raft.judge import JudgeVerdict, judge_messages, parse_judge
 from raftweb.raft.prompts import (
     DEFAULT_PROMPTS,
@@ -34,7 +34,7 @@ from raftweb.raft.prompts import (
     refusal_messages,
 )
 from raftweb.raft.questions import parse_questions
-from raftweb.raft.quotes import verify_quotes
+from raftweb.raft.quotes import DEFAULT_QUOTE_THRESHOLD, QUOTE_THRESHOLD_BOUNDS
 
 CHARS_PER_TOKEN = 4  # rough, tokenizer-free estimate; only used to keep prompts in context
 PROMPT_OVERHEAD_TOKENS = 400
@@ -66,7 +66,7 @@ class GenerationConfig:
     judge_enabled: bool = True
     judge_threshold: int = 3
     reject_unverified_quotes: bool = True
-    quote_threshold: float = 0.9
+    quote_threshold: float = DEFAULT_QUOTE_THRESHOLD
     teacher_context_tokens: int = 8192
     question_temperature: float = 0.7
     seed: int = 0
@@ -87,7 +87,7 @@ class GenerationConfig:
         "question_max_tokens": (16, 32768),
         "judge_max_tokens": (8, 32768),
         "judge_threshold": (1, 5),
-        "quote_threshold": (0.5, 1.0),
+        "quote_threshold": QUOTE_THRESHOLD_BOUNDS,
         "teacher_context_tokens": (256, 10_000_000),
         "question_temperature": (0.0, 2.0),
         "eval_share": (0.0, 0.9),
@@ -354,22 +354,24 @@ class ChunkGenerator:
             per_doc = max(50, budget // max(1, len(plan.chunk_ids)))
             docs = [self._fit(text_of(cid), per_doc)[0] for cid in plan.chunk_ids]
             messages = refusal_messages(question, docs, prompts=self.prompts)
-            evidence = {str(cid): text_of(cid) for cid in plan.chunk_ids}
         else:
             messages = cot_answer_messages(question, oracle_text, prompts=self.prompts)
-            evidence = {str(chunk.id): chunk.text}
         try:
             completion = await self._call(self.teacher, "teacher", messages, params, result.calls)
         except LLMError as exc:
             raise _ChunkFailed(f"teacher failed while answering: {exc}") from exc
-        parsed = parse_answer(completion.text)
-        checks = verify_quotes(parsed.quotes, evidence, threshold=cfg.quote_threshold)
-        if not checks:
-            quote_status = "none"
-        elif all(c.verified for c in checks):
-            quote_status = "verified"
-        else:
-            quote_status = "unverified"
+        # The same check a stored row gets when a reviewer edits it (evidence.check_row_quotes),
+        # on the full (untruncated) texts a row stores.
+        verdict = check_row_quotes(
+            cot_answer=completion.text,
+            refusal=plan.refusal,
+            oracle_id=chunk.id,
+            oracle_text=chunk.text,
+            context_ids=list(plan.chunk_ids),
+            context_texts=[text_of(cid) for cid in plan.chunk_ids],
+            threshold=cfg.quote_threshold,
+        )
+        parsed, quote_status = verdict.parsed, verdict.status
         row = GeneratedRow(
             question_index=index,
             question=question,
@@ -379,7 +381,7 @@ class ChunkGenerator:
             oracle_index=plan.oracle_index,
             refusal=plan.refusal,
             parsed_ok=parsed.parsed_ok,
-            quote_checks=[c.as_dict() for c in checks],
+            quote_checks=verdict.check_dicts(),
             quote_status=quote_status,
         )
         if not completion.text.strip():
@@ -393,7 +395,7 @@ class ChunkGenerator:
             row.auto_reject_reason = REASON_QUOTE
         if row.auto_reject_reason in (REASON_EMPTY, REASON_UNPARSEABLE) or self.judge is None:
             return row  # judging an answer with no final answer would only waste calls
-        judge_doc = "\n\n".join(evidence.values()) if plan.refusal else oracle_text
+        judge_doc = "\n\n".join(verdict.evidence.values()) if plan.refusal else oracle_text
         verdict = await self._judge(question, completion.text, judge_doc, result.calls)
         if verdict is None:
             row.judge_reason = row.judge_reason or "judge reply could not be parsed (after a retry)"

@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rapidfuzz import fuzz
 
@@ -29,6 +30,10 @@ _TRANSLATE = str.maketrans(
 _ELLIPSIS_RE = re.compile(r"\s*(?:\.\.\.|…)\s*")
 _EDGE_JUNK = " \t\r\n\"'`“”‘’"
 MIN_PIECE_CHARS = 8
+# The fuzzy ratio a quote needs to count as found: a job's ``quote_threshold`` (within the
+# bounds), or this default wherever no job sets one (chat citations, imports).
+DEFAULT_QUOTE_THRESHOLD = 0.9
+QUOTE_THRESHOLD_BOUNDS = (0.5, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +107,10 @@ def normalise(text: str) -> _Normalised:
 
 
 def verify_quotes(
-    quotes: Sequence[str], documents: Mapping[str, str], *, threshold: float = 0.9
+    quotes: Sequence[str],
+    documents: Mapping[str, str],
+    *,
+    threshold: float = DEFAULT_QUOTE_THRESHOLD,
 ) -> list[QuoteCheck]:
     """Check each quote against every document; the best-scoring document wins."""
     normed = {key: normalise(text) for key, text in documents.items()}
@@ -116,6 +124,35 @@ def quoted_doc_keys(checks: Sequence[QuoteCheck]) -> list[str]:
         if c.verified and c.doc_key is not None and c.doc_key not in seen:
             seen.append(c.doc_key)
     return seen
+
+
+def quoted_spans(
+    checks: Iterable[QuoteCheck | Mapping[str, Any]], doc_key: str
+) -> list[tuple[int, int]]:
+    """The spans (original offsets) of ``doc_key`` that verified quotes were found at; takes
+    :class:`QuoteCheck` objects or their stored ``as_dict()`` form."""
+    spans: list[tuple[int, int]] = []
+    for c in checks:
+        data = c.as_dict() if isinstance(c, QuoteCheck) else c
+        start, end = data.get("start"), data.get("end")
+        if data.get("verified") and str(data.get("doc_key")) == doc_key:
+            if start is not None and end is not None:
+                spans.append((int(start), int(end)))  # type: ignore[call-overload]
+    return spans
+
+
+def merge_spans(spans: Iterable[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+    """Spans clamped to ``[0, length]``, empty ones dropped, sorted, overlapping or touching
+    ones merged: what a highlighter wraps in ``<mark>``."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted((max(0, a), min(length, b)) for a, b in spans):
+        if end <= start:
+            continue
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def _check_one(

@@ -2,7 +2,8 @@
 
 Whole documents go to one split, so no eval chunk is ever trained on. Assignment depends only
 on the seed and the document keys; documents that already have a split keep it (a later job
-must never move an eval document into training).
+must never move an eval document into training). A row (a Q&A pair) follows its documents:
+:func:`row_split`.
 """
 
 from __future__ import annotations
@@ -46,3 +47,22 @@ def split_documents(
     for i, key in enumerate(fresh):
         out[key] = EVAL if i < need else TRAIN
     return out
+
+
+def row_split(doc_keys: Iterable[Hashable | None], doc_splits: Mapping[Hashable, str]) -> str:
+    """The split of a row that shows the given documents: ``"eval"`` when any of them is an
+    eval document (training on the row would train on it), else ``"train"``.
+
+    Pass every document whose text the row carries (its oracle and its context). Keys are
+    looked up as given and as strings; a document with no split yet counts as training, so
+    callers should assign splits first (:func:`split_documents`) when a row may be the first
+    to touch a document.
+    """
+    as_str = {str(k): v for k, v in doc_splits.items()}
+    for key in doc_keys:
+        if key is None:
+            continue
+        split = doc_splits.get(key, as_str.get(str(key)))
+        if split == EVAL:
+            return EVAL
+    return TRAIN

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import re
 from html.parser import HTMLParser
 
 import pytest
 
 from chat.rendering import highlight_spans, render_markdown, render_with_citations
+from raftweb.raft.answer import parse_answer
 from raftweb.raft.citations import Citation
 
 HOSTILE = [
@@ -130,3 +132,58 @@ def test_it_keeps_citations_past_ten_apart() -> None:
     assert "CITE" not in html
     for i, q in enumerate(quotes):
         assert f'>{q}</q><a class="cite cite-verified" href="/s/{i + 1}"' in html
+
+
+UNCLOSED_THEN_TWO = (
+    "The manual says ##begin_quote## charge the phone overnight and then "
+    "##begin_quote##Press and hold the Side key##end_quote## and finally "
+    "##begin_quote##tap Power off##end_quote##.\n<ANSWER>: Hold the Side key, tap Power off."
+)
+
+
+def _shown(html: str) -> list[tuple[str, str]]:
+    """(quote text, marker text) for every rendered quote, in order."""
+    return re.findall(r'<q class="quote[^"]*">(.*?)</q>(?:<(?:a|span) [^>]*>\[(\d+)\])?', html)
+
+
+def test_it_shows_the_same_quotes_as_the_parser_with_their_own_citations() -> None:
+    # An unclosed quote followed by two closed ones: the parser finds three quotes, and so
+    # must the renderer, each next to the citation that checked it.
+    parsed = parse_answer(UNCLOSED_THEN_TWO)
+    citations = [
+        Citation(n=i + 1, quote=q, verified=i > 0, document="manual")
+        for i, q in enumerate(parsed.quotes)
+    ]
+    html = render_with_citations(parsed.reasoning, citations, href_for=lambda c: f"/s/{c.n}")
+    assert _shown(html) == [(q, str(i + 1)) for i, q in enumerate(parsed.quotes)]
+    assert len(_shown(html)) == len(parsed.quotes) == 3
+    assert html.count("quote-unverified") == 1 and html.count("quote-verified") == 2
+    assert "##begin_quote##" not in html and "##end_quote##" not in html
+
+
+def test_it_numbers_a_repeated_quote_by_position() -> None:
+    text = "##begin_quote##same words##end_quote## and again ##begin_quote##same words##end_quote##"
+    citations = [
+        Citation(n=1, quote="same words", verified=True),
+        Citation(n=2, quote="same words", verified=True),
+    ]
+    html = render_with_citations(text, citations, href_for=lambda c: f"/s/{c.n}")
+    assert _shown(html) == [("same words", "1"), ("same words", "2")]
+
+
+def test_it_does_not_pin_a_citation_on_a_different_quote() -> None:
+    # A final answer quoting something the reasoning did not quote has no citation: its first
+    # quote must not borrow the reasoning's first citation just by position.
+    citations = [Citation(n=1, quote="from the reasoning", verified=True)]
+    html = render_with_citations("##begin_quote##something else##end_quote##", citations)
+    assert _shown(html) == [("something else", "")]
+    # ...while a final answer repeating a cited quote shows that citation.
+    html = render_with_citations("##begin_quote## From the  reasoning ##end_quote##", citations)
+    assert _shown(html) == [("From the  reasoning", "1")]
+
+
+def test_it_drops_empty_quotes_and_stray_end_markers() -> None:
+    text = "a ##begin_quote##  ##end_quote## b ##end_quote## c ##begin_quote##q##end_quote##"
+    html = render_with_citations(text, [Citation(n=1, quote="q", verified=True)])
+    assert _shown(html) == [("q", "1")]
+    assert "##" not in html

@@ -11,6 +11,7 @@ def test_it_imports_the_raft_engine_and_metrics_without_django() -> None:
     code = (
         "import sys, os; os.environ.pop('DJANGO_SETTINGS_MODULE', None);"
         "import raftweb.raft, raftweb.raft.answer, raftweb.raft.context, raftweb.raft.formats,"
+        " raftweb.raft.citations, raftweb.raft.evidence,"
         " raftweb.raft.judge, raftweb.raft.matching, raftweb.raft.pipeline, raftweb.raft.prompts,"
         " raftweb.raft.questions, raftweb.raft.quotes, raftweb.raft.splits, raftweb.metrics;"
         "bad = [m for m in sys.modules if m == 'django' or m.startswith(('django.', 'corpus', 'chat', 'training'))];"

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from raftweb.raft.quotes import quoted_doc_keys, verify_quotes
+from raftweb.raft.quotes import merge_spans, quoted_doc_keys, quoted_spans, verify_quotes
 
 DOC = "To turn off the device,\n  press and hold the Side key\tand the Volume down key.\nThen tap Power off."
 
@@ -44,3 +44,15 @@ def test_it_handles_curly_quotes_ellipses_and_long_or_empty_quotes() -> None:
     assert doc[elided.start : elided.end].endswith("went home")
     assert not longer.verified
     assert not empty.verified and empty.doc_key is None
+
+
+def test_it_gives_the_spans_verified_quotes_were_found_at_and_merges_them() -> None:
+    checks = verify_quotes(
+        ["press and hold the Side key", "Then tap Power off.", "no such"], {"d": DOC}
+    )
+    stored = [c.as_dict() for c in checks]
+    spans = quoted_spans(checks, "d")
+    assert spans == quoted_spans(stored, "d") and len(spans) == 2
+    assert [DOC[a:b] for a, b in spans] == ["press and hold the Side key", "Then tap Power off."]
+    assert quoted_spans(stored, "other") == []
+    assert merge_spans([(1, 4), (3, 6), (6, 7), (9, 3), (-5, 0), (8, 99)], 10) == [(1, 7), (8, 10)]

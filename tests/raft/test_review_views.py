@@ -235,3 +235,31 @@ def test_it_renders_empty_states(client_for, rita, alice, manual_kb) -> None:  #
     assert "No generation job yet." in a.get(reverse("generation:list")).content.decode()
     assert a.get(reverse("review:kb_dataset", args=["manual"])).status_code == 200
     assert a.post(reverse("review:kb_dataset", args=["manual"]), {}).status_code == 400
+
+
+def test_it_keeps_the_quote_verdict_of_the_job_threshold_after_an_edit(
+    rita, manual_kb, make_pair
+) -> None:  # type: ignore[no-untyped-def]
+    """A job generated with quote_threshold 0.6 verified a loose quote; a reviewer who only
+    fixes the question must not see the quote flip to "not found" (re-verification used to
+    ignore the job's threshold and apply 0.9)."""
+    from corpus.dataset.services import qa_pair_update
+    from corpus.models import GenerationJob
+
+    job = GenerationJob.objects.create(kb=manual_kb, config={"quote_threshold": 0.6})
+    near = "Push and hold the side button and the volume down key"  # about 0.87 of the oracle
+    pair = make_pair(
+        job=job, cot_answer=f"It says ##begin_quote##{near}##end_quote##.\n<ANSWER>: Hold both."
+    )
+    assert pair.quote_status == "verified"
+    edited = qa_pair_update(
+        pair_id=pair.pk,
+        user=rita,
+        version=pair.version,
+        action="edit",
+        question="How to power off?",
+    )
+    assert edited.question == "How to power off?"
+    assert edited.quote_status == "verified" and edited.quote_checks[0]["verified"] is True
+    strict = make_pair(cot_answer=f"It says ##begin_quote##{near}##end_quote##.\n<ANSWER>: Hold.")
+    assert strict.quote_status == "unverified"  # no job: the default threshold (0.9) applies
