@@ -117,6 +117,8 @@ class TypedConfig:
     """Mixin for frozen dataclass configs: validation from untrusted input, round-tripping."""
 
     _specs_cache: ClassVar[dict[type, tuple[FieldSpec, ...]]] = {}
+    # How errors name this config's fields ("unknown generation setting(s): ...").
+    setting_noun: ClassVar[str] = "setting"
 
     @classmethod
     def specs(cls) -> tuple[FieldSpec, ...]:
@@ -142,7 +144,8 @@ class TypedConfig:
         unknown = sorted(set(data) - set(specs))
         if unknown:
             raise ConfigError(
-                f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(sorted(specs))}"
+                f"unknown {cls.setting_noun}(s): {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(specs))}"
             )
         values = {name: coerce(specs[name], raw) for name, raw in data.items()}
         return cls(**values)

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.http import HttpRequest
 from ninja import Router, Schema
+from pydantic import Field
 
 from corpus.generation.prompts import kb_prompts_update
 from corpus.generation.services import (
@@ -18,14 +19,19 @@ from corpus.knowledge.access import api_kb
 from corpus.models import GenerationJob, KBPromptOverrides
 from raftweb.api_auth import require_role
 from raftweb.core.roles import Role
+from raftweb.core.typedforms import config_schema, config_values
 from raftweb.errors import NotFound
+from raftweb.raft.pipeline import GenerationConfig
 from raftweb.raft.prompts import PromptSet
 
 router = Router(tags=["RAFT generation"])
 
 
+GenerationConfigIn = config_schema(GenerationConfig)
+
+
 class GenerationJobIn(Schema):
-    config: dict[str, Any] = {}
+    config: GenerationConfigIn = Field(default_factory=GenerationConfigIn)  # type: ignore[valid-type]
 
 
 class GenerationJobOut(Schema):
@@ -94,7 +100,7 @@ def generation_job_launch(
     request: HttpRequest, slug: str, payload: GenerationJobIn
 ) -> tuple[int, dict[str, Any]]:
     kb = api_kb(request, slug, Role.ADMIN)
-    job = generation_job_create(kb=kb, user=request.user, config=payload.config)
+    job = generation_job_create(kb=kb, user=request.user, config=config_values(payload.config))
     job.refresh_from_db()
     return 201, _job_out(job)
 

@@ -4,16 +4,19 @@ Generation runs the engine pipeline (:mod:`raftweb.raft.pipeline`) on a private 
 while this thread does all database work: it prepares each chunk (hard negatives from the corpus
 retrieval service, contexts pre-assembled from the job seed), then saves each finished chunk - its
 rows, its model calls and its unit state - in one transaction. A unit that is done is never
-redone, so a killed worker, restarted, finishes the job with no duplicate and no lost row. It
-never enqueues.
+redone, so a killed worker, restarted, finishes the job with no duplicate and no lost row. A worker
+told to stop (SIGTERM to ``run_huey``, see :func:`generation_runs_stop`) hands its job back within
+seconds instead: finished chunks saved, the job resumable at once. It never enqueues.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +55,38 @@ log = logging.getLogger(__name__)
 
 
 CANCEL_POLL_S = 0.5
+
+# How long a stopping worker waits for its runs to hand their jobs back (`serve` and service
+# managers send SIGKILL some seconds after SIGTERM: `serve` after 10).
+SHUTDOWN_GRACE_S = 5.0
+
+# Set when this worker process is shutting down (SIGTERM to `run_huey`; see corpus.tasks): each
+# run stops submitting chunks, abandons those in flight (their units stay pending), saves the
+# ones that finished, and hands its job back at once instead of being killed holding it.
+_stopping = threading.Event()
+_runs = threading.Condition()
+_active_runs = 0
+
+
+def generation_runs_stop(*, timeout: float = SHUTDOWN_GRACE_S) -> bool:
+    """Ask every generation run in this process to stop and wait, at most ``timeout`` seconds,
+    until they have handed their jobs back. True if none is left running."""
+    _stopping.set()
+    with _runs:
+        return _runs.wait_for(lambda: _active_runs == 0, timeout=timeout)
+
+
+@contextmanager
+def _tracked_run() -> Iterator[None]:
+    global _active_runs
+    with _runs:
+        _active_runs += 1
+    try:
+        yield
+    finally:
+        with _runs:
+            _active_runs -= 1
+            _runs.notify_all()
 
 
 @dataclass
@@ -107,6 +142,11 @@ def generation_job_run(*, job_id: int) -> GenerationJob:
     if not generation_job_claim(job_id=job.pk):
         log.info("generation job %s is being run by another worker; backing off", job.pk)
         return job
+    with _tracked_run():
+        return _run_claimed(job)
+
+
+def _run_claimed(job: GenerationJob) -> GenerationJob:
     job.refresh_from_db()
     if job.cancel_requested:
         return _finish(job, GenerationJob.Status.CANCELLED)
@@ -151,11 +191,15 @@ def generation_job_run(*, job_id: int) -> GenerationJob:
     inflight: dict[int, GenerationUnit] = {}
     window = cfg.max_concurrency * 2 + 2
     closed = False
+    stopped = False
     last_poll = time.monotonic()
     segment_start = time.monotonic()
     status: str | None = None
     try:
         while units or inflight:
+            if _stopping.is_set():
+                stopped = True
+                break
             while units and len(inflight) < window:
                 unit = units.popleft()
                 runner.submit(_prepare_chunk(ctx, unit.chunk))
@@ -186,12 +230,45 @@ def generation_job_run(*, job_id: int) -> GenerationJob:
         if not runner.finished:
             runner.cancel()
         runner.join(timeout=10)
+    if stopped:
+        _hand_back(ctx, runner, inflight, segment_start)
+        job.refresh_from_db()
+        return job
     if ctx.notes:
         GenerationJob.objects.filter(pk=job.pk).update(
             notes=list(dict.fromkeys((job.notes or []) + ctx.notes))
         )
     job.refresh_from_db()
     return _finish(job, status)
+
+
+def _hand_back(
+    ctx: _RunContext,
+    runner: PipelineRunner,
+    inflight: dict[int, GenerationUnit],
+    segment_start: float,
+) -> None:
+    """The worker is stopping: save the chunks that finished before the pipeline was cancelled
+    (it has been joined, so nothing more arrives), then leave the job resumable at once - still
+    active, with no heartbeat, which reads as "its worker is gone": the Resume button is
+    accepted without waiting for the heartbeat to go stale, and any worker's stale-job resume
+    takes it over. Abandoned chunks stay pending and are redone by the next run."""
+    job = ctx.job
+    while (result := runner.get(timeout=0)) is not None:
+        unit = inflight.pop(int(result.chunk_id), None)  # type: ignore[arg-type]
+        if unit is not None:
+            _save_unit(ctx, unit, result, time.monotonic() - segment_start)
+            segment_start = time.monotonic()
+    done = job.units.filter(state=GenerationUnit.State.DONE).count()
+    note = (
+        f"the worker stopped with {done} of {job.chunks_total} chunks done; "
+        "resume the job to finish it (a running worker also resumes it within minutes)"
+    )
+    GenerationJob.objects.filter(pk=job.pk, status__in=ACTIVE_STATES).update(
+        heartbeat_at=None,
+        notes=list(dict.fromkeys((job.notes or []) + ctx.notes + [note])),
+    )
+    log.info("generation job %s handed back: %s", job.pk, note)
 
 
 def _finish(job: GenerationJob, status: str | None) -> GenerationJob:

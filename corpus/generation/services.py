@@ -21,9 +21,9 @@ from corpus.models import (
 )
 from corpus.tasks import generation_job_task
 from raftweb.raft.pipeline import (
-    ConfigError,
     GenerationConfig,
 )
+from raftweb.typedconfig import ConfigError
 
 
 def generation_job_create(

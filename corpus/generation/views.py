@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django import forms
 from django.contrib import messages
 from django.http import (
@@ -25,80 +23,21 @@ from corpus.generation.services import (
 )
 from corpus.models import GenerationJob, KBPromptOverrides, KnowledgeBase
 from raftweb.core.roles import Role, role_required
+from raftweb.core.typedforms import config_form
 from raftweb.raft.pipeline import GenerationConfig
 from raftweb.raft.prompts import PromptSet
 
-DEFAULTS = GenerationConfig()
 
-
-class GenerationForm(forms.Form):
+class _KBPicker(forms.Form):
     kb = forms.ModelChoiceField(
         queryset=KnowledgeBase.objects.order_by("name"),
         to_field_name="slug",
         label="Knowledge base",
     )
-    questions_per_chunk = forms.IntegerField(
-        min_value=1, max_value=50, initial=DEFAULTS.questions_per_chunk
-    )
-    num_distractors = forms.IntegerField(
-        min_value=0, max_value=20, initial=DEFAULTS.num_distractors, label="Distractors per row"
-    )
-    p = forms.FloatField(
-        min_value=0, max_value=1, initial=DEFAULTS.p, label="p (oracle in context)"
-    )
-    hard_negative_share = forms.FloatField(
-        min_value=0,
-        max_value=1,
-        initial=DEFAULTS.hard_negative_share,
-        label="Share of hard-negative distractors",
-    )
-    hard_negative_mode = forms.ChoiceField(
-        choices=[("hybrid", "hybrid"), ("dense", "dense"), ("bm25", "bm25")],
-        initial=DEFAULTS.hard_negative_mode,
-        label="Hard negatives retrieved by",
-    )
-    refusal_share = forms.FloatField(
-        min_value=0,
-        max_value=1,
-        initial=DEFAULTS.refusal_share,
-        label="Share of refusal rows among rows without the oracle",
-    )
-    limit_chunks = forms.IntegerField(min_value=1, required=False, label="Only the first N chunks")
-    document_ids = forms.CharField(
-        required=False, label="Only these document ids (comma separated)"
-    )
-    max_concurrency = forms.IntegerField(
-        min_value=1, max_value=256, initial=DEFAULTS.max_concurrency
-    )
-    max_new_tokens = forms.IntegerField(min_value=16, initial=DEFAULTS.max_new_tokens)
-    judge_enabled = forms.BooleanField(required=False, initial=True, label="Judge every row")
-    judge_threshold = forms.IntegerField(min_value=1, max_value=5, initial=DEFAULTS.judge_threshold)
-    reject_unverified_quotes = forms.BooleanField(required=False, initial=True)
-    teacher_profile = forms.ChoiceField(
-        choices=[("teacher", "teacher"), ("judge", "judge"), ("student", "student")],
-        initial="teacher",
-    )
-    judge_profile = forms.ChoiceField(
-        choices=[("judge", "judge"), ("teacher", "teacher"), ("student", "student")],
-        initial="judge",
-    )
-    eval_share = forms.FloatField(
-        min_value=0,
-        max_value=0.9,
-        initial=DEFAULTS.eval_share,
-        label="Share of documents held out for eval",
-    )
-    seed = forms.IntegerField(initial=DEFAULTS.seed)
 
-    def config(self) -> dict[str, Any]:
-        data = dict(self.cleaned_data)
-        data.pop("kb")
-        raw = data.pop("document_ids") or ""
-        try:
-            data["document_ids"] = [int(x) for x in raw.replace(" ", "").split(",") if x]
-        except ValueError:
-            raise forms.ValidationError("document ids must be numbers") from None
-        return {k: v for k, v in data.items() if v is not None}
+
+# Every knob of GenerationConfig, with its bounds, label and help, after the KB picker.
+GenerationForm = config_form(GenerationConfig, base=_KBPicker)
 
 
 @role_required(Role.ADMIN)

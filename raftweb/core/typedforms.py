@@ -9,8 +9,7 @@ from functools import cache
 from typing import Any
 
 from django import forms
-from ninja import Schema
-from pydantic import ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from raftweb.typedconfig import ConfigError, FieldSpec, TypedConfig
 
@@ -85,26 +84,40 @@ def config_form(
 
 
 @cache
-def config_schema(config: type[TypedConfig]) -> type[Schema]:
-    """A ninja schema with every field optional (omitted = the config's default), bounded as
-    the config is, described by its help; unknown keys are refused (422)."""
+def config_schema(config: type[TypedConfig]) -> type[BaseModel]:
+    """A ninja schema for the API docs: every field optional (omitted = the config's default),
+    typed, with the config's bounds, choices and help. Values are validated by the config
+    itself (:meth:`TypedConfig.from_dict`) so the API answers bad settings exactly like the
+    form and the CLI do (400, naming the field), not with a second set of rules."""
     fields: dict[str, Any] = {}
     for spec in config.specs():
         k = spec.knob
         py: Any = {tuple: list[int]}.get(spec.kind, spec.kind)
-        extra: dict[str, Any] = {"title": spec.label, "description": k.help or None}
-        if spec.kind in (int, float):
-            extra.update(ge=k.min, le=k.max)
+        doc: dict[str, Any] = {}
+        if k.min is not None:
+            doc["minimum"] = k.min
+        if k.max is not None:
+            doc["maximum"] = k.max
         if k.choices:
-            extra["json_schema_extra"] = {"enum": list(k.choices)}
+            doc["enum"] = list(k.choices)
         default = list(spec.default) if spec.kind is tuple else spec.default
-        fields[spec.name] = (py | None if spec.optional else py, Field(default=default, **extra))
-    return _schema(config.__name__, fields)
+        fields[spec.name] = (
+            py | None,
+            Field(
+                default=default,
+                title=spec.label,
+                description=k.help or None,
+                json_schema_extra=doc or None,
+            ),
+        )
+    return create_model(f"{config.__name__}In", __base__=_OpenSchema, **fields)  # type: ignore[call-overload,no-any-return]
 
 
-class _StrictSchema(Schema):
-    model_config = ConfigDict(extra="forbid")
+class _OpenSchema(BaseModel):
+    # Unknown keys reach the config, which names them in its 400 ("unknown ... setting(s)").
+    model_config = ConfigDict(extra="allow")
 
 
-def _schema(name: str, fields: dict[str, Any]) -> type[Schema]:
-    return create_model(f"{name}In", __base__=_StrictSchema, **fields)  # type: ignore[call-overload,no-any-return]
+def config_values(payload: BaseModel) -> dict[str, Any]:
+    """The settings a client actually sent (unknown keys included, for the config to refuse)."""
+    return payload.model_dump(exclude_unset=True) | dict(payload.model_extra or {})

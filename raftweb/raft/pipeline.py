@@ -19,8 +19,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from raftweb.llm.base import ChatBackend, ChatMessage, Completion, GenerationParams, LLMError
 from raftweb.raft.context import ContextPlan, assemble_context, row_rng
@@ -35,6 +35,7 @@ from raftweb.raft.prompts import (
 )
 from raftweb.raft.questions import parse_questions
 from raftweb.raft.quotes import DEFAULT_QUOTE_THRESHOLD, QUOTE_THRESHOLD_BOUNDS
+from raftweb.typedconfig import TypedConfig, knob
 
 CHARS_PER_TOKEN = 4  # rough, tokenizer-free estimate; only used to keep prompts in context
 PROMPT_OVERHEAD_TOKENS = 400
@@ -45,101 +46,86 @@ REASON_REFUSAL = "refusal expected"
 REASON_EMPTY = "empty answer"
 
 
-class ConfigError(ValueError):
-    pass
+_LO, _HI = QUOTE_THRESHOLD_BOUNDS
+_PROFILES = ("teacher", "judge", "student")
 
 
-@dataclass(frozen=True, slots=True)
-class GenerationConfig:
-    """Per-job knobs; defaults from DESIGN.md (p=0.8, 3 distractors, max_new_tokens ≥ 800)."""
+@dataclass(frozen=True)
+class GenerationConfig(TypedConfig):
+    """Per-job knobs; defaults from DESIGN.md (p=0.8, 3 distractors, max_new_tokens >= 800).
 
-    questions_per_chunk: int = 3
-    num_distractors: int = 3
-    p: float = 0.8
-    hard_negative_share: float = 0.5
-    hard_negative_mode: str = "hybrid"
-    refusal_share: float = 0.5
-    max_concurrency: int = 8
-    max_new_tokens: int = 1000
-    question_max_tokens: int = 400
-    judge_max_tokens: int = 300
-    judge_enabled: bool = True
-    judge_threshold: int = 3
-    reject_unverified_quotes: bool = True
-    quote_threshold: float = DEFAULT_QUOTE_THRESHOLD
-    teacher_context_tokens: int = 8192
-    question_temperature: float = 0.7
-    seed: int = 0
-    eval_share: float = 0.1
-    limit_chunks: int | None = None
-    document_ids: tuple[int, ...] = ()
-    teacher_profile: str = "teacher"
-    judge_profile: str = "judge"
+    Declared once: the job form, the ``raft_generate`` flags and the API schema are generated
+    from these fields (:mod:`raftweb.typedconfig`)."""
 
-    _BOUNDS = {
-        "questions_per_chunk": (1, 50),
-        "num_distractors": (0, 20),
-        "p": (0.0, 1.0),
-        "hard_negative_share": (0.0, 1.0),
-        "refusal_share": (0.0, 1.0),
-        "max_concurrency": (1, 256),
-        "max_new_tokens": (16, 32768),
-        "question_max_tokens": (16, 32768),
-        "judge_max_tokens": (8, 32768),
-        "judge_threshold": (1, 5),
-        "quote_threshold": QUOTE_THRESHOLD_BOUNDS,
-        "teacher_context_tokens": (256, 10_000_000),
-        "question_temperature": (0.0, 2.0),
-        "eval_share": (0.0, 0.9),
-    }
+    setting_noun: ClassVar[str] = "generation setting"
+
+    questions_per_chunk: int = knob(3, min=1, max=50, label="Questions per chunk")
+    num_distractors: int = knob(
+        3, min=0, max=20, label="Distractors per row", cli=("--distractors",)
+    )
+    p: float = knob(
+        0.8,
+        min=0.0,
+        max=1.0,
+        label="p (oracle in context)",
+        help="Probability that a row's context holds the oracle chunk (RAFT's P).",
+    )
+    hard_negative_share: float = knob(
+        0.5,
+        min=0.0,
+        max=1.0,
+        label="Share of hard-negative distractors",
+        help="Distractors retrieved as close-but-wrong chunks rather than drawn at random.",
+    )
+    hard_negative_mode: str = knob(
+        "hybrid", choices=("hybrid", "dense", "bm25"), label="Hard negatives retrieved by"
+    )
+    refusal_share: float = knob(
+        0.5, min=0.0, max=1.0, label="Share of refusal rows among rows without the oracle"
+    )
+    max_concurrency: int = knob(8, min=1, max=256, label="Concurrent model calls")
+    max_new_tokens: int = knob(
+        1000,
+        min=16,
+        max=32768,
+        label="Answer max new tokens",
+        help="Chains of thought are cut below ~800.",
+    )
+    question_max_tokens: int = knob(400, min=16, max=32768, advanced=True)
+    judge_max_tokens: int = knob(300, min=8, max=32768, advanced=True)
+    judge_enabled: bool = knob(True, label="Judge every row", cli_false="--no-judge")
+    judge_threshold: int = knob(
+        3, min=1, max=5, label="Judge threshold", help="Rows scored below are rejected."
+    )
+    reject_unverified_quotes: bool = knob(
+        True, label="Reject rows whose quotes are not found in the oracle"
+    )
+    quote_threshold: float = knob(
+        DEFAULT_QUOTE_THRESHOLD,
+        min=_LO,
+        max=_HI,
+        label="Quote match threshold",
+        advanced=True,
+        help="Fuzzy-match ratio a quote needs to count as found.",
+    )
+    teacher_context_tokens: int = knob(8192, min=256, max=10_000_000, advanced=True)
+    question_temperature: float = knob(0.7, min=0.0, max=2.0, advanced=True)
+    seed: int = knob(0, label="Seed")
+    eval_share: float = knob(0.1, min=0.0, max=0.9, label="Share of documents held out for eval")
+    limit_chunks: int | None = knob(None, min=1, label="Only the first N chunks")
+    document_ids: tuple[int, ...] = knob(
+        (), label="Only these document ids", help="Comma separated; empty means all."
+    )
+    teacher_profile: str = knob("teacher", choices=_PROFILES, label="Teacher profile")
+    judge_profile: str = knob("judge", choices=_PROFILES, label="Judge profile")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> GenerationConfig:
-        """Build from user input, rejecting unknown keys and out-of-range values clearly."""
         data = dict(data or {})
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown generation setting(s): {', '.join(unknown)}")
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in data or data[f.name] is None and f.name != "limit_chunks":
-                continue
-            raw = data[f.name]
-            default = getattr(cls(), f.name)
-            try:
-                if f.name == "document_ids":
-                    value: Any = tuple(int(x) for x in (raw or ()))
-                elif f.name == "limit_chunks":
-                    value = None if raw in (None, "", 0) else int(raw)
-                    if value is not None and value < 1:
-                        raise ConfigError("limit_chunks must be at least 1")
-                elif isinstance(default, bool):
-                    value = (
-                        raw
-                        if isinstance(raw, bool)
-                        else str(raw).lower() in {"1", "true", "on", "yes"}
-                    )
-                elif isinstance(default, int):
-                    value = int(raw)
-                elif isinstance(default, float):
-                    value = float(raw)
-                else:
-                    value = str(raw)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"{f.name}: {exc}") from None
-            if f.name == "hard_negative_mode" and value not in ("hybrid", "dense", "bm25"):
-                raise ConfigError("hard_negative_mode must be hybrid, dense or bm25")
-            bounds = cls._BOUNDS.get(f.name)
-            if bounds and not bounds[0] <= value <= bounds[1]:
-                raise ConfigError(f"{f.name} must be between {bounds[0]} and {bounds[1]}")
-            values[f.name] = value
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["document_ids"] = list(self.document_ids)
-        return out
+        # 0 or "" has always meant "no limit" for limit_chunks (forms and scripts send it).
+        if data.get("limit_chunks") in (0, "0", ""):
+            data["limit_chunks"] = None
+        return super().from_dict(data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,17 +22,18 @@ def test_it_makes_a_form_with_the_same_bounds_and_labels(db: object) -> None:
     assert config["packing"] is False  # an unticked checkbox is False, as a person means it
 
 
-def test_it_makes_an_api_schema_that_refuses_unknown_keys_and_bounds() -> None:
-    from pydantic import ValidationError
-
-    from raftweb.core.typedforms import config_schema
+def test_it_makes_an_api_schema_documented_like_the_config_and_validated_by_it() -> None:
+    from raftweb.core.typedforms import config_schema, config_values
+    from raftweb.typedconfig import ConfigError
 
     schema = config_schema(Demo)
-    assert schema(rank=8).rank == 8
     assert schema().rank == 64  # omitted = the default
-    with pytest.raises(ValidationError):
-        schema(rank=0)
-    with pytest.raises(ValidationError):
-        schema(ranks=8)
+    assert config_values(schema(rank=8)) == {"rank": 8}
     props = schema.model_json_schema()["properties"]
     assert props["rank"]["title"] == "LoRA rank" and props["rank"]["maximum"] == 1024
+    assert props["method"]["enum"] == ["lora", "qlora", "full"]
+    # Values pass through to the config, which refuses them with its own message.
+    with pytest.raises(ConfigError, match="rank must be between 1 and 1024"):
+        Demo.from_dict(config_values(schema(rank=0)))
+    with pytest.raises(ConfigError, match="unknown setting"):
+        Demo.from_dict(config_values(schema(ranks=8)))

@@ -37,6 +37,19 @@ def test_it_launches_and_reads_generation_jobs(
         **admin,
     )
     assert bad.status_code == 400 and "p must be between" in bad.json()["error"]["message"]
+    unknown = client.post(
+        "/api/kbs/manual/generation-jobs",
+        {"config": {"nope": 1}},
+        content_type="application/json",
+        **admin,
+    )
+    assert unknown.status_code == 400
+    assert "unknown generation setting(s): nope" in unknown.json()["error"]["message"]
+    # The typed schema documents every knob with the config's own bounds.
+    from raftweb.api import api
+
+    spec = api.get_openapi_schema()["components"]["schemas"]
+    assert spec["GenerationConfigIn"]["properties"]["p"]["maximum"] == 1.0
     with django_capture_on_commit_callbacks(execute=True):
         resp = client.post(
             "/api/kbs/manual/generation-jobs", body, content_type="application/json", **admin

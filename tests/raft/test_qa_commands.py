@@ -218,3 +218,27 @@ def test_it_queues_a_job_for_the_worker_without_wait(
     from corpus.models import GenerationJob
 
     assert GenerationJob.objects.get(pk=summary["job"]).status == "finished"
+
+
+def test_it_takes_every_generation_setting_as_a_flag(manual_kb, scripted_profiles) -> None:  # type: ignore[no-untyped-def]
+    """The flags are generated from GenerationConfig; the old names still work."""
+    from corpus.models import GenerationJob
+
+    out, _ = _run(
+        "raft_generate",
+        "manual",
+        "--distractors",
+        "2",
+        "--no-judge",
+        "--quote-threshold",
+        "0.7",
+        "--hard-negative-mode",
+        "bm25",
+        "--limit-chunks",
+        "1",
+    )
+    job = GenerationJob.objects.get(pk=json.loads(out.strip().splitlines()[-1])["job"])
+    assert job.config["num_distractors"] == 2 and job.config["judge_enabled"] is False
+    assert job.config["quote_threshold"] == 0.7 and job.config["hard_negative_mode"] == "bm25"
+    with pytest.raises(CommandError, match="quote_threshold must be between 0.5 and 1"):
+        _run("raft_generate", "manual", "--quote-threshold", "0.2")

@@ -7,10 +7,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from corpus.dataset.services import QAError
 from corpus.generation.runner import generation_job_run
 from corpus.generation.services import generation_job_create
 from corpus.management.commands._qa_common import kb_or_error
+from raftweb.errors import RaftwebError
+from raftweb.raft.pipeline import GenerationConfig
+from raftweb.typedconfig import add_arguments, values_from_args
 
 
 class Command(BaseCommand):
@@ -21,13 +23,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("kb_slug")
-        parser.add_argument("--limit-chunks", type=int, help="only the first N chunks")
-        parser.add_argument("--questions-per-chunk", type=int)
-        parser.add_argument("--distractors", type=int, dest="num_distractors")
-        parser.add_argument("--p", type=float, help="probability that the oracle is in the context")
-        parser.add_argument("--seed", type=int)
-        parser.add_argument("--max-concurrency", type=int)
-        parser.add_argument("--no-judge", action="store_true")
+        # One flag per generation setting, generated from GenerationConfig (bounds and help
+        # included): --questions-per-chunk, --distractors, --p, --no-judge, --limit-chunks, ...
+        add_arguments(parser, GenerationConfig)
         parser.add_argument("--config", default="{}", help="more settings as a JSON object")
         parser.add_argument("--wait", action="store_true", help="run here and wait for the end")
 
@@ -39,21 +37,10 @@ class Command(BaseCommand):
             raise CommandError(f"--config is not valid JSON: {exc}") from None
         if not isinstance(config, dict):
             raise CommandError("--config must be a JSON object")
-        for key in (
-            "limit_chunks",
-            "questions_per_chunk",
-            "num_distractors",
-            "p",
-            "seed",
-            "max_concurrency",
-        ):
-            if opts.get(key) is not None:
-                config[key] = opts[key]
-        if opts["no_judge"]:
-            config["judge_enabled"] = False
+        config.update(values_from_args(GenerationConfig, opts))
         try:
             job = generation_job_create(kb=kb, config=config, enqueue=not opts["wait"])
-        except QAError as exc:
+        except RaftwebError as exc:
             raise CommandError(exc.message) from None
         if opts["wait"]:
             self.stdout.write(f"Job {job.pk}: generating from {job.chunks_total} chunk(s)…")
