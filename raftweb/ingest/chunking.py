@@ -12,11 +12,12 @@ import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
 
 from raftweb.ingest.types import ParsedDocument
+from raftweb.registry import Registry
 
 TokenOffsets = Callable[[str], Sequence[tuple[int, int]]]
 
@@ -69,25 +70,18 @@ class Chunker(abc.ABC):
     ) -> list[Chunk]: ...
 
 
-class ChunkerRegistry:
-    def __init__(self) -> None:
-        self._chunkers: dict[str, Chunker] = {}
+# Chunkers by name: ``chunkers.get("foo")`` raises UnknownChoice ("unknown chunker 'foo';
+# choose one of: record, token").
+chunkers: Registry[Chunker] = Registry("chunker")
 
-    def register(self, cls: type[Chunker]) -> type[Chunker]:
-        self._chunkers[cls.name] = cls()
-        return cls
-
-    def get(self, name: str) -> Chunker:
-        try:
-            return self._chunkers[name]
-        except KeyError:
-            raise KeyError(f"unknown chunker {name!r}; known: {sorted(self._chunkers)}") from None
-
-    def names(self) -> list[str]:
-        return list(self._chunkers)
+C = TypeVar("C", bound=type[Chunker])
 
 
-chunkers = ChunkerRegistry()
+def register_chunker(cls: C) -> C:
+    """Class decorator: register one shared instance of ``cls`` as ``cls.name`` (chunkers are
+    stateless; size and overlap are per call)."""
+    chunkers.add(cls.name, cls())
+    return cls
 
 
 def _boundary_scores(text: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -130,7 +124,7 @@ def _windows(score: np.ndarray, n: int, size: int, overlap: int) -> list[tuple[i
     return out
 
 
-@chunkers.register
+@register_chunker
 class TokenWindowChunker(Chunker):
     name = "token"
 
@@ -168,7 +162,7 @@ class TokenWindowChunker(Chunker):
         return chunks
 
 
-@chunkers.register
+@register_chunker
 class RecordChunker(Chunker):
     """One chunk per record (API docs): a record is only meaningful whole."""
 
@@ -205,6 +199,8 @@ def chunk_document(
     token_offsets: TokenOffsets = whitespace_token_offsets,
     chunker: str | None = None,
 ) -> list[Chunk]:
-    """Chunk a parsed document; record-mode documents always use the record chunker."""
+    """Chunk a parsed document with the chunker named ``chunker`` (default "token");
+    record-mode documents always use the record chunker. An unknown name raises
+    :class:`raftweb.registry.UnknownChoice`."""
     name = "record" if doc.mode == "records" else (chunker or "token")
     return chunkers.get(name).chunk(doc, size=size, overlap=overlap, token_offsets=token_offsets)

@@ -1,8 +1,13 @@
 """Parsers chosen by sniffing content, not by trusting the file extension.
 
-Each parser is a small class registered in :data:`registry`. Binary formats (PDF, DOCX) are
+Each parser is a small class registered in :data:`registry` (a :class:`raftweb.registry.Registry`,
+by format name, with the format's file extensions as aliases). Binary formats (PDF, DOCX) are
 recognised by their magic bytes; everything else is decoded as text (encoding detected) and the
 text parsers bid a confidence score; the extension only breaks ties.
+
+Given :class:`ParseLimits`, parsing refuses oversized work before doing it (ZIP central
+directory, PDF page count) and fails documents whose text is over the character limit. Time
+and memory limits need a child process: see :mod:`raftweb.ingest.guard`.
 """
 
 from __future__ import annotations
@@ -14,17 +19,22 @@ import re
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from raftweb.ingest.types import (
+    SECTION_SEPARATOR,
     CorruptFile,
     EmptyDocument,
     EncryptedDocument,
     NoExtractableText,
     ParsedDocument,
+    ParseLimits,
     Section,
+    TooLarge,
     UnsupportedType,
+    human_bytes,
 )
+from raftweb.registry import Registry
 
 NO_TEXT_PDF_MESSAGE = "no extractable text (scanned PDF? OCR is not supported)"
 
@@ -44,6 +54,12 @@ class Parser(abc.ABC):
     name: ClassVar[str]
     binary: ClassVar[bool] = False
     extensions: ClassVar[tuple[str, ...]] = ()
+    # The file is a ZIP container: its central directory is checked against the limits
+    # (unpacked size, member count, compression ratio) before ``parse`` runs.
+    zip_based: ClassVar[bool] = False
+    # Parse time and memory are linear in the input with small constants, so a small input
+    # may be parsed in the calling process (see ParseLimits.inline_max_bytes).
+    bounded: ClassVar[bool] = False
 
     def sniff_bytes(self, head: bytes, data: bytes) -> float:  # binary formats override
         return 0.0
@@ -52,23 +68,21 @@ class Parser(abc.ABC):
         return 0.0
 
     @abc.abstractmethod
-    def parse(self, data: bytes, text: str | None, filename: str) -> ParsedDocument:
-        """Turn the file into sections; raise a :class:`ParseError` subclass on failure."""
+    def parse(
+        self, data: bytes, text: str | None, filename: str, *, limits: ParseLimits | None = None
+    ) -> ParsedDocument:
+        """Turn the file into sections; raise a :class:`ParseError` subclass on failure.
+
+        ``limits`` lets a parser stop early (e.g. before extracting more pages than allowed);
+        the registry checks ZIP containers and the final character count itself.
+        """
 
 
-class ParserRegistry:
+class ParserRegistry(Registry[Parser]):
+    """Parsers by format name (file extensions are aliases), plus detection by content."""
+
     def __init__(self) -> None:
-        self._parsers: dict[str, Parser] = {}
-
-    def register(self, cls: type[Parser]) -> type[Parser]:
-        self._parsers[cls.name] = cls()
-        return cls
-
-    def get(self, name: str) -> Parser:
-        return self._parsers[name]
-
-    def names(self) -> list[str]:
-        return list(self._parsers)
+        super().__init__("parser")
 
     def detect(self, data: bytes, filename: str = "") -> tuple[Parser, str | None]:
         """Pick the parser for ``data``; returns it and the decoded text (None for binary)."""
@@ -78,7 +92,7 @@ class ParserRegistry:
             raise EmptyDocument("the file is empty (only whitespace)")
         ext = _suffix(filename)
         head = data[:8192]
-        binary = [(p.sniff_bytes(head, data), p) for p in self._parsers.values() if p.binary]
+        binary = [(p.sniff_bytes(head, data), p) for p in self.values() if p.binary]
         best = max(binary, key=lambda sp: sp[0], default=(0.0, None))
         if best[1] is not None and best[0] > 0:
             return best[1], None
@@ -86,7 +100,7 @@ class ParserRegistry:
         if not text.strip():
             raise EmptyDocument("the file contains only whitespace")
         scored: list[tuple[float, Parser]] = []
-        for p in self._parsers.values():
+        for p in self.values():
             if p.binary:
                 continue
             score = p.sniff_text(text)
@@ -98,13 +112,32 @@ class ParserRegistry:
             raise UnsupportedType("unsupported file type")
         return parser, text
 
-    def parse(self, data: bytes, filename: str = "") -> ParsedDocument:
+    def parse(
+        self, data: bytes, filename: str = "", *, limits: ParseLimits | None = None
+    ) -> ParsedDocument:
         parser, text = self.detect(data, filename)
-        doc = parser.parse(data, text, filename)
+        return self.parse_detected(parser, data, text, filename, limits=limits)
+
+    def parse_detected(
+        self,
+        parser: Parser,
+        data: bytes,
+        text: str | None,
+        filename: str = "",
+        *,
+        limits: ParseLimits | None = None,
+    ) -> ParsedDocument:
+        """Parse with the parser :meth:`detect` chose (callers that detect first, to decide
+        where to parse, do not pay for detection twice)."""
+        if limits is not None and parser.zip_based:
+            check_zip(data, limits, kind=parser.name.upper())
+        doc = parser.parse(data, text, filename, limits=limits)
         doc.sections = [s for s in doc.sections if s.text.strip()]
+        if limits is not None:
+            check_chars(doc, limits)
         for section in doc.sections:  # titles come from metadata too: same cleaning as text
-            section.title = clean_text(section.title).strip()[:300]
-        doc.title = clean_text(doc.title).strip()[:300]
+            section.title = clean_text(section.title).strip()[:300].rstrip()
+        doc.title = clean_text(doc.title).strip()[:300].rstrip()
         if not doc.sections:
             raise EmptyDocument(f"no text found in this {parser.name.upper()} file")
         if not doc.title:
@@ -113,6 +146,61 @@ class ParserRegistry:
 
 
 registry = ParserRegistry()
+
+P = TypeVar("P", bound=type[Parser])
+
+
+def register_parser(cls: P) -> P:
+    """Class decorator: register one shared instance of ``cls`` as ``cls.name``, with its
+    extensions as aliases (parsers are stateless)."""
+    registry.add(cls.name, cls(), *(e for e in cls.extensions if e != cls.name))
+    return cls
+
+
+def check_zip(data: bytes, limits: ParseLimits, *, kind: str = "ZIP") -> None:
+    """Refuse a ZIP container whose central directory promises too much work.
+
+    Only the central directory is read (names and declared sizes); nothing is inflated. A
+    broken archive passes: its parser reports it as corrupt, with the more useful message.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return
+    if len(members) > limits.max_zip_members:
+        raise TooLarge(
+            f"{kind} holds {len(members):,} files, over the {limits.max_zip_members:,}-file limit"
+        )
+    total = sum(info.file_size for info in members)
+    if total > limits.max_unzipped_bytes:
+        raise TooLarge(
+            f"{kind} unpacks to {human_bytes(total)}, over the "
+            f"{human_bytes(limits.max_unzipped_bytes)} limit"
+        )
+    for info in members:
+        if (
+            info.file_size > limits.zip_ratio_min_bytes
+            and info.file_size > limits.max_zip_ratio * max(info.compress_size, 1)
+        ):
+            ratio = info.file_size / max(info.compress_size, 1)
+            raise TooLarge(
+                f"{kind} member {info.filename!r} unpacks {ratio:,.0f}:1 "
+                f"({human_bytes(info.compress_size)} to {human_bytes(info.file_size)}), over the "
+                f"{limits.max_zip_ratio:g}:1 limit"
+            )
+
+
+def check_chars(doc: ParsedDocument, limits: ParseLimits) -> None:
+    """Fail a document whose extracted text is over the limit (never cut it silently)."""
+    total = sum(len(s.text) for s in doc.sections)
+    total += len(SECTION_SEPARATOR) * max(0, len(doc.sections) - 1)
+    if total > limits.max_chars:
+        raise TooLarge(
+            f"document has {total:,} characters of text, over the "
+            f"{limits.max_chars:,}-character limit"
+        )
+
 
 _BINARY_MAGIC = (
     b"\x89PNG",
@@ -165,7 +253,7 @@ def decode_text(data: bytes) -> str:
 
 
 # --------------------------------------------------------------------------- PDF
-@registry.register
+@register_parser
 class PdfParser(Parser):
     name = "pdf"
     binary = True
@@ -174,7 +262,9 @@ class PdfParser(Parser):
     def sniff_bytes(self, head: bytes, data: bytes) -> float:
         return 1.0 if b"%PDF-" in head[:1024] else 0.0
 
-    def parse(self, data: bytes, text: str | None, filename: str) -> ParsedDocument:
+    def parse(
+        self, data: bytes, text: str | None, filename: str, *, limits: ParseLimits | None = None
+    ) -> ParsedDocument:
         from pypdf import PdfReader
 
         try:
@@ -191,13 +281,24 @@ class PdfParser(Parser):
                     "the PDF is encrypted (password protected); upload an unencrypted copy"
                 )
         sections: list[Section] = []
+        chars = 0
         try:
-            pages = list(reader.pages)
+            pages = list(reader.pages)  # walks the page tree; no page content is decoded yet
+            if limits is not None and len(pages) > limits.max_pages:
+                raise TooLarge(
+                    f"PDF has {len(pages):,} pages, over the {limits.max_pages:,}-page limit"
+                )
             for number, page in enumerate(pages, start=1):
                 page_text = clean_text(page.extract_text() or "").strip()
                 if page_text:
                     sections.append(Section(text=page_text, page=number))
-        except EncryptedDocument:
+                    chars += len(page_text) + len(SECTION_SEPARATOR)
+                    if limits is not None and chars > limits.max_chars + len(SECTION_SEPARATOR):
+                        raise TooLarge(
+                            f"PDF text passes the {limits.max_chars:,}-character limit on page "
+                            f"{number:,} of {len(pages):,}"
+                        )
+        except (EncryptedDocument, TooLarge):
             raise
         except Exception as exc:
             raise CorruptFile(f"corrupt PDF: {exc}") from exc
@@ -215,11 +316,12 @@ class PdfParser(Parser):
 
 
 # --------------------------------------------------------------------------- DOCX
-@registry.register
+@register_parser
 class DocxParser(Parser):
     name = "docx"
     binary = True
     extensions = ("docx",)
+    zip_based = True
 
     def sniff_bytes(self, head: bytes, data: bytes) -> float:
         if not head.startswith(b"PK\x03\x04"):
@@ -232,7 +334,9 @@ class DocxParser(Parser):
             return 0.5 if b"word/" in data[:65536] else 0.0
         return 1.0 if "word/document.xml" in names else 0.0
 
-    def parse(self, data: bytes, text: str | None, filename: str) -> ParsedDocument:
+    def parse(
+        self, data: bytes, text: str | None, filename: str, *, limits: ParseLimits | None = None
+    ) -> ParsedDocument:
         import docx
         from docx.table import Table
 
@@ -244,6 +348,16 @@ class DocxParser(Parser):
         title = ""
         current_title = ""
         lines: list[str] = []
+        # Paragraph.style searches styles.xml on every call (0.75 ms a paragraph: 15 s for a
+        # 20,000-paragraph manual); the name depends only on the paragraph's style id.
+        style_names: dict[str | None, str] = {}
+
+        def style_name(paragraph: Any) -> str:
+            style_id = paragraph._p.style  # w:pPr/w:pStyle/@w:val, None for the default style
+            if style_id not in style_names:
+                style = paragraph.style
+                style_names[style_id] = (style.name if style is not None else "") or ""
+            return style_names[style_id]
 
         def flush() -> None:
             if any(line.strip() for line in lines):
@@ -258,7 +372,7 @@ class DocxParser(Parser):
                         lines.append(" | ".join(cells))
                 continue
             para_text = clean_text(block.text).strip()
-            style = (block.style.name if block.style is not None else "") or ""
+            style = style_name(block)
             if style.startswith(("Heading", "Title")) and para_text:
                 flush()
                 current_title = para_text
@@ -285,7 +399,7 @@ def _load_json_records(text: str) -> list[Any] | None:
     try:
         value = json.loads(stripped)
         return value if isinstance(value, list) else [value]
-    except ValueError:
+    except (ValueError, RecursionError):  # deeply nested arrays: not records we can use
         pass
     records: list[Any] = []
     for line in stripped.splitlines():
@@ -293,7 +407,7 @@ def _load_json_records(text: str) -> list[Any] | None:
             continue
         try:
             records.append(json.loads(line))
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
     return records
 
@@ -317,16 +431,19 @@ def _record_title(record: dict[str, Any]) -> str:
     return ""
 
 
-@registry.register
+@register_parser
 class JsonParser(Parser):
     name = "json"
     extensions = ("json", "jsonl", "ndjson")
+    bounded = True
 
     def sniff_text(self, text: str) -> float:
         records = _load_json_records(text)
         return 0.95 if records is not None and records else 0.0
 
-    def parse(self, data: bytes, text: str | None, filename: str) -> ParsedDocument:
+    def parse(
+        self, data: bytes, text: str | None, filename: str, *, limits: ParseLimits | None = None
+    ) -> ParsedDocument:
         records = _load_json_records(text or "")
         if not records:
             raise EmptyDocument("the JSON file holds no records")
@@ -364,7 +481,7 @@ _HTML_TAGS = re.compile(r"<(html|head|body|div|p|span|a|table|br|meta|script|h[1
 _TITLE_TAG = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
 
 
-@registry.register
+@register_parser
 class HtmlParser(Parser):
     name = "html"
     extensions = ("html", "htm", "xhtml")
@@ -376,7 +493,9 @@ class HtmlParser(Parser):
         tags = len(_HTML_TAGS.findall(head))
         return 0.7 if tags >= 5 else (0.35 if tags >= 2 else 0.0)
 
-    def parse(self, data: bytes, text: str | None, filename: str) -> ParsedDocument:
+    def parse(
+        self, data: bytes, text: str | None, filename: str, *, limits: ParseLimits | None = None
+    ) -> ParsedDocument:
         import html as html_lib
 
         import trafilatura
@@ -431,14 +550,24 @@ def _strip_tags(source: str) -> str:
 
 
 # --------------------------------------------------------------------------- Markdown
-_MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t#]*$", re.M)
+# Greedy to the end of the line, trailing "#"s stripped in Python (_heading_title): the lazy
+# "(.+?)[ \t#]*$" this replaces backtracked quadratically over long runs of spaces, so one
+# 50 kB line took seconds and a 1 MB file half an hour.
+_MD_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+)$", re.M)
 _MD_HINTS = re.compile(r"^(```|~~~|[-*+] \S|\d+\. \S|> \S)|\[[^\]]+\]\([^)]+\)|\*\*[^*]+\*\*", re.M)
 
 
-@registry.register
+def _heading_title(match: re.Match[str]) -> str:
+    """The heading text without the optional closing "#"s (as the old lazy pattern read it)."""
+    raw = match.group(2)
+    return (raw.rstrip(" \t#") or raw[:1]).strip()
+
+
+@register_parser
 class MarkdownParser(Parser):
     name = "markdown"
     extensions = ("md", "markdown", "mdown", "mkd")
+    bounded = True
 
     def sniff_text(self, text: str) -> float:
         head = text[:16384]
@@ -450,7 +579,9 @@ class MarkdownParser(Parser):
             return 0.3
         return 0.05  # any text is plausibly Markdown; the .md extension lifts this above plain
 
-    def parse(self, data: bytes, text: str | None, filename: str) -> ParsedDocument:
+    def parse(
+        self, data: bytes, text: str | None, filename: str, *, limits: ParseLimits | None = None
+    ) -> ParsedDocument:
         source = text or ""
         sections: list[Section] = []
         matches = list(_MD_HEADING.finditer(source))
@@ -459,21 +590,24 @@ class MarkdownParser(Parser):
             sections.append(Section(text=source[:end].strip()))
         for i, m in enumerate(matches):
             end = matches[i + 1].start() if i + 1 < len(matches) else len(source)
-            sections.append(Section(text=source[m.start() : end].strip(), title=m.group(2).strip()))
-        title = matches[0].group(2).strip() if matches and matches[0].group(1) == "#" else ""
+            sections.append(Section(text=source[m.start() : end].strip(), title=_heading_title(m)))
+        title = _heading_title(matches[0]) if matches and matches[0].group(1) == "#" else ""
         return ParsedDocument(sections=sections, kind=self.name, title=title)
 
 
 # --------------------------------------------------------------------------- plain text
-@registry.register
+@register_parser
 class TextParser(Parser):
     name = "text"
     extensions = ("txt", "text", "log", "csv", "rst")
+    bounded = True
 
     def sniff_text(self, text: str) -> float:
         return 0.1
 
-    def parse(self, data: bytes, text: str | None, filename: str) -> ParsedDocument:
+    def parse(
+        self, data: bytes, text: str | None, filename: str, *, limits: ParseLimits | None = None
+    ) -> ParsedDocument:
         source = (text or "").strip()
         first_line = source.split("\n", 1)[0].strip()
         # A short first line without final punctuation reads as the document's title.
@@ -487,14 +621,21 @@ class TextParser(Parser):
         )
 
 
-def parse_bytes(data: bytes, filename: str = "") -> ParsedDocument:
-    """Parse an uploaded file's bytes; raises a :class:`ParseError` subclass with a clear message."""
-    return registry.parse(data, filename)
+def parse_bytes(
+    data: bytes, filename: str = "", *, limits: ParseLimits | None = None
+) -> ParsedDocument:
+    """Parse an uploaded file's bytes; raises a :class:`ParseError` subclass with a clear message.
+
+    This parses in the calling process: ``limits`` add the size checks (ZIP, pages, characters)
+    but not the time and memory limits. Untrusted uploads go through
+    :func:`raftweb.ingest.guard.parse_guarded`.
+    """
+    return registry.parse(data, filename, limits=limits)
 
 
-def parse_file(path: str | Path) -> ParsedDocument:
+def parse_file(path: str | Path, *, limits: ParseLimits | None = None) -> ParsedDocument:
     path = Path(path)
-    return registry.parse(path.read_bytes(), path.name)
+    return registry.parse(path.read_bytes(), path.name, limits=limits)
 
 
 def supported_kinds() -> Iterable[str]:

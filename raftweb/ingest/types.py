@@ -34,6 +34,86 @@ class NoExtractableText(ParseError):
     code = "no_text"
 
 
+class LimitExceeded(ParseError):
+    """A document exceeded one of the :class:`ParseLimits` (hostile or just too big)."""
+
+    code = "limit_exceeded"
+
+
+class TooLarge(LimitExceeded):
+    """Too many pages, characters, ZIP members or unpacked bytes (checked before the work)."""
+
+    code = "too_large"
+
+
+class ParseTimeout(LimitExceeded):
+    code = "timeout"
+
+
+class ParserOutOfMemory(LimitExceeded):
+    code = "out_of_memory"
+
+
+MB = 1_000_000
+GiB = 1 << 30
+
+
+def human_bytes(n: int) -> str:
+    """A size for a user-facing message: "200 MB", "2 GiB" (memory limits are binary)."""
+    if n >= GiB and n % (GiB // 4) == 0:
+        return f"{n / GiB:g} GiB"
+    if n >= 10 * MB:
+        return f"{n / MB:.0f} MB"
+    if n >= MB:
+        return f"{n / MB:.1f} MB"
+    return f"{max(1, round(n / 1000))} kB"
+
+
+@dataclass(frozen=True, slots=True)
+class ParseLimits:
+    """How much work one document may cause; a hostile file fails instead of taking the worker.
+
+    The size checks run before the expensive step they guard: a ZIP-based format's central
+    directory is read before its parser unpacks anything, a PDF's page count before any page
+    is extracted. The time and memory limits need a separate process and are enforced by
+    :func:`raftweb.ingest.guard.parse_guarded`.
+    """
+
+    # ZIP-based formats (DOCX): the sum of the members' declared uncompressed sizes. zipfile
+    # never returns more than a member's declared size, so the declaration is a true bound.
+    max_unzipped_bytes: int = 100 * MB
+    max_zip_members: int = 2000
+    # Members above ``zip_ratio_min_bytes`` may not inflate more than this; real DOCX XML
+    # compresses 5-20:1, a run of zeros 1000:1.
+    max_zip_ratio: float = 100.0
+    zip_ratio_min_bytes: int = 1 * MB
+    max_pages: int = 2000
+    # Extracted text; over it the document fails (a silent cut would index half a manual).
+    max_chars: int = 5_000_000
+    # Wall-clock seconds for one document's parse, child start-up excluded.
+    max_seconds: float = 120.0
+    # Address space the parse may add on top of the child's baseline (interpreter + parser
+    # libraries, which numpy's thread buffers can make large and machine-dependent).
+    max_memory_bytes: int = 2 * GiB
+    # Inputs up to this size whose detected parser is ``bounded`` (plain text, Markdown,
+    # JSON: linear-time parsers) are parsed in the calling process: a child costs more than
+    # their whole parse. Set to 0 to send every document to a child.
+    inline_max_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_unzipped_bytes",
+            "max_zip_members",
+            "max_zip_ratio",
+            "max_pages",
+            "max_chars",
+            "max_seconds",
+            "max_memory_bytes",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ParseLimits.{name} must be positive")
+
+
 @dataclass(slots=True)
 class Section:
     """A page (PDF), a heading-delimited part (Markdown/DOCX) or a record (JSON)."""
