@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest
 from ninja.security import HttpBearer, SessionAuth
 
@@ -45,7 +44,3 @@ API_AUTH = [token_auth, session_auth]
 def require_role(request: HttpRequest, *roles: Role | str) -> None:
     if not user_has_role(request.user, *roles):
         raise Forbidden("Your role does not allow this.")
-
-
-async def arequire_role(request: HttpRequest, *roles: Role | str) -> None:
-    await sync_to_async(require_role)(request, *roles)

@@ -7,7 +7,12 @@ from django.test import Client
 
 from raftweb.testing.scripted_llm import ScriptedLLM
 
-pytest_plugins = ["tests.fixtures.tiny_model", "tests.fixtures.serve", "tests.fixtures.browser"]
+pytest_plugins = [
+    "tests.fixtures.tiny_model",
+    "tests.fixtures.serve",
+    "tests.fixtures.browser",
+    "tests.fixtures.raft",
+]
 
 
 def _make_user(username: str, role: str | None) -> object:

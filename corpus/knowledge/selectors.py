@@ -22,10 +22,6 @@ def kbs_visible_to(user: Any) -> QuerySet[KnowledgeBase]:
     ).distinct()
 
 
-def kb_visible_get(*, user: Any, slug: str) -> KnowledgeBase | None:
-    return kbs_visible_to(user).filter(slug=slug).first()
-
-
 def kb_list_with_counts() -> QuerySet[KnowledgeBase]:
     return KnowledgeBase.objects.annotate(
         n_documents=Count("documents", distinct=True),
@@ -40,10 +36,6 @@ def kb_list_with_counts() -> QuerySet[KnowledgeBase]:
 
 def kb_documents(kb: KnowledgeBase) -> QuerySet[Document]:
     return kb.documents.order_by("name", "-version")
-
-
-def kb_has_work_in_progress(kb: KnowledgeBase) -> bool:
-    return kb.documents.filter(status__in=Document.IN_PROGRESS).exists()
 
 
 def kb_chunk_count(kb: KnowledgeBase) -> int:

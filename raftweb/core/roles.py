@@ -79,12 +79,6 @@ def user_has_role(user: Any, *roles: Role | str) -> bool:
     return any(Role(r) in held for r in roles)
 
 
-async def auser_has_role(user: Any, *roles: Role | str) -> bool:
-    from asgiref.sync import sync_to_async
-
-    return await sync_to_async(user_has_role)(user, *roles)
-
-
 def role_required(*roles: Role) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """View decorator: anonymous users are sent to login (by the middleware), users without
     one of ``roles`` get the 403 page."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from dataclasses import replace
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
@@ -187,10 +186,6 @@ def profile_update(*, role: str, user: AbstractBaseUser | None, **fields: object
     profile.updated_by = user
     profile.save()
     return profile
-
-
-def spec_for_display(spec: ModelSpec) -> ModelSpec:
-    return replace(spec, api_key="•••" if spec.api_key else "")
 
 
 # --- worker heartbeat -----------------------------------------------------------------

@@ -155,7 +155,9 @@ class ImportedRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class ImportError_:
+class SkippedLine:
+    """An input line the importer could not use, and why (reported back to the user)."""
+
     line: int
     error: str
 
@@ -166,7 +168,7 @@ class ImportError_:
 @dataclass(slots=True)
 class ImportResult:
     records: list[ImportedRecord] = field(default_factory=list)
-    errors: list[ImportError_] = field(default_factory=list)
+    errors: list[SkippedLine] = field(default_factory=list)
 
 
 _DOC_RE = re.compile(r"<DOCUMENT>(.*?)</DOCUMENT>", re.DOTALL)
@@ -198,15 +200,15 @@ def _parse_jsonl(text: str) -> ImportResult:
         try:
             obj = json.loads(raw)
         except ValueError as exc:
-            result.errors.append(ImportError_(lineno, f"invalid JSON: {exc.msg}"))
+            result.errors.append(SkippedLine(lineno, f"invalid JSON: {exc.msg}"))
             continue
         if not isinstance(obj, dict):
-            result.errors.append(ImportError_(lineno, "expected a JSON object"))
+            result.errors.append(SkippedLine(lineno, "expected a JSON object"))
             continue
         try:
             result.records.append(record_from_object(obj, lineno))
         except ValueError as exc:
-            result.errors.append(ImportError_(lineno, str(exc)))
+            result.errors.append(SkippedLine(lineno, str(exc)))
     return result
 
 
@@ -214,11 +216,11 @@ def _parse_csv(text: str) -> ImportResult:
     result = ImportResult()
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames:
-        result.errors.append(ImportError_(1, "empty CSV file"))
+        result.errors.append(SkippedLine(1, "empty CSV file"))
         return result
     header = {name.strip().lower(): name for name in reader.fieldnames if name}
     if "question" not in header or "answer" not in header:
-        result.errors.append(ImportError_(1, "CSV header must have 'question' and 'answer'"))
+        result.errors.append(SkippedLine(1, "CSV header must have 'question' and 'answer'"))
         return result
     while True:
         try:
@@ -226,17 +228,17 @@ def _parse_csv(text: str) -> ImportResult:
         except StopIteration:
             break
         except csv.Error as exc:
-            result.errors.append(ImportError_(reader.line_num, f"invalid CSV: {exc}"))
+            result.errors.append(SkippedLine(reader.line_num, f"invalid CSV: {exc}"))
             continue
         lineno = reader.line_num
         obj: dict[str, Any] = {k: row.get(v) for k, v in header.items()}
         if None in row:
-            result.errors.append(ImportError_(lineno, "too many fields"))
+            result.errors.append(SkippedLine(lineno, "too many fields"))
             continue
         try:
             result.records.append(record_from_object(obj, lineno))
         except ValueError as exc:
-            result.errors.append(ImportError_(lineno, str(exc)))
+            result.errors.append(SkippedLine(lineno, str(exc)))
     return result
 
 

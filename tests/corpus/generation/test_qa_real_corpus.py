@@ -18,7 +18,7 @@ from corpus.models import QAPair
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 CORPUS = (
-    Path(__file__).resolve().parents[2].parent
+    Path(__file__).resolve().parents[3].parent
     / "shared"
     / "datasets"
     / "emanual_s10"

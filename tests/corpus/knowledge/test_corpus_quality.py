@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-EMANUAL = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "emanual_s10"
+EMANUAL = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "emanual_s10"
 
 pytestmark = [
     pytest.mark.django_db,

@@ -19,8 +19,8 @@ from raftweb.llm import (
     complete_many,
 )
 from raftweb.llm.openai_backend import OpenAIBackend, approx_tokens
+from tests.engine.llm.flaky_server import ANSWER, FlakyServer, flaky_server
 from tests.fixtures.serve import TinyOpenAIServer, free_port, start_tiny_openai_server
-from tests.llm.flaky_server import ANSWER, FlakyServer, flaky_server
 
 MESSAGES = [ChatMessage("user", "How long do refunds take?")]
 SETTING = "model profile 'judge'"
