@@ -21,7 +21,7 @@ from corpus.knowledge.indexes import (
     vector_store,
 )
 from corpus.models import BASE_VERSION, Chunk, Document, EmbeddingIndex, KnowledgeBase
-from raftweb.ingest import ParseError, chunk_document, parse_bytes
+from raftweb.ingest import ParseError, chunk_document, parse_guarded
 from raftweb.retrieval import (
     Embedder,
     EmbeddingModelNotFound,
@@ -104,7 +104,9 @@ def _prepare_many(
     for document in documents:
         try:
             data = (upload_root() / document.file_path).read_bytes()
-            doc = parse_bytes(data, document.name)
+            # Bounded: archive bombs, page/character caps, a time and memory limit per
+            # document, in a child process that a stopping worker takes down with it.
+            doc = parse_guarded(data, document.name)
             pieces = chunk_document(
                 doc,
                 size=kb.chunk_size,

@@ -271,3 +271,28 @@ def test_it_fails_only_the_round_that_hit_a_dead_store_in_bulk_ingest(
     documents = documents_ingest(document_ids=ids, batch_size=3)  # retry: only the failed ones run
     assert [d.status for d in documents] == [Document.Status.READY] * 6
     assert real.count(collection_name(kb.index_key, "base")) == 6
+
+
+@pytest.mark.django_db
+def test_it_fails_an_archive_bomb_with_the_reason_and_keeps_the_worker_small() -> None:
+    """A 0.6 MB DOCX that unpacks to 200 MB drove the worker to 8 GB; now the document fails
+    at once with the reason, and the others in the knowledge base are untouched."""
+    import psutil
+
+    from tests.engine.test_ingest_guards import MB, _docx_with
+
+    kb = kb_create(name="KB")
+    good = document_upload(
+        kb=kb, name="ok.txt", chunks=[b"Charging takes two hours."], enqueue=False
+    )
+    assert document_ingest(document_id=good.document.pk).status == Document.Status.READY
+    bomb = _docx_with(pad_document_xml=200 * MB)
+    upload = document_upload(kb=kb, name="bomb.docx", chunks=[bomb], enqueue=False)
+    rss_before = psutil.Process().memory_info().rss
+    doc = document_ingest(document_id=upload.document.pk)
+    assert doc.status == Document.Status.FAILED
+    assert "DOCX unpacks to" in doc.error and "over the 100 MB limit" in doc.error
+    assert doc.chunks.count() == 0
+    assert psutil.Process().memory_info().rss - rss_before < 100 * MB
+    good.document.refresh_from_db()
+    assert good.document.status == Document.Status.READY and good.document.chunks.count() == 1
