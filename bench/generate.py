@@ -14,8 +14,9 @@ judge verdict per question, with the same prompts):
 * ``reference_2_threads`` — the public RAFT reference script's shape: two worker threads, each
   taking a chunk and making its calls one after another with the synchronous client.
 
-Prints one JSON line per case and one with the ratios. The server runs in a subprocess so its
-work does not share our GIL.
+Prints one JSON line per case and one with the ratios. The server
+(raftweb/testing/teacher_server.py, shared with the worker-process tests) runs in a subprocess so
+its work does not share our GIL.
 
     .venv/bin/python bench/generate.py [--chunks 64] [--concurrency 16] [--delay 0.2]
 """
@@ -26,8 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,93 +38,19 @@ sys.path.insert(0, str(ROOT))
 CORPUS = ROOT.parent / "shared" / "datasets" / "emanual_s10" / "corpus_s10.jsonl"
 
 
-# ----------------------------------------------------------------------------- server
-
-
-def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.strip()) > 20]
-
-
-def _reply(messages: list[dict[str, str]]) -> str:
-    system = messages[0]["content"] if messages else ""
-    user = messages[-1]["content"] if messages else ""
-    if "question-answer pair generator" in system:
-        n = int(m.group(1)) if (m := re.search(r"generate (\d+)", system)) else 3
-        words = user.split() or ["nothing"]
-        # Distinct questions (different spans of the chunk) so no client drops a duplicate.
-        return json.dumps(
-            [
-                f"What does the manual mean by '{' '.join(words[i * 7 : i * 7 + 7] or words[:3])}' "
-                f"in passage {['one', 'two', 'three', 'four', 'five', 'six'][i % 6]}?"
-                for i in range(n)
-            ]
-        )
-    if "grader" in system:
-        return json.dumps({"score": 4, "reason": "Faithful to the document."})
-    if "Context: " in user:
-        context = user.split("Context: ", 1)[1].split("\n\nAnswer this question", 1)[0]
-        first = (_sentences(context) or [context[:120]])[0]
-        return (
-            "The document states ##begin_quote##" + first + "##end_quote##, which answers it."
-            "\n<ANSWER>: " + first[:80]
-        )
-    return "None of the documents covers it.\n<ANSWER>: The context does not contain the answer."
-
-
-def serve(delay: float) -> None:
-    from aiohttp import web
-
-    async def completions(request: web.Request) -> web.Response:
-        body = await request.json()
-        await asyncio.sleep(delay)
-        text = _reply(body.get("messages", []))
-        prompt = sum(len(m.get("content", "")) for m in body.get("messages", [])) // 4
-        return web.json_response(
-            {
-                "id": "cmpl-bench",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body.get("model", "bench"),
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": text},
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt,
-                    "completion_tokens": len(text) // 4,
-                    "total_tokens": prompt + len(text) // 4,
-                },
-            }
-        )
-
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", completions)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        print(port, flush=True)
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
 # ----------------------------------------------------------------------------- workload
 
 
 def load_chunks(n: int) -> list[str]:
+    from raftweb.testing.teacher_server import sentences
+
     chunks: list[str] = []
     if CORPUS.exists():
         for line in CORPUS.read_text(encoding="utf-8").splitlines():
             text = json.loads(line)["text"]
             for i in range(0, len(text), 1200):
                 piece = text[i : i + 1200]
-                if len(_sentences(piece)) >= 1:
+                if len(sentences(piece)) >= 1:
                     chunks.append(piece)
             if len(chunks) >= n:
                 break
@@ -349,20 +274,12 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--delay", type=float, default=0.2, help="server delay per request (s)")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve(args.delay)
-        return
-    server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", "--delay", str(args.delay)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ},
-    )
+    from raftweb.testing.teacher_server import TeacherServer
+
+    server = TeacherServer.start(delay=args.delay)
     try:
-        port = int(server.stdout.readline())  # type: ignore[union-attr]
-        base_url = f"http://127.0.0.1:{port}/v1"
+        base_url = server.base_url
         chunks = load_chunks(args.chunks)
         common = {
             "chunks": len(chunks),
@@ -405,8 +322,7 @@ def main() -> None:
             )
         )
     finally:
-        server.terminate()
-        server.wait(10)
+        server.stop()
 
 
 if __name__ == "__main__":

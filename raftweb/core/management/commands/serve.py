@@ -68,10 +68,17 @@ class Command(BaseCommand):
             "--proxy-headers",
             "raftweb.asgi:application",
         ]
-        children = {"web": subprocess.Popen(web)}
+        # Each child in its own process group: a terminal's Ctrl-C (SIGINT to the whole
+        # foreground group) reaches only this supervisor, which stops the children with SIGTERM.
+        # A worker that got the SIGINT itself would treat it as Huey's graceful stop - finish
+        # every running task first, a generation job included - ignore the SIGTERM that follows,
+        # and be killed STOP_GRACE_S later still holding its job.
+        children = {"web": subprocess.Popen(web, process_group=0)}
         if not opts["no_worker"]:
             children["worker"] = subprocess.Popen(
-                [sys.executable, "manage.py", "run_huey", "--quiet"], cwd=str(settings.BASE_DIR)
+                [sys.executable, "manage.py", "run_huey", "--quiet"],
+                cwd=str(settings.BASE_DIR),
+                process_group=0,
             )
         return children
 
@@ -84,6 +91,8 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
+        # Closing the terminal (SIGHUP) no longer reaches the children either: stop them too.
+        signal.signal(signal.SIGHUP, on_signal)
         code = 0
         while not stopping:
             for name, proc in children.items():
