@@ -35,6 +35,7 @@ from .limiter import FairLimiter, QueueCallback
 from .registry import (
     available_backends,
     backend_class,
+    backends,
     clear_backends,
     forget_backend,
     get_backend,
@@ -62,6 +63,7 @@ __all__ = [
     "Usage",
     "available_backends",
     "backend_class",
+    "backends",
     "clear_backends",
     "complete_many",
     "forget_backend",

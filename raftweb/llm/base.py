@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from raftweb.registry import UnknownChoice
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -117,8 +119,22 @@ class BadRequest(LLMError):
     """The server refused the request (a 4xx other than 429); retrying will not help."""
 
 
-class UnknownBackend(LLMError):
-    pass
+class UnknownBackend(LLMError, UnknownChoice):
+    """A backend name that is not registered.
+
+    Both an :class:`LLMError` (what model callers catch) and the registry's
+    :class:`~raftweb.registry.UnknownChoice` (so a ``LookupError``), with the message the
+    model pages have always shown: it names the setting to change and the valid backends.
+    """
+
+    def __init__(self, name: str, choices: list[str], setting: str = "model profile") -> None:
+        UnknownChoice.__init__(self, "backend", name, choices, setting=setting)
+        valid = ", ".join(repr(c) for c in choices)
+        self.message = f"Unknown model backend {name!r} in {setting}. Valid backends: {valid}."
+        self.args = (self.message,)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.name, self.choices, self.setting))
 
 
 class ChatBackend(abc.ABC):

@@ -1,4 +1,4 @@
-"""Backends by name: a registry, not an if-chain.
+"""Backends by name: a :class:`raftweb.registry.Registry`, not an if-chain.
 
 A backend module registers its class with :func:`register_backend`; callers ask
 :func:`get_backend` for an instance. Instances are cached per spec so that, for example, an
@@ -7,36 +7,36 @@ in-process HF model is loaded once per process however many callers use it.
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Callable
 from typing import TypeVar
+
+from raftweb.registry import Registry, UnknownChoice
 
 from .base import ChatBackend, ModelSpec, UnknownBackend
 
 B = TypeVar("B", bound=type[ChatBackend])
 
-_REGISTRY: dict[str, type[ChatBackend]] = {}
+# Backend classes by name. Built-in backends live in their own modules; importing them registers
+# them. They are imported lazily so that `import raftweb.llm` stays cheap (no torch, no HTTP
+# client) while still being listed as choices.
+backends: Registry[type[ChatBackend]] = Registry("backend")
+backends.add_lazy("openai", "raftweb.llm.openai_backend")
+backends.add_lazy("hf", "raftweb.llm.hf_backend")
+
 _INSTANCES: dict[tuple[object, ...], ChatBackend] = {}
 _LOCK = threading.Lock()
 
-# Built-in backends live in their own modules; importing them registers them. They are
-# imported lazily so that `import raftweb.llm` stays cheap (no torch, no HTTP client).
-_BUILTIN_MODULES: dict[str, str] = {
-    "openai": "raftweb.llm.openai_backend",
-    "hf": "raftweb.llm.hf_backend",
-}
-
 
 def register_backend(name: str) -> Callable[[B], B]:
-    """Class decorator: make ``cls`` available as backend ``name``."""
+    """Class decorator: make ``cls`` available as backend ``name`` (and set ``cls.name``).
+
+    A name already taken by another class raises ``ValueError``.
+    """
 
     def decorator(cls: B) -> B:
-        existing = _REGISTRY.get(name)
-        if existing is not None and existing is not cls:
-            raise ValueError(f"Backend name {name!r} is already taken by {existing.__qualname__}")
+        backends.add(name, cls)
         cls.name = name
-        _REGISTRY[name] = cls
         return cls
 
     return decorator
@@ -45,26 +45,26 @@ def register_backend(name: str) -> Callable[[B], B]:
 def unregister_backend(name: str) -> None:
     """Remove a backend (tests and plugins that come and go); cached instances are dropped too."""
     with _LOCK:
-        _REGISTRY.pop(name, None)
+        backends.remove(name)
         for key in [k for k in _INSTANCES if k[0] == name]:
             del _INSTANCES[key]
 
 
 def available_backends() -> list[str]:
     """Names of every backend that can be used (built-in ones included), sorted."""
-    return sorted(set(_REGISTRY) | set(_BUILTIN_MODULES))
+    return sorted(backends.names())
 
 
 def backend_class(name: str, *, setting: str = "model profile") -> type[ChatBackend]:
-    if name not in _REGISTRY and name in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[name])
+    """The class registered as backend ``name`` (importing a built-in one on first use).
+
+    An unknown name raises :class:`UnknownBackend` (an :class:`UnknownChoice`) naming
+    ``setting`` and the valid backends.
+    """
     try:
-        return _REGISTRY[name]
-    except KeyError:
-        valid = ", ".join(repr(n) for n in available_backends())
-        raise UnknownBackend(
-            f"Unknown model backend {name!r} in {setting}. Valid backends: {valid}."
-        ) from None
+        return backends.get(name, setting=setting)
+    except UnknownChoice as exc:
+        raise UnknownBackend(name, exc.choices, setting=setting) from None
 
 
 def spec_key(spec: ModelSpec) -> tuple[object, ...]:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from raftweb.raft.answer import parse_answer
 from raftweb.raft.prompts import DEFAULT_PROMPTS, PromptSet, build_instruction, build_messages
+from raftweb.registry import Registry, UnknownChoice
 
 
 @dataclass(slots=True)
@@ -59,23 +60,37 @@ class Exporter(abc.ABC):
             yield json.dumps(self.row(row), ensure_ascii=False) + "\n"
 
 
-EXPORTERS: dict[str, type[Exporter]] = {}
+class UnknownExportFormat(UnknownChoice, ValueError):
+    """An export format that is not registered: the registry's :class:`UnknownChoice`, and a
+    ``ValueError`` as :func:`get_exporter` has always raised."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.kind, self.name, self.choices))
+
+
+# Exporter classes by format name (``hf``, ``chat``, ``completion``, ``eval``). Like a dict of
+# names, it supports ``name in EXPORTERS`` and ``sorted(EXPORTERS)``.
+EXPORTERS: Registry[type[Exporter]] = Registry("export format")
 
 
 def register_exporter(cls: type[Exporter]) -> type[Exporter]:
-    EXPORTERS[cls.name] = cls
+    """Class decorator: register ``cls`` as export format ``cls.name``.
+
+    A name already taken by another class raises ``ValueError``.
+    """
+    EXPORTERS.add(cls.name, cls)
     return cls
 
 
 def get_exporter(
     name: str, *, system: str | None = None, prompts: PromptSet = DEFAULT_PROMPTS
 ) -> Exporter:
+    """An exporter for format ``name``; an unknown name raises :class:`UnknownExportFormat`."""
     try:
-        return EXPORTERS[name](system=system, prompts=prompts)
-    except KeyError:
-        raise ValueError(
-            f"unknown export format {name!r}; choose one of {', '.join(sorted(EXPORTERS))}"
-        ) from None
+        cls = EXPORTERS.get(name)
+    except UnknownChoice as exc:
+        raise UnknownExportFormat(exc.kind, name, exc.choices) from None
+    return cls(system=system, prompts=prompts)
 
 
 @register_exporter

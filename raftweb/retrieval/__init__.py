@@ -12,6 +12,7 @@ from raftweb.retrieval.embedder import (
 from raftweb.retrieval.fusion import DEFAULT_RRF_K, reciprocal_rank_fusion
 from raftweb.retrieval.retriever import RetrievalError, Retriever, rank_documents
 from raftweb.retrieval.store import (
+    UnknownVectorStore,
     VectorStore,
     VectorStoreError,
     VectorStoreUnavailable,
@@ -33,6 +34,7 @@ __all__ = [
     "RetrievalError",
     "Retriever",
     "SearchHit",
+    "UnknownVectorStore",
     "VectorStore",
     "VectorStoreError",
     "VectorStoreUnavailable",

@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from raftweb.registry import Registry, UnknownChoice
+
 Metadata = dict[str, str | int | float | bool]
 
 
@@ -69,30 +71,49 @@ class VectorStore(abc.ABC):
         """Raise VectorStoreUnavailable when the store cannot be used."""
 
 
-class StoreRegistry:
-    """Store factories keyed by URL scheme ("" = embedded path)."""
+StoreFactory = Callable[[str, Path | None], VectorStore]
+
+
+class UnknownVectorStore(VectorStoreError, UnknownChoice):
+    """A vector store URL whose scheme no store is registered for.
+
+    A :class:`VectorStoreError` (what store callers catch) and the registry's
+    :class:`~raftweb.registry.UnknownChoice`, with the message the store has always given.
+    """
+
+    def __init__(self, url: str, scheme: str, schemes: list[str]) -> None:
+        UnknownChoice.__init__(self, "vector store scheme", scheme, schemes)
+        self.url = url
+        self.message = f"unsupported vector store URL {url!r}; known schemes: {schemes}"
+        self.args = (self.message,)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.url, self.name, self.choices))
+
+
+class StoreRegistry(Registry[StoreFactory]):
+    """Store factories keyed by URL scheme: ``@stores.register("http", "https")``.
+
+    A URL without a scheme (``""``, or a bare path) is served by the ``file`` factory. A factory
+    is called as ``factory(url, path)``.
+    """
 
     def __init__(self) -> None:
-        self._factories: dict[str, Callable[[str, Path | None], VectorStore]] = {}
+        super().__init__("vector store scheme")
 
-    def register(
-        self, *schemes: str
-    ) -> Callable[[Callable[[str, Path | None], VectorStore]], Callable[..., VectorStore]]:
-        def deco(factory: Callable[[str, Path | None], VectorStore]) -> Callable[..., VectorStore]:
-            for scheme in schemes:
-                self._factories[scheme] = factory
-            return factory
-
-        return deco
+    def schemes(self) -> list[str]:
+        """Every accepted URL scheme (aliases included; ``""`` is a bare path), sorted."""
+        known = set(self.names()) | set(self._aliases)
+        if "file" in self:
+            known.add("")
+        return sorted(known)
 
     def open(self, url: str = "", path: Path | str | None = None) -> VectorStore:
         scheme = urlparse(url).scheme if url else ""
         try:
-            factory = self._factories[scheme]
-        except KeyError:
-            raise VectorStoreError(
-                f"unsupported vector store URL {url!r}; known schemes: {sorted(self._factories)}"
-            ) from None
+            factory = self.get(scheme or "file")
+        except UnknownChoice:
+            raise UnknownVectorStore(url, scheme, self.schemes()) from None
         return factory(url, Path(path) if path else None)
 
 
@@ -229,7 +250,7 @@ def _chroma_settings() -> Any:
     return Settings(anonymized_telemetry=False, allow_reset=False)
 
 
-@stores.register("", "file")
+@stores.register("file")
 def _open_chroma_embedded(url: str, path: Path | None) -> VectorStore:
     if url:
         path = Path(urlparse(url).path)

@@ -13,7 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from raftweb.retrieval import VectorStoreUnavailable, collection_name, open_vector_store
+from raftweb.registry import Registry, UnknownChoice
+from raftweb.retrieval import (
+    UnknownVectorStore,
+    VectorStore,
+    VectorStoreError,
+    VectorStoreUnavailable,
+    collection_name,
+    open_vector_store,
+    stores,
+)
 from raftweb.retrieval.store import forget_open_stores
 from tests.services import free_port, port_open, require_service
 
@@ -58,6 +67,40 @@ def test_it_reports_an_unreachable_server_as_unavailable() -> None:
     port = free_port()
     with pytest.raises(VectorStoreUnavailable, match="unavailable"):
         open_vector_store(f"http://127.0.0.1:{port}").ping()
+
+
+def test_it_names_the_known_schemes_for_an_unsupported_url() -> None:
+    with pytest.raises(VectorStoreError) as info:
+        open_vector_store("ftp://example.org/chroma")
+    error = info.value
+    assert isinstance(error, UnknownVectorStore) and isinstance(error, UnknownChoice)
+    assert str(error) == (
+        "unsupported vector store URL 'ftp://example.org/chroma'; "
+        "known schemes: ['', 'file', 'http', 'https']"
+    )
+    assert error.name == "ftp"
+
+
+def test_stores_are_chosen_by_scheme_from_the_shared_registry(tmp_path: Path) -> None:
+    assert isinstance(stores, Registry)
+    assert stores.names() == ["file", "http"]  # https is an alias of http
+    opened: list[tuple[str, Path | None]] = []
+
+    def open_memory(url: str, path: Path | None) -> VectorStore:
+        opened.append((url, path))
+        return open_vector_store("", tmp_path / "chroma")
+
+    stores.add("test-mem", open_memory)
+    try:
+        store = open_vector_store("test-mem://x", tmp_path)
+        assert opened == [("test-mem://x", tmp_path)]
+        # A bare path (no scheme) and file:// both open the embedded store.
+        assert open_vector_store(str(tmp_path / "chroma")) is store
+        assert open_vector_store(f"file://{tmp_path / 'chroma'}") is store
+    finally:
+        stores.remove("test-mem")
+        forget_open_stores()
+    assert "test-mem" not in stores
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -18,12 +19,15 @@ from raftweb.llm import (
     UnknownBackend,
     Usage,
     available_backends,
+    backend_class,
+    backends,
     get_backend,
     register_backend,
     unregister_backend,
 )
 from raftweb.llm.hf_backend import HFBackend
 from raftweb.llm.openai_backend import OpenAIBackend
+from raftweb.registry import Registry, UnknownChoice
 
 
 class ReverseBackend(ChatBackend):
@@ -75,6 +79,33 @@ def test_it_names_valid_backends_and_the_setting_for_an_unknown_one() -> None:
     assert "'hf'" in message and "'openai'" in message
 
 
+def test_an_unknown_backend_is_the_registrys_unknown_choice_with_the_profile_message() -> None:
+    with pytest.raises(UnknownChoice) as info:
+        backend_class("gpt-magic", setting="model profile 'judge'")
+    error = info.value
+    assert isinstance(error, UnknownBackend) and isinstance(error, LookupError)
+    assert str(error) == (
+        "Unknown model backend 'gpt-magic' in model profile 'judge'. "
+        "Valid backends: " + ", ".join(repr(n) for n in available_backends()) + "."
+    )
+    assert (error.kind, error.name, error.setting) == (
+        "backend",
+        "gpt-magic",
+        "model profile 'judge'",
+    )
+    assert error.choices == available_backends()
+    # Errors travel back from worker processes.
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is UnknownBackend and str(copy) == str(error)
+
+
+def test_backends_live_in_the_shared_registry_with_lazy_builtins() -> None:
+    assert isinstance(backends, Registry) and backends.kind == "backend"
+    assert {"hf", "openai"} <= set(backends.names())
+    assert backend_class("hf") is HFBackend is backends.get("hf")
+    assert backend_class("openai") is OpenAIBackend
+
+
 def test_it_caches_one_instance_per_spec() -> None:
     spec = ModelSpec(backend="hf", model="/models/a", setting="model profile 'teacher'")
     same_model_other_setting = dataclasses.replace(spec, setting="model profile 'judge'")
@@ -94,6 +125,7 @@ def test_it_caches_one_instance_per_spec() -> None:
 
 async def test_it_uses_a_registered_backend(reverse_backend: str) -> None:
     assert reverse_backend in available_backends()
+    assert backends.get(reverse_backend) is ReverseBackend
     backend = get_backend(ModelSpec(backend=reverse_backend, model="rev"))
     assert backend.name == reverse_backend
     completion = await backend.complete([ChatMessage("user", "abc")])

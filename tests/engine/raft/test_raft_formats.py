@@ -1,8 +1,22 @@
 from __future__ import annotations
 
 import json
+import pickle
+from typing import Any
 
-from raftweb.raft.formats import RaftRow, get_exporter, parse_import, rows_to_jsonl
+import pytest
+
+from raftweb.raft.formats import (
+    EXPORTERS,
+    Exporter,
+    RaftRow,
+    UnknownExportFormat,
+    get_exporter,
+    parse_import,
+    register_exporter,
+    rows_to_jsonl,
+)
+from raftweb.registry import Registry, UnknownChoice
 
 ROW = RaftRow(
     id="qa-1",
@@ -88,3 +102,42 @@ def test_it_imports_csv_with_line_numbers() -> None:
     assert [e.as_dict()["line"] for e in result.errors] == [3]
     bad = parse_import("q,a\n1,2\n", filename="qa.csv")
     assert bad.errors[0].line == 1 and not bad.records
+
+
+def test_exporters_are_chosen_by_name_from_the_shared_registry() -> None:
+    assert isinstance(EXPORTERS, Registry)
+    # Callers treat it like the dict it replaced: membership and sorted names.
+    assert sorted(EXPORTERS) == ["chat", "completion", "eval", "hf"]
+    assert "chat" in EXPORTERS and "csv" not in EXPORTERS
+    assert type(get_exporter("hf")) is EXPORTERS.get("hf")
+
+
+def test_an_unknown_format_names_the_choices() -> None:
+    with pytest.raises(ValueError) as info:
+        get_exporter("csv")
+    error = info.value
+    assert isinstance(error, UnknownExportFormat) and isinstance(error, UnknownChoice)
+    assert str(error) == "unknown export format 'csv'; choose one of: chat, completion, eval, hf"
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is UnknownExportFormat and str(copy) == str(error)
+
+
+def test_it_registers_an_exporter_and_refuses_a_second_one_under_its_name() -> None:
+    @register_exporter
+    class QuestionsOnly(Exporter):
+        name = "test-questions"
+
+        def row(self, row: RaftRow) -> dict[str, Any]:
+            return {"question": row.question}
+
+    try:
+        assert json.loads(rows_to_jsonl([ROW], "test-questions")) == {"question": ROW.question}
+
+        class Other(QuestionsOnly):
+            pass
+
+        with pytest.raises(ValueError, match="already taken"):
+            register_exporter(Other)
+    finally:
+        EXPORTERS.remove("test-questions")
+    assert "test-questions" not in EXPORTERS
