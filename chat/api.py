@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, StreamingHttpResponse
 from ninja import Field, Router, Schema
 
@@ -30,10 +31,25 @@ from raftweb.answering import (
     Token,
     answer_stream,
 )
-from raftweb.errors import Forbidden, Invalid, NotFound, RaftwebError, Unavailable, UpstreamError
+from raftweb.core.roles import Role, user_has_role
+from raftweb.core.throttle import UserRateThrottle
+from raftweb.errors import (
+    Forbidden,
+    Invalid,
+    NotFound,
+    RaftwebError,
+    Unavailable,
+    UpstreamError,
+    redact_addresses,
+)
 from raftweb.llm.base import GenerationParams
 
 router = Router(tags=["chat"])
+
+# Bounds on one request (the question itself: settings.MAX_QUESTION_CHARS). The rewriter reads
+# only the last turns anyway; these keep a client from making the server parse megabytes.
+MAX_MESSAGES = 100
+MAX_TOTAL_CHARS = 200_000
 
 
 class ChatMessageIn(Schema):
@@ -85,6 +101,7 @@ def models_list(request: HttpRequest) -> dict[str, Any]:
     "/v1/chat/completions",
     summary="OpenAI-compatible chat completion over a knowledge base",
     response={200: dict},
+    throttle=[UserRateThrottle("chat")],  # RAFTWEB_RATE_CHAT, shared with the chat page
 )
 async def chat_completions(request: HttpRequest, payload: ChatCompletionIn) -> Any:
     user = request.user
@@ -95,12 +112,14 @@ async def chat_completions(request: HttpRequest, payload: ChatCompletionIn) -> A
         raise NotFound(
             f"No knowledge base {payload.model!r} is available to you.", code="model_not_found"
         )
+    messages = [{"role": m.role, "content": _text(m.content)} for m in payload.messages]
+    _check_size(messages)
     try:
-        question, history = openai_history(
-            [{"role": m.role, "content": _text(m.content)} for m in payload.messages]
-        )
+        question, history = openai_history(messages)
     except ChatError as exc:
         raise Invalid(str(exc), code="invalid_messages") from exc
+    # Where the model server lives is for admins (errors name it); others see that it failed.
+    show_addresses = await sync_to_async(user_has_role)(user, Role.ADMIN)
     engine = await chat_engine_for(kb=kb)
     stream = answer_stream(
         question=question,
@@ -122,17 +141,17 @@ async def chat_completions(request: HttpRequest, payload: ChatCompletionIn) -> A
     last = head[-1] if head else None
     if isinstance(last, Finished) and last.result.status == "error":
         await stream.aclose()
-        raise _error_for(last.result)
+        raise _error_for(last.result, show_addresses)
     if payload.stream:
         include_usage = bool(payload.stream_options and payload.stream_options.include_usage)
-        sse = _sse(stream, head, completion_id, created, kb.slug, include_usage)
+        sse = _sse(stream, head, completion_id, created, kb.slug, include_usage, show_addresses)
         response = StreamingHttpResponse(sse, content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
     result = await _drain(stream, head)
     if result.status == "error":
-        raise _error_for(result)
+        raise _error_for(result, show_addresses)
     return _completion_body(result, completion_id, created, kb.slug, engine)
 
 
@@ -153,6 +172,7 @@ async def _sse(
     created: int,
     model: str,
     include_usage: bool,
+    show_addresses: bool,
 ) -> AsyncIterator[str]:
     async def events() -> AsyncIterator[PipelineEvent]:
         for event in head:
@@ -185,7 +205,7 @@ async def _sse(
             elif isinstance(event, Finished):
                 result = event.result
                 if result.status == "error":
-                    err = _error_for(result)
+                    err = _error_for(result, show_addresses)
                     yield f"data: {json.dumps(err.as_body())}\n\n"
                     break
                 if first and result.raw:  # answered without the model (nothing retrieved)
@@ -251,10 +271,40 @@ def _usage(result: ChatResult) -> dict[str, int]:
     }
 
 
-def _error_for(result: ChatResult) -> RaftwebError:
+def _error_for(result: ChatResult, show_addresses: bool) -> RaftwebError:
+    message = result.error if show_addresses else redact_addresses(result.error)
     if result.error_kind in ("unavailable", "retrieval"):
-        return Unavailable(result.error)
-    return UpstreamError(result.error)
+        return Unavailable(message)
+    return UpstreamError(message)
+
+
+def _check_size(messages: list[dict[str, str]]) -> None:
+    """Refuse requests too big to be a chat turn, with a message saying what the limit is."""
+    if len(messages) > MAX_MESSAGES:
+        raise Invalid(
+            f"Too many messages ({len(messages)}); send at most {MAX_MESSAGES}.",
+            code="too_long",
+            status=422,
+            details={"max_messages": MAX_MESSAGES},
+        )
+    limit = settings.MAX_QUESTION_CHARS
+    users = [m for m in messages if m["role"] == "user"]
+    question = len(users[-1]["content"]) if users else 0
+    if question > limit:
+        raise Invalid(
+            f"The question is {question:,} characters long; the limit is {limit:,}.",
+            code="too_long",
+            status=422,
+            details={"max_chars": limit, "chars": question},
+        )
+    total = sum(len(m["content"]) for m in messages)
+    if total > MAX_TOTAL_CHARS:
+        raise Invalid(
+            f"The messages hold {total:,} characters; the limit is {MAX_TOTAL_CHARS:,}.",
+            code="too_long",
+            status=422,
+            details={"max_total_chars": MAX_TOTAL_CHARS, "chars": total},
+        )
 
 
 def _params(payload: ChatCompletionIn) -> GenerationParams:

@@ -19,6 +19,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.db import aclose_old_connections
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from chat import fragments
@@ -36,6 +37,9 @@ from chat.services import (
     turn_retry_start,
 )
 from raftweb.answering import Retrieved, Token
+from raftweb.core import text, throttle
+from raftweb.core.roles import Role, user_has_role
+from raftweb.errors import redact_addresses
 from raftweb.llm.base import ChatMessage
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     answer_id: int | None = None
     retrying = False
     is_open = False
+    shows_addresses = False  # admins see where a failing server lives; others do not
 
     async def connect(self) -> None:
         await self.accept()
@@ -68,6 +73,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not await sync_to_async(user_can_chat)(user):
             await self.close(code=4403)
             return
+        self.shows_addresses = await sync_to_async(user_has_role)(user, Role.ADMIN)
         conversation_id = int(self.scope["url_route"]["kwargs"]["conversation_id"])
         self.conversation = await sync_to_async(conversation_get)(
             user=user, conversation_id=conversation_id
@@ -108,7 +114,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.conversation is None:
             return
         try:
-            data = json.loads(text_data or "{}")
+            # Lone surrogates ("\ud800") become U+FFFD here, where the text comes in.
+            data = text.loads(text_data or "{}")
         except json.JSONDecodeError:
             return
         action = str(data.get("action") or "ask")
@@ -126,8 +133,28 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not question:
             await self.send_html(fragments.render_notice("Type a question first."))
             return
+        limit = settings.MAX_QUESTION_CHARS
+        if len(question) > limit:
+            await self.send_html(
+                fragments.render_notice(
+                    f"Your question is {len(question):,} characters long; the limit is "
+                    f"{limit:,}. Shorten it and ask again."
+                )
+            )
+            return
         if self._busy():
             await self.send_html(fragments.render_notice("Wait for the answer, or stop it first."))
+            return
+        # The same per-user budget as the OpenAI-compatible endpoint (RAFTWEB_RATE_CHAT).
+        wait = await sync_to_async(throttle.rate_hit, thread_sensitive=False)(
+            "chat", throttle.user_ident(self.scope["user"])
+        )
+        if wait:
+            await self.send_html(
+                fragments.render_notice(
+                    f"Too many questions in a short time; ask again in {throttle.wait_text(wait)}."
+                )
+            )
             return
         self._start(question, list(self.history), self._turn_rows(question))
 
@@ -228,14 +255,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=4404)
         except Exception as exc:  # noqa: BLE001 - a broken turn must never kill the socket
             log.exception("chat turn failed in conversation %s", self.conversation_id)
+            error = f"Unexpected error: {exc}"
+            if not self.shows_addresses:
+                error = redact_addresses(error)
             if self.answer_id is not None:
                 await Message.objects.filter(pk=self.answer_id).aupdate(
-                    status=Message.Status.ERROR, error=f"Unexpected error: {exc}"
+                    status=Message.Status.ERROR, error=error
                 )
                 answer = await Message.objects.aget(pk=self.answer_id)
                 await self.send_html(fragments.render_message(answer, oob=True))
             else:
-                await self.send_html(fragments.render_notice(f"Unexpected error: {exc}"))
+                await self.send_html(fragments.render_notice(error))
         finally:
             if self.answer_id is not None:
                 RUNNING.pop(self.answer_id, None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,11 +28,14 @@ from corpus.knowledge.search import kb_search
 from corpus.knowledge.splits import kb_document_splits
 from corpus.models import Chunk, KnowledgeBase, QAPair
 from raftweb.answering import ChatResult, Finished, PipelineEvent, SearchFn, Token, answer_stream
+from raftweb.core.roles import Role, user_has_role
 from raftweb.core.services import aprofile_spec
-from raftweb.errors import RaftwebError
+from raftweb.errors import RaftwebError, redact_addresses
 from raftweb.llm import get_backend
 from raftweb.llm.base import ChatBackend, ChatMessage
 from raftweb.raft.splits import row_split
+
+log = logging.getLogger(__name__)
 
 CHAT_PROFILE = "student"
 TOP_K = 5
@@ -300,7 +304,7 @@ async def _save_result(answer: Message, result: ChatResult, model: ChatModel | N
         }
         for h in result.hits
     ]
-    answer.error = result.error
+    answer.error = await _error_for_owner(answer, result.error) if result.error else ""
     answer.latency_s = result.latency_s
     answer.ttft_s = result.ttft_s
     answer.retrieval_s = result.retrieval_s
@@ -308,6 +312,22 @@ async def _save_result(answer: Message, result: ChatResult, model: ChatModel | N
     answer.tokens_out = result.usage.completion_tokens
     _stamp(answer, model)
     await answer.asave()
+
+
+def error_text_for(user: Any, text: str) -> str:
+    """An error message as ``user`` may see it: where the model server or vector store lives
+    is for admins (and the log); everyone else learns that it failed and what to do."""
+    return text if user_has_role(user, Role.ADMIN) else redact_addresses(text)
+
+
+async def _error_for_owner(answer: Message, error: str) -> str:
+    log.warning("chat answer %s failed: %s", answer.pk, error)
+
+    def for_owner() -> str:
+        owner = Conversation.objects.select_related("owner").get(pk=answer.conversation_id).owner
+        return error_text_for(owner, error)
+
+    return await sync_to_async(for_owner)()
 
 
 def _stamp(answer: Message, model: ChatModel | None) -> None:

@@ -8,10 +8,11 @@ import logging
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
-from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.errors import AuthenticationError, HttpError, Throttled, ValidationError
 
 from raftweb.api_auth import API_AUTH
-from raftweb.errors import Internal, Invalid, NotFound, RaftwebError, Unauthorized
+from raftweb.core.text import CleanJSONParser
+from raftweb.errors import Internal, Invalid, NotFound, RaftwebError, RateLimited, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +25,15 @@ api = NinjaAPI(
     urls_namespace="api",
     # The docs are a page like any other: log in first (the middleware leaves /api/ alone).
     docs_decorator=login_required,
+    parser=CleanJSONParser(),  # lone surrogates in JSON become U+FFFD (raftweb/core/text.py)
 )
 
 
 def _error(request: HttpRequest, err: RaftwebError) -> HttpResponse:
-    return api.create_response(request, err.as_body(), status=err.status)
+    response = api.create_response(request, err.as_body(), status=err.status)
+    for name, value in err.headers.items():
+        response[name] = value
+    return response
 
 
 @api.exception_handler(RaftwebError)
@@ -49,6 +54,14 @@ def on_auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpRespons
 def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     return _error(
         request, Invalid("The request is not valid.", status=422, details={"errors": exc.errors})
+    )
+
+
+@api.exception_handler(Throttled)
+def on_throttled(request: HttpRequest, exc: Throttled) -> HttpResponse:
+    # A rate limit of raftweb/core/throttle.py (ninja adds Retry-After after this handler).
+    return _error(
+        request, RateLimited("Too many requests: slow down and retry later.", retry_after=exc.wait)
     )
 
 
@@ -74,6 +87,14 @@ from corpus.dataset.api import router as dataset_router  # noqa: E402
 from corpus.generation.api import router as generation_router  # noqa: E402
 from corpus.knowledge.api import router as knowledge_router  # noqa: E402
 from raftweb.core.api import router as core_router  # noqa: E402
+from training.api import router as training_router  # noqa: E402
 
-for router in (core_router, knowledge_router, generation_router, dataset_router, chat_router):
+for router in (
+    core_router,
+    knowledge_router,
+    generation_router,
+    dataset_router,
+    training_router,
+    chat_router,
+):
     api.add_router("/", router)

@@ -7,20 +7,33 @@ from typing import Any
 from django.http import HttpRequest
 from ninja.security import HttpBearer, SessionAuth
 
+from raftweb.core import throttle
 from raftweb.core.roles import Role, user_has_role
-from raftweb.errors import Forbidden
+from raftweb.errors import Forbidden, RateLimited
 
 
 class TokenAuth(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str) -> Any:
         from raftweb.core.services import token_authenticate
 
-        user = token_authenticate(token)
-        if user is None:
-            return None
-        # Downstream code reads request.user whichever way the caller authenticated.
-        request.user = user
-        return user
+        # Guessing tokens: after too many bad ones from an address, every token from it is
+        # refused for a while (429 + Retry-After), the right one included.
+        counters = throttle.token_counters(request)
+        wait = throttle.locked_for("token", counters)
+        if not wait:
+            user = token_authenticate(token)
+            if user is not None:
+                # Downstream code reads request.user whichever way the caller authenticated.
+                request.user = user
+                return user
+            wait = throttle.failure_record("token", counters)
+            if not wait:
+                return None
+        raise RateLimited(
+            "Too many requests with invalid API tokens from your address; "
+            f"try again in {throttle.wait_text(wait)}.",
+            retry_after=wait,
+        )
 
 
 class ActiveSessionAuth(SessionAuth):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "raftweb.settings")
 
@@ -16,6 +17,17 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+
+class StaticFiles(ASGIStaticFilesHandler):
+    """Django's static file handler, plus the headers SecurityMiddleware would add (static
+    responses never pass through the middleware): browsers must not sniff a script out of
+    a file served as something else."""
+
+    def serve(self, request: Any) -> Any:
+        response = super().serve(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
 
 
 def _websocket_urlpatterns() -> list:
@@ -33,7 +45,7 @@ def _websocket_urlpatterns() -> list:
 
 application = ProtocolTypeRouter(
     {
-        "http": ASGIStaticFilesHandler(django_asgi_app),
+        "http": StaticFiles(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(_websocket_urlpatterns()))
         ),

@@ -10,6 +10,7 @@ by matching message text: a subclass (or an explicit ``status``) carries it.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 
@@ -32,6 +33,8 @@ class RaftwebError(Exception):
         self.code = code or self.default_code
         self.status = status or self.default_status
         self.details = details or {}
+        # Extra HTTP response headers (e.g. Retry-After), set by subclasses.
+        self.headers: dict[str, str] = {}
 
     def as_body(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message, "details": self.details}}
@@ -61,6 +64,19 @@ class TooLarge(RaftwebError):
     default_code, default_status = "too_large", 413
 
 
+class RateLimited(RaftwebError):
+    """Too many requests (429); ``retry_after`` seconds go out as the ``Retry-After`` header."""
+
+    default_code, default_status = "rate_limited", 429
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        if retry_after is not None:
+            seconds = max(1, int(-(-retry_after // 1)))  # ceil, at least 1
+            self.details.setdefault("retry_after", seconds)
+            self.headers["Retry-After"] = str(seconds)
+
+
 class Unavailable(RaftwebError):
     """A backing service (model server, vector store, database) cannot be reached."""
 
@@ -75,3 +91,21 @@ class UpstreamError(RaftwebError):
 
 class Internal(RaftwebError):
     default_code, default_status = "internal", 500
+
+
+# Where a service lives (model servers, vector stores) is for admins and logs, not for every user.
+_ADDRESS_RE = re.compile(
+    r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>()]+"  # a URL
+    r"|\[[0-9a-fA-F:.]+\](?::\d{1,5})?"  # [IPv6]:port
+    r"|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?\b"  # IPv4[:port]
+    r"|\b[a-zA-Z0-9-]*[a-zA-Z][a-zA-Z0-9-]*(?:\.[a-zA-Z0-9-]+)*:\d{2,5}\b"  # host:port
+)
+ADDRESS_HIDDEN = "[server address hidden]"
+
+
+def redact_addresses(text: str) -> str:
+    """``text`` with URLs, IP addresses and host:port pairs replaced by a placeholder.
+
+    Error messages name the model server they could not reach; users who are not admins see
+    that it failed, not where it lives (the full text goes to the log)."""
+    return _ADDRESS_RE.sub(ADDRESS_HIDDEN, text)

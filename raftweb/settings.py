@@ -9,6 +9,7 @@ env var should stop start-up with a message naming it, not run with a silent def
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -118,6 +119,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "ninja",  # serves the API docs' Swagger UI from our static files, not from a CDN
     "channels",
     "huey.contrib.djhuey",
     "raftweb.core",
@@ -128,6 +130,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "raftweb.core.middleware.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -205,6 +208,25 @@ else:
     }
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# The cache holds login-failure counters and API rate limits (raftweb/core/throttle.py) and
+# the cached health probes: on Redis, several web processes share them.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env_str("RAFTWEB_HUEY_NAME", "raftweb"),
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            # Room for many counters: culling would forget failures an attacker caused.
+            "OPTIONS": {"MAX_ENTRIES": 50_000},
+        }
+    }
+
 # --- vector store, files, limits -------------------------------------------------------
 CHROMA_URL = env_url("CHROMA_URL", ("http", "https"))
 CHROMA_PATH = DATA_DIR / "chroma"
@@ -228,6 +250,79 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("RAFTWEB_SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
+# --- brute force, rate limits, request size (raftweb/core/throttle.py) ----------------------
+# Wrong passwords per account, and per client address, before a lockout; bad API tokens per
+# client address. A lockout lasts AUTH_LOCKOUT_S and doubles with each repeat (up to a day).
+LOGIN_FAILURE_LIMIT = env_int("RAFTWEB_LOGIN_FAILURE_LIMIT", 5, minimum=0)
+LOGIN_ADDRESS_FAILURE_LIMIT = env_int("RAFTWEB_LOGIN_ADDRESS_FAILURE_LIMIT", 20, minimum=0)
+TOKEN_FAILURE_LIMIT = env_int("RAFTWEB_TOKEN_FAILURE_LIMIT", 20, minimum=0)
+AUTH_LOCKOUT_S = env_int("RAFTWEB_LOCKOUT_SECONDS", 900, minimum=1)
+# Reverse proxies in front that append the client to X-Forwarded-For (0: use the peer address).
+TRUSTED_PROXIES = env_int("RAFTWEB_TRUSTED_PROXIES", 0, minimum=0)
+
+
+def _env_rate(name: str, default: str) -> str:
+    from raftweb.core.rates import parse_rate  # pure Python: safe to import from settings
+
+    value = env_str(name, default)
+    try:
+        parse_rate(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from None
+    return value
+
+
+# Per user (all their tokens and their session together); "off" disables a limit.
+RATE_LIMITS = {
+    "search": _env_rate("RAFTWEB_RATE_SEARCH", "120/min"),  # KB search API
+    "chat": _env_rate("RAFTWEB_RATE_CHAT", "30/min"),  # chat questions + /api/v1/chat/completions
+}
+MAX_QUERY_CHARS = env_int("RAFTWEB_MAX_QUERY_CHARS", 2000, minimum=1)  # a search query
+MAX_QUESTION_CHARS = env_int("RAFTWEB_MAX_QUESTION_CHARS", 4000, minimum=1)  # a chat question
+# /api/health runs its probes (model servers, vector store) at most this often.
+HEALTH_CACHE_S = env_int("RAFTWEB_HEALTH_CACHE_SECONDS", 5, minimum=0)
+
+# --- HTTPS and browser security headers -----------------------------------------------------
+# Behind HTTPS (RAFTWEB_SECURE_COOKIES=true) the browser is told to stay on HTTPS (HSTS) and
+# plain-HTTP requests are redirected; /health stays reachable over HTTP for load balancers.
+SECURE_SSL_REDIRECT = env_bool("RAFTWEB_SSL_REDIRECT", SESSION_COOKIE_SECURE)
+SECURE_REDIRECT_EXEMPT = [r"^health$"]
+SECURE_HSTS_SECONDS = env_int(
+    "RAFTWEB_HSTS_SECONDS", 31_536_000 if SESSION_COOKIE_SECURE else 0, minimum=0
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("RAFTWEB_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("RAFTWEB_HSTS_PRELOAD", False)
+# Preloading is a commitment only the site's owner can make (W021 would ask for it).
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+# A TLS-terminating proxy says the request came over HTTPS with this header, e.g.
+# RAFTWEB_PROXY_SSL_HEADER=X-Forwarded-Proto (value "https"). Only set it behind such a proxy:
+# otherwise any client could claim HTTPS.
+_proxy_ssl_header = env_str("RAFTWEB_PROXY_SSL_HEADER")
+if _proxy_ssl_header:
+    if not re.fullmatch(r"[A-Za-z0-9-]+", _proxy_ssl_header):
+        raise ImproperlyConfigured(
+            f"RAFTWEB_PROXY_SSL_HEADER={_proxy_ssl_header!r} is not a header name "
+            "(e.g. X-Forwarded-Proto)."
+        )
+    SECURE_PROXY_SSL_HEADER = (
+        "HTTP_" + _proxy_ssl_header.upper().replace("-", "_"),
+        "https",
+    )
+# Content-Security-Policy, in the shape of Django 6.0's SECURE_CSP (sent by
+# raftweb.core.middleware.ContentSecurityPolicyMiddleware): every script and style is a
+# same-origin static file; no inline code, no other origin.
+SECURE_CSP = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'", "data:"],
+    "connect-src": ["'self'", "ws:", "wss:"],  # the chat WebSocket
+    "object-src": ["'none'"],
+    "frame-ancestors": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+}
+
 # --- static -------------------------------------------------------------------------------
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
@@ -243,6 +338,36 @@ USE_TZ = True
 # See raftweb/llm/catalog.py for RAFTWEB_<ROLE>_BACKEND/_MODEL/_BASE_URL/_API_KEY/_ADAPTER.
 HF_HUB_OFFLINE = env_bool("HF_HUB_OFFLINE", False)
 WORKER_HEARTBEAT_STALE_S = env_int("RAFTWEB_WORKER_STALE_SECONDS", 90, minimum=10)
+# A document left parsing/embedding this long without progress (its worker was killed) is
+# resumed by any worker, and Retry accepts it. Keep it above the longest silent step: one
+# parse (up to 120 s) or one embedding round.
+INGEST_STALE_S = env_int("RAFTWEB_INGEST_STALE_SECONDS", 300, minimum=1)
+
+# --- fine-tuning ----------------------------------------------------------------------------
+# A run is prepared in TRAIN_RUNS_DIR/<id>/ and trained by a subprocess of the worker:
+# `python -m TRAIN_MODULE --run-dir DIR`, or `accelerate launch [ARGS] -m TRAIN_MODULE ...`
+# (see raftweb/train/__init__.py for the run-directory contract).
+TRAIN_RUNS_DIR = DATA_DIR / "runs"
+TRAIN_MODULE = env_str("RAFTWEB_TRAIN_MODULE", "raftweb.train.run")
+if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", TRAIN_MODULE):
+    raise ImproperlyConfigured(
+        f"RAFTWEB_TRAIN_MODULE={TRAIN_MODULE!r} is not a dotted Python module name."
+    )
+TRAIN_LAUNCHER = env_str("RAFTWEB_TRAIN_LAUNCHER", "python").lower()
+if TRAIN_LAUNCHER not in ("python", "accelerate"):
+    raise ImproperlyConfigured(
+        f"RAFTWEB_TRAIN_LAUNCHER={TRAIN_LAUNCHER!r} must be 'python' or 'accelerate'."
+    )
+# Extra `accelerate launch` flags, e.g. "--num_processes 4 --mixed_precision bf16".
+TRAIN_ACCELERATE_ARGS = env_str("RAFTWEB_TRAIN_ACCELERATE_ARGS")
+# How often the worker reads metrics.jsonl and reports a heartbeat.
+TRAIN_POLL_S = env_float("RAFTWEB_TRAIN_POLL_SECONDS", 2.0, minimum=0.01)
+# A running run whose worker has been silent this long is taken over (its process resumed).
+TRAIN_STALE_S = env_int("RAFTWEB_TRAIN_STALE_SECONDS", 120, minimum=10)
+# After a cancel, how long the script may take to stop on its own before it is terminated.
+TRAIN_CANCEL_GRACE_S = env_int("RAFTWEB_TRAIN_CANCEL_GRACE_SECONDS", 300, minimum=1)
+# The student is a vLLM server with runtime LoRA updating: activating an adapter loads it there.
+RAFTWEB_VLLM_RUNTIME_LORA = env_bool("RAFTWEB_VLLM_RUNTIME_LORA", False)
 
 LOGGING = {
     "version": 1,

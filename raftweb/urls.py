@@ -7,7 +7,7 @@ from raftweb.api import api
 from raftweb.core import views as core_views
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("login/", core_views.LoginView.as_view(), name="login"),  # brute-force protected
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("health", core_views.health_page, name="health"),
     path("api/", api.urls),
@@ -15,5 +15,6 @@ urlpatterns = [
     path("", include("corpus.knowledge.urls")),
     path("review/", include("corpus.dataset.urls")),
     path("generation/", include("corpus.generation.urls")),
+    path("training/", include("training.urls")),
     path("chat/", include("chat.urls")),
 ]

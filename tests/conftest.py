@@ -15,6 +15,24 @@ pytest_plugins = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """Every test starts with an empty cache: login-failure counters, rate limits and cached
+    health reports must not leak from one test into the next (all share one process)."""
+    from django.core.cache import caches
+    from django.core.cache.backends.locmem import LocMemCache
+
+    cache = caches["default"]
+    if isinstance(cache, LocMemCache):
+        cache.clear()
+    else:  # Redis: only the test run's own keys (tests/settings.py), never FLUSHDB
+        client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
+        keys = list(client.scan_iter(match=f"{cache.key_prefix}:*"))
+        if keys:
+            client.delete(*keys)
+    yield
+
+
 def _make_user(username: str, role: str | None) -> object:
     from django.contrib.auth import get_user_model
 

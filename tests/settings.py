@@ -17,7 +17,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from raftweb.settings import *  # noqa: E402,F403
-from raftweb.settings import DATABASES  # noqa: E402
+from raftweb.settings import CACHES, DATABASES  # noqa: E402
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
@@ -25,3 +25,8 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     suffix = os.environ.get("RAFTWEB_TEST_DB_SUFFIX", "")
     DATABASES["default"].setdefault("TEST", {})["NAME"] = f"test_raftweb{suffix}"
+
+# On Redis (REDIS_URL), the tests' cache keys get a prefix of their own: tests/conftest.py
+# deletes them between tests, and must never touch anyone else's.
+if CACHES["default"]["BACKEND"].endswith("RedisCache"):
+    CACHES["default"]["KEY_PREFIX"] = f"raftweb-test-{os.getpid()}"

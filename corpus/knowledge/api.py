@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest
 from ninja import Router, Schema
@@ -20,6 +21,7 @@ from corpus.knowledge.uploads import (
 from corpus.models import Document, KnowledgeBase
 from raftweb.api_auth import require_role
 from raftweb.core.roles import Role, user_roles
+from raftweb.core.throttle import UserRateThrottle
 from raftweb.errors import Forbidden, Invalid, NotFound, RaftwebError
 
 router = Router(tags=["knowledge bases"])
@@ -69,7 +71,9 @@ class DocumentOut(Schema):
     chunk_count: int
     content_hash: str
     created_at: datetime
-    updated_at: datetime
+    updated_at: datetime  # while in progress: the ingestion's last heartbeat
+    # In progress without progress for RAFTWEB_INGEST_STALE_SECONDS: POST .../retry may resume it.
+    stalled: bool
 
 
 class UploadFailureOut(Schema):
@@ -287,7 +291,11 @@ def document_delete(request: HttpRequest, slug: str, document_id: int) -> tuple[
     return 204, None
 
 
-@router.post("/kbs/{slug}/documents/{document_id}/retry", response={202: DocumentOut})
+@router.post(
+    "/kbs/{slug}/documents/{document_id}/retry",
+    response={202: DocumentOut},
+    summary="Queue a failed or stalled document again (409 while a worker is ingesting it)",
+)
 def document_retry(request: HttpRequest, slug: str, document_id: int) -> tuple[int, Document]:
     doc = _document(api_kb(request, slug, Role.ADMIN), document_id)
     with transaction.atomic():
@@ -300,9 +308,19 @@ def document_retry(request: HttpRequest, slug: str, document_id: int) -> tuple[i
     "/kbs/{slug}/search",
     response=list[HitOut],
     summary="Search a knowledge base (any role allowed on it)",
+    throttle=[UserRateThrottle("search")],  # RAFTWEB_RATE_SEARCH per user
 )
 def kb_search(request: HttpRequest, slug: str, payload: SearchIn) -> list[Any]:
     kb = api_kb(request, slug)
+    limit = settings.MAX_QUERY_CHARS
+    if len(payload.query) > limit:
+        # Search time grows with the query; a huge one would stall search for everyone.
+        raise Invalid(
+            f"The query is {len(payload.query):,} characters long; the limit is {limit:,}.",
+            code="too_long",
+            status=422,
+            details={"max_chars": limit, "chars": len(payload.query)},
+        )
     hits = search.kb_search(
         kb=kb,
         query=payload.query,
@@ -314,7 +332,12 @@ def kb_search(request: HttpRequest, slug: str, payload: SearchIn) -> list[Any]:
     return [h.as_dict() for h in hits]
 
 
-@router.get("/kbs/{slug}/search", response=list[HitOut], summary="Search with query parameters")
+@router.get(
+    "/kbs/{slug}/search",
+    response=list[HitOut],
+    summary="Search with query parameters",
+    throttle=[UserRateThrottle("search")],
+)
 def kb_search_get(
     request: HttpRequest, slug: str, q: str, mode: str = "hybrid", k: int = 5
 ) -> list[Any]:

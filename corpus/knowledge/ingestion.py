@@ -2,15 +2,32 @@
 
 It never enqueues (the Huey tasks in :mod:`corpus.tasks` call it); a document is idempotent per
 round, so a killed worker resumes without duplicates.
+
+A worker *claims* a document before it touches it, with one conditional update that must change
+exactly one row (:func:`document_ingest_claim`), so two workers - say the original and a
+stale-document resume - never ingest it at once. ``Document.updated_at`` is the heartbeat: the
+claim, the end of parsing and every embedding round write it, so a document parsing or
+embedding without a heartbeat for ``RAFTWEB_INGEST_STALE_SECONDS`` has lost its worker and may
+be claimed again (:func:`corpus.knowledge.selectors.documents_stale`). Each heartbeat is a
+compare-and-set on the previous one: a worker that finds the document taken over (or retried,
+re-indexed, deleted) stops writing at its next round. A worker told to stop (SIGTERM to
+``run_huey``, see :func:`document_ingests_stop`) hands its document back between two rounds:
+embedded chunks kept, the document queued again with no task, which any worker's stale sweep
+resumes and Retry accepts.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from corpus.knowledge.indexes import (
@@ -19,6 +36,12 @@ from corpus.knowledge.indexes import (
     kb_embedder,
     upload_root,
     vector_store,
+)
+from corpus.knowledge.selectors import (
+    ACTIVE_STATES,
+    ingest_queued_grace,
+    ingest_stale_after,
+    live_ingestion,
 )
 from corpus.models import BASE_VERSION, Chunk, Document, EmbeddingIndex, KnowledgeBase
 from raftweb.ingest import ParseError, chunk_document, parse_guarded
@@ -40,6 +63,91 @@ EMBED_BATCH = 16
 
 # Chunks per embedding round of one document: one upsert and one progress update each.
 ROUND_SIZE = 128
+
+# How long a stopping worker waits for its ingestions to hand their documents back (`serve`
+# sends SIGKILL 10 s after SIGTERM, and generation runs get their own 5 s after this).
+SHUTDOWN_GRACE_S = 3.0
+
+# Set when this worker process is shutting down (SIGTERM to `run_huey`; see corpus.tasks): each
+# ingestion finishes the round it is in, then hands its document back instead of being killed
+# holding it; ingestions that have not claimed their document yet leave it alone.
+_stopping = threading.Event()
+_ingests = threading.Condition()
+_active_ingests = 0
+
+
+def document_ingests_stop(*, timeout: float = SHUTDOWN_GRACE_S) -> bool:
+    """Ask every ingestion in this process to hand its document back and wait, at most
+    ``timeout`` seconds, until they have. True if none is left running."""
+    _stopping.set()
+    with _ingests:
+        return _ingests.wait_for(lambda: _active_ingests == 0, timeout=timeout)
+
+
+@contextmanager
+def _tracked_ingest() -> Iterator[None]:
+    global _active_ingests
+    with _ingests:
+        _active_ingests += 1
+    try:
+        yield
+    finally:
+        with _ingests:
+            _active_ingests -= 1
+            _ingests.notify_all()
+
+
+# --------------------------------------------------------------------------- claim, heartbeat
+def document_ingest_claim(*, document_id: int, force: bool = False) -> datetime | None:
+    """Take a document for this worker with one conditional update that must change one row.
+
+    Claimable: anything no live worker holds (queued, failed, or parsing/embedding with a stale
+    heartbeat), and a ready document only when ``force``. Returns the claim's heartbeat (the
+    ``updated_at`` it wrote), or None when another worker holds the document (or it is ready)."""
+    now = timezone.now()
+    claimable = ~live_ingestion()
+    if not force:
+        claimable &= ~Q(status=Document.Status.READY)
+    claimed = (
+        Document.objects.filter(pk=document_id)
+        .filter(claimable)
+        .update(status=Document.Status.PARSING, progress=2, error="", updated_at=now)
+    )
+    return now if claimed == 1 else None
+
+
+def document_requeue(*, document_id: int) -> bool:
+    """Put a failed or stale document back in the queue (the caller enqueues its task), with one
+    conditional update, so a document that a worker has claimed meanwhile is left alone.
+
+    Stale here: parsing/embedding without a heartbeat for the stale time, or queued for longer
+    than the grace (the caller checked that no task waits for it)."""
+    now = timezone.now()
+    requeueable = (
+        Q(status=Document.Status.FAILED)
+        | Q(status__in=ACTIVE_STATES, updated_at__lt=now - ingest_stale_after())
+        | Q(status=Document.Status.QUEUED, updated_at__lt=now - ingest_queued_grace())
+    )
+    return (
+        Document.objects.filter(pk=document_id)
+        .filter(requeueable)
+        .update(status=Document.Status.QUEUED, progress=0, error="", updated_at=now)
+        == 1
+    )
+
+
+def _beat(document: Document, stamp: datetime, **fields: Any) -> datetime | None:
+    """Write the heartbeat (and ``fields``) if the document is still ours: its ``updated_at`` is
+    still the one we wrote last. None when someone else wrote since (took it over, retried,
+    re-indexed or deleted it)."""
+    now = timezone.now()
+    written = Document.objects.filter(
+        pk=document.pk, status__in=ACTIVE_STATES, updated_at=stamp
+    ).update(updated_at=now, **fields)
+    if not written:
+        return None
+    document.updated_at = now
+    return now
 
 
 # --------------------------------------------------------------------------- ingestion
@@ -170,6 +278,7 @@ def _prepare_many(
             created.setdefault(chunk.document_id, []).append(chunk)
     prepared: list[tuple[Document, list[Chunk]]] = []
     texts: dict[int, str] = {}
+    now = timezone.now()  # the heartbeat: the same value in memory and in the database
     for document, doc, _ in parsed:
         chunks = (
             existing.get(document.pk, []) if document.pk in keep else created.get(document.pk, [])
@@ -177,7 +286,7 @@ def _prepare_many(
         document.text = texts[document.pk] = doc.text
         document.kind, document.pages, document.chunk_count = doc.kind, doc.pages, len(chunks)
         document.status, document.progress, document.error = Document.Status.EMBEDDING, 5, ""
-        document.updated_at = timezone.now()
+        document.updated_at = now
         prepared.append((document, chunks))
     # Few distinct (kind, pages, chunk count) values: one UPDATE each beats bulk_update's CASE.
     by_values: dict[tuple[str, int | None, int], list[int]] = {}
@@ -185,7 +294,6 @@ def _prepare_many(
         by_values.setdefault((document.kind, document.pages, document.chunk_count), []).append(
             document.pk
         )
-    now = timezone.now()
     for (kind, pages, count), ids in by_values.items():
         Document.objects.filter(pk__in=ids).update(
             kind=kind,
@@ -202,7 +310,7 @@ def _prepare_many(
 
 
 def _prepare(document: Document, *, force: bool) -> list[Chunk]:
-    _set_status(document, Document.Status.PARSING, progress=2)
+    """Parse and chunk a claimed document (the claim set it parsing)."""
     prepared, failed = _prepare_many(
         document.kb, [document], force=force, embedder=kb_embedder(document.kb)
     )
@@ -263,26 +371,95 @@ def _finish_many(kb: KnowledgeBase, done: Sequence[tuple[Document, Sequence[Chun
 
 def document_ingest(*, document_id: int, force: bool = False) -> Document:
     """Parse → chunk → embed in batches → index one document. Idempotent and resumable: chunks
-    already embedded are skipped, a ready document is left alone unless ``force``. Any failure
-    marks only this document failed, with the reason; calling again retries."""
+    already embedded are skipped, chunks embedded but not yet in BM25 are added to it, a ready
+    document is left alone unless ``force``. Any failure marks only this document failed, with
+    the reason; calling again retries. Safe to call from two workers at once: only the one that
+    claims the document ingests it (see :func:`document_ingest_claim`)."""
     document = Document.objects.select_related("kb").get(pk=document_id)
     if document.status == Document.Status.READY and not force:
         return document
+    if _stopping.is_set():  # this worker is stopping: the document stays for the next one
+        return document
+    try:  # load the model (cached) before the claim: a heartbeat must not wait on it
+        kb_embedder(document.kb)
+    except Exception:  # noqa: BLE001 - raised again after the claim, failing the document
+        pass
+    stamp = document_ingest_claim(document_id=document.pk, force=force)
+    if stamp is None:
+        log.info("document %s is being ingested by another worker; backing off", document.pk)
+        return _refreshed(document)
+    document.status, document.progress, document.error = Document.Status.PARSING, 2, ""
+    document.updated_at = stamp
+    with _tracked_ingest():
+        return _ingest_claimed(document, stamp, force=force)
+
+
+def _ingest_claimed(document: Document, stamp: datetime, *, force: bool) -> Document:
     try:
+        if _stopping.is_set():
+            return _hand_back(document, stamp)
         chunks = _prepare(document, force=force)
+        stamp = document.updated_at
         todo = [c for c in chunks if not c.embedded]
         done = len(chunks) - len(todo)
         for i in range(0, len(todo), ROUND_SIZE):
+            if _stopping.is_set():
+                return _hand_back(document, stamp)
             batch = todo[i : i + ROUND_SIZE]
             _embed(document.kb, [(document, c) for c in batch])
             done += len(batch)
-            Document.objects.filter(pk=document.pk).update(
-                progress=5 + int(90 * done / max(1, len(chunks)))
-            )
+            beat = _beat(document, stamp, progress=5 + int(90 * done / max(1, len(chunks))))
+            if beat is None:
+                return _taken_over(document)
+            stamp = beat
         _finish(document, chunks)
     except Exception as exc:  # one broken document must never stop the others
-        _fail(document, _failure_reason(exc))
+        _fail_claimed(document, _failure_reason(exc), {stamp, document.updated_at})
     return document
+
+
+def _refreshed(document: Document) -> Document:
+    try:
+        document.refresh_from_db()
+    except Document.DoesNotExist:  # deleted meanwhile: the caller gets the last copy it had
+        pass
+    return document
+
+
+def _hand_back(document: Document, stamp: datetime) -> Document:
+    """The worker is stopping: leave the document queued, with no task and its last heartbeat,
+    which reads as "its task is lost": Retry accepts it and any worker's stale sweep resumes it
+    (from the chunks already embedded) within seconds of the heartbeat."""
+    Document.objects.filter(pk=document.pk, status__in=ACTIVE_STATES, updated_at=stamp).update(
+        status=Document.Status.QUEUED
+    )
+    log.info("document %s handed back: the worker is stopping", document.pk)
+    return _refreshed(document)
+
+
+def _taken_over(document: Document) -> Document:
+    log.warning(
+        "document %s was taken over (retried, re-indexed, deleted or resumed by another "
+        "worker) while this worker ingested it; this run stops",
+        document.pk,
+    )
+    return _refreshed(document)
+
+
+def _fail_claimed(document: Document, reason: str, stamps: set[datetime]) -> None:
+    """Mark a claimed document failed, unless someone took it over meanwhile."""
+    now = timezone.now()
+    failed = Document.objects.filter(
+        pk=document.pk, status__in=ACTIVE_STATES, updated_at__in=stamps
+    ).update(status=Document.Status.FAILED, error=reason[:2000], updated_at=now)
+    if failed:
+        document.status, document.error, document.updated_at = (
+            Document.Status.FAILED,
+            reason[:2000],
+            now,
+        )
+    else:
+        log.warning("document %s failed (%s) after it was taken over", document.pk, reason)
 
 
 def documents_ingest(
@@ -290,7 +467,11 @@ def documents_ingest(
 ) -> list[Document]:
     """Bulk ingestion (CLI, re-index): the same steps as :func:`document_ingest`, but embedding
     batches span documents, so hundreds of small files embed as fast as one big one.
-    A document that fails to parse fails alone; a failed batch fails the documents in it."""
+    A document that fails to parse fails alone; a failed batch fails the documents in it.
+
+    Every document is claimed first (a worker running meanwhile leaves them alone; one that a
+    worker holds is skipped and returned as it is), and a heartbeat keeps the claims alive
+    until the last batch."""
     documents: dict[int, Document] = {}
     ordered: list[Document] = []
     ids = list(document_ids)
@@ -303,6 +484,37 @@ def documents_ingest(
     buffer: list[tuple[Document, Chunk]] = []
     failed: set[int] = set()
     embedders: dict[int, Embedder] = {}
+    todo_docs: list[Document] = []
+    candidates = [d for d in ordered if force or d.status != Document.Status.READY]
+    for start in range(0, len(candidates), 500):
+        with transaction.atomic():  # one commit for many claims
+            for document in candidates[start : start + 500]:
+                stamp = document_ingest_claim(document_id=document.pk, force=force)
+                if stamp is None:
+                    log.info("document %s is being ingested by a worker; skipped", document.pk)
+                    continue
+                document.status, document.progress, document.error = (
+                    Document.Status.PARSING,
+                    2,
+                    "",
+                )
+                document.updated_at = stamp
+                todo_docs.append(document)
+    claimed = [d.pk for d in todo_docs]
+    beat_every = ingest_stale_after().total_seconds() / 3
+    last_beat = time.monotonic()
+
+    def keep_alive() -> None:
+        """The heartbeat of every claimed document not yet ready or failed, now and then."""
+        nonlocal last_beat
+        if time.monotonic() - last_beat < beat_every:
+            return
+        last_beat = time.monotonic()
+        now = timezone.now()
+        for start in range(0, len(claimed), 500):
+            Document.objects.filter(
+                pk__in=claimed[start : start + 500], status__in=ACTIVE_STATES
+            ).update(updated_at=now)
 
     def flush(final: bool = False) -> None:
         while buffer and (final or len(buffer) >= batch_size):
@@ -311,6 +523,7 @@ def documents_ingest(
             kb = batch[0][0].kb
             try:
                 _embed(kb, batch, embedders.get(kb.pk))
+                keep_alive()
             except Exception as exc:
                 for doc in {d.pk: d for d, _ in batch}.values():
                     failed.add(doc.pk)
@@ -329,9 +542,9 @@ def documents_ingest(
                 for doc, _ in complete:
                     _fail(doc, _failure_reason(exc))
 
-    todo_docs = [d for d in ordered if force or d.status != Document.Status.READY]
     group_size = 64
     for start in range(0, len(todo_docs), group_size):
+        keep_alive()
         group = todo_docs[start : start + group_size]
         by_kb: dict[int, list[Document]] = {}
         for document in group:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import Group
@@ -131,6 +132,14 @@ class Document(models.Model):
     @property
     def in_progress(self) -> bool:
         return self.status in self.IN_PROGRESS
+
+    @property
+    def stalled(self) -> bool:
+        """In progress with no progress for RAFTWEB_INGEST_STALE_SECONDS: its worker is probably
+        gone, so the page offers Retry (``document_retry`` decides, and says why not)."""
+        return self.in_progress and timezone.now() - self.updated_at >= timedelta(
+            seconds=settings.INGEST_STALE_S
+        )
 
     @property
     def stem(self) -> str:

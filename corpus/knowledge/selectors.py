@@ -1,10 +1,14 @@
-"""Reads for knowledge bases: visibility and listings."""
+"""Reads for knowledge bases: visibility, listings, and ingestions whose worker is gone."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Iterable
+from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, Q, QuerySet
+from django.utils import timezone
 
 from corpus.models import Chunk, Document, KnowledgeBase
 from raftweb.core.roles import Role, user_has_role, user_roles
@@ -44,3 +48,73 @@ def kb_chunk_count(kb: KnowledgeBase) -> int:
 
 def document_chunks(document: Document) -> QuerySet[Chunk]:
     return document.chunks.order_by("ordinal")
+
+
+# --------------------------------------------------------------------------- stale ingestion
+# A document's ``updated_at`` is its ingestion heartbeat: the worker's claim, the end of parsing
+# and every embedding round write it (see corpus.knowledge.ingestion).
+ACTIVE_STATES = (Document.Status.PARSING, Document.Status.EMBEDDING)
+
+# A queued document whose ingest task is in neither the queue nor the schedule lost its task (a
+# worker killed between taking the task and claiming the document, a hand-back on SIGTERM, a
+# flushed queue). This grace only covers the moments between a commit and its enqueue, or a
+# dequeue and the claim; misjudging one costs a duplicate task, which the claim turns away.
+QUEUED_GRACE = timedelta(seconds=10)
+
+# How many candidates one sweep looks at (the rest are found by the next one).
+STALE_BATCH = 1000
+
+
+def ingest_stale_after() -> timedelta:
+    """Silence after which an ingestion is taken to be dead (RAFTWEB_INGEST_STALE_SECONDS)."""
+    return timedelta(seconds=settings.INGEST_STALE_S)
+
+
+def ingest_queued_grace() -> timedelta:
+    return min(QUEUED_GRACE, ingest_stale_after())
+
+
+def live_ingestion() -> Q:
+    """Documents a worker is parsing or embedding right now: in progress, fresh heartbeat."""
+    return Q(status__in=ACTIVE_STATES, updated_at__gte=timezone.now() - ingest_stale_after())
+
+
+def document_is_live(document: Document) -> bool:
+    return (
+        document.status in ACTIVE_STATES
+        and timezone.now() - document.updated_at < ingest_stale_after()
+    )
+
+
+def documents_stale(
+    *,
+    waiting: Callable[[], Collection[int] | None],
+    ids: Iterable[int] | None = None,
+    limit: int = STALE_BATCH,
+) -> list[int]:
+    """Ids of documents whose ingestion has no live worker and no task that will run it:
+
+    * parsing or embedding, with no heartbeat for ``RAFTWEB_INGEST_STALE_SECONDS`` (the worker
+      was killed mid-ingest; a live one writes one at least every embedding round);
+    * queued for longer than a few seconds with no ingest task waiting for it (``waiting()``:
+      ids of documents whose task sits in the Huey queue or schedule, None when the queue is too
+      long to read; then no queued document is judged). A queued document behind a long backlog
+      is never stale, however long it waits.
+
+    ``waiting`` is called only when there is a queued candidate."""
+    now = timezone.now()
+    documents = Document.objects.all() if ids is None else Document.objects.filter(pk__in=ids)
+    stalled = list(
+        documents.filter(status__in=ACTIVE_STATES, updated_at__lt=now - ingest_stale_after())
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    queued = list(
+        documents.filter(status=Document.Status.QUEUED, updated_at__lt=now - ingest_queued_grace())
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    if queued:
+        pending = waiting()
+        queued = [] if pending is None else [pk for pk in queued if pk not in pending]
+    return sorted(stalled + queued)

@@ -14,6 +14,7 @@ from typing import Any
 
 from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
 from corpus.knowledge.indexes import (
@@ -26,14 +27,15 @@ from corpus.knowledge.indexes import (
     upload_root,
     vector_store,
 )
-from corpus.knowledge.ingestion import ROUND_SIZE, _metadata, _set_status, documents_ingest
+from corpus.knowledge.ingestion import ROUND_SIZE, _metadata, document_requeue, documents_ingest
+from corpus.knowledge.selectors import document_is_live, documents_stale, ingest_stale_after
 from corpus.knowledge.uploads import (
     max_upload_bytes,
     sanitize_filename,
     stream_to_temp,
 )
 from corpus.models import BASE_VERSION, Chunk, Document, EmbeddingIndex, KnowledgeBase
-from corpus.tasks import document_ingest_task
+from corpus.tasks import document_ingest_task, document_ingests_waiting
 from raftweb.retrieval import (
     EmbeddingModelNotFound,
     VectorStoreError,
@@ -232,9 +234,38 @@ def _enqueue_ingest(document_id: int) -> None:
 
 
 def document_retry(*, document: Document) -> Document:
-    if document.status != Document.Status.FAILED:
-        raise CorpusError("only failed documents can be retried")
-    _set_status(document, Document.Status.QUEUED, progress=0)
+    """Queue a failed document again, or one whose ingestion lost its worker: parsing/embedding
+    with no heartbeat for RAFTWEB_INGEST_STALE_SECONDS, or queued with no task waiting for it.
+    The ingestion resumes from the chunks already embedded. A document a worker is ingesting
+    now, or whose task waits in the queue, is refused with the reason (409)."""
+    document.refresh_from_db()
+    if document.status == Document.Status.READY:
+        raise CorpusError("only failed or stalled documents can be retried; this one is ready")
+    if document_is_live(document):
+        seconds = int((timezone.now() - document.updated_at).total_seconds())
+        raise CorpusError(
+            f"a worker is ingesting this document ({document.status}, {document.progress}%, "
+            f"last progress {seconds} s ago); it can be retried once it fails or makes no "
+            f"progress for {int(ingest_stale_after().total_seconds())} s",
+            code="conflict",
+            status=409,
+        )
+    if document.status != Document.Status.FAILED and not documents_stale(
+        ids=[document.pk], waiting=document_ingests_waiting
+    ):
+        raise CorpusError(
+            "this document is queued and its task is waiting for a worker "
+            "(is a worker running? `make run` starts one)",
+            code="conflict",
+            status=409,
+        )
+    if not document_requeue(document_id=document.pk):  # claimed or requeued meanwhile
+        raise CorpusError(
+            "a worker has just taken this document; it is being ingested",
+            code="conflict",
+            status=409,
+        )
+    document.refresh_from_db()
     _enqueue_ingest(document.pk)
     return document
 
@@ -246,7 +277,9 @@ def kb_reindex(*, kb: KnowledgeBase, enqueue: bool = True) -> int:
     bm25_index(kb).clear()
     Chunk.objects.filter(document__kb=kb).update(embedded=False)
     ids = list(kb.documents.values_list("pk", flat=True))
-    kb.documents.update(status=Document.Status.QUEUED, progress=0, error="")
+    kb.documents.update(
+        status=Document.Status.QUEUED, progress=0, error="", updated_at=timezone.now()
+    )
     if enqueue:
         for pk in ids:
             _enqueue_ingest(pk)

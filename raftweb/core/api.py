@@ -1,14 +1,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, JsonResponse
 from ninja import Router, Schema
 
-from raftweb.api_auth import require_role
+from raftweb.api_auth import require_role, session_auth, token_auth
 from raftweb.core import services
-from raftweb.core.health import health_report
-from raftweb.core.roles import Role, user_roles
+from raftweb.core.health import cached_health_report, public_report, redacted_report
+from raftweb.core.roles import Role, user_has_role, user_roles
 from raftweb.errors import Invalid, NotFound
 
 router = Router(tags=["core"])
@@ -53,10 +55,34 @@ class ProfileIn(Schema):
     price_out_per_1k: float | None = None
 
 
-@router.get("/health", auth=None, summary="Database, worker, vector store and model backends")
+def _anyone(request: HttpRequest) -> str:
+    """Last resort of the health endpoint's auth: anonymous callers are let in (and get the
+    short report)."""
+    return "anonymous"
+
+
+def _health_view_of(user: Any) -> str:
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return "public"
+    return "full" if user_has_role(user, Role.ADMIN) else "redacted"
+
+
+@router.get(
+    "/health",
+    auth=[token_auth, session_auth, _anyone],
+    summary="Up or down per part; details (database, worker, vector store, model backends) "
+    "need a login",
+)
 async def health(request: HttpRequest) -> JsonResponse:
-    report = await health_report()
-    return JsonResponse(report, status=200 if report["status"] == "ok" else 503)
+    report = await cached_health_report()
+    view = await sync_to_async(_health_view_of)(request.user)
+    if view == "public":
+        body = public_report(report)
+    elif view == "redacted":
+        body = redacted_report(report)
+    else:
+        body = report
+    return JsonResponse(body, status=200 if report["status"] == "ok" else 503)
 
 
 @router.get("/me", response=MeOut)

@@ -2,17 +2,24 @@
 
 Each check is bounded in time and never raises: a health page that crashes when a
 dependency is down would hide exactly the information it exists to show.
+
+The report is cached for ``HEALTH_CACHE_S`` seconds (and recomputed at once when a model profile
+changes), so that calling /api/health in a loop does not probe the model servers in a loop.
+Anonymous callers see only whether each part is up (:func:`public_report`); the details (host
+names, paths, model servers) need a login, and server addresses need an admin.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
@@ -142,4 +149,68 @@ async def health_report() -> dict[str, Any]:
         "worker": worker.as_dict(),
         "vector_store": vector_store.as_dict(),
         "models": {role: check.as_dict() for role, check in models.items()},
+    }
+
+
+# One probe at a time per process and event loop: concurrent callers of a stale report wait
+# for it instead of each probing the model servers.
+_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _profiles_fingerprint() -> str:
+    """Changes whenever a model profile is created or edited (the report names them)."""
+    from django.db.models import Count, Max
+
+    from raftweb.core.models import ModelProfile
+
+    try:
+        agg = await ModelProfile.objects.aaggregate(n=Count("id"), last=Max("updated_at"))
+    except Exception:  # noqa: BLE001 - the database check in the report says what is wrong
+        return "unknown"
+    return f"{agg['n']}:{agg['last'].isoformat() if agg['last'] else ''}"
+
+
+async def cached_health_report() -> dict[str, Any]:
+    ttl = settings.HEALTH_CACHE_S
+    if ttl <= 0:
+        return await health_report()
+    key = f"raftweb:health:{await _profiles_fingerprint()}"
+    report = await cache.aget(key)
+    if report is not None:
+        return report
+    lock = _LOCKS.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+    async with lock:
+        report = await cache.aget(key)
+        if report is None:
+            report = await health_report()
+            await cache.aset(key, report, ttl)
+    return report
+
+
+def public_report(report: dict[str, Any]) -> dict[str, Any]:
+    """What anyone may know: up or down, per part, without a word about where or what."""
+    return {
+        "status": report["status"],
+        "database": {"ok": report["database"]["ok"]},
+        "worker": {"ok": report["worker"]["ok"]},
+        "vector_store": {"ok": report["vector_store"]["ok"]},
+        "models": {role: {"ok": check["ok"]} for role, check in report["models"].items()},
+    }
+
+
+def redacted_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The details without server addresses (for logged-in users who are not admins)."""
+    from raftweb.errors import redact_addresses
+
+    def clean(check: dict[str, Any]) -> dict[str, Any]:
+        return {**check, "detail": redact_addresses(check.get("detail", ""))}
+
+    return {
+        "status": report["status"],
+        "database": clean(report["database"]),
+        "worker": clean(report["worker"]),
+        "vector_store": clean(report["vector_store"]),
+        "models": {role: clean(check) for role, check in report["models"].items()},
     }

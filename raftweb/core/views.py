@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from raftweb.core import services
+from raftweb.core import services, throttle
 from raftweb.core.forms import ModelProfileForm, TokenCreateForm
 from raftweb.core.models import ModelProfile
 from raftweb.core.roles import Role, role_required, user_roles
@@ -15,6 +16,41 @@ from raftweb.core.roles import Role, role_required, user_roles
 def home(request: HttpRequest) -> HttpResponse:
     roles = user_roles(request.user)
     return render(request, "core/home.html", {"roles": roles, "Role": Role})
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login, with brute-force protection (raftweb/core/throttle.py): too many wrong
+    passwords for an account, or from one address, lock it for a while (429, Retry-After),
+    even for the right password."""
+
+    redirect_authenticated_user = True
+
+    def post(self, request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        username = str(request.POST.get("username", ""))[:300]
+        counters = throttle.login_counters(request, username)
+        wait = throttle.locked_for("login", counters)
+        if wait:
+            return self.locked(wait)
+        response = super().post(request, *args, **kwargs)
+        if request.user.is_authenticated:
+            # A typo or two before the right password should not count towards a lockout
+            # later; the address's count stays (one's own account cannot reset it).
+            for counter in counters:
+                if counter.kind == "account":
+                    throttle.failures_clear("login", counter)
+            return response
+        wait = throttle.failure_record("login", counters)
+        return self.locked(wait) if wait else response
+
+    def locked(self, wait: int) -> HttpResponse:
+        context = self.get_context_data(form=self.get_form_class()(self.request))
+        context["locked_message"] = (
+            "Too many failed attempts to log in to this account or from your address. "
+            f"Try again in {throttle.wait_text(wait)}."
+        )
+        response = self.render_to_response(context, status=429)
+        response["Retry-After"] = str(wait)
+        return response
 
 
 @login_not_required

@@ -70,8 +70,9 @@ def test_it_stops_an_answer_and_answers_again(
     open_new_conversation(page, live_app)
     page.fill("#chat-question", "How do I reset the television?")
     page.click("#ask-button")
+    # A function, not an expression string: the page's CSP forbids eval (no 'unsafe-eval').
     page.wait_for_function(
-        "document.querySelector('.answer-stream') && "
+        "() => document.querySelector('.answer-stream') && "
         "document.querySelector('.answer-stream').textContent.length > 30"
     )
     page.click("#stop-button")

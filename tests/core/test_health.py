@@ -2,6 +2,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+
+@pytest.fixture
+def client(alice, client_for):
+    """The details need a login; an admin sees them all (server addresses included)."""
+    return client_for(alice)
+
 
 def test_it_reports_every_component(db, client) -> None:
     response = client.get("/api/health")

@@ -74,3 +74,5 @@ def test_it_queues_and_runs_a_huey_task_on_redis() -> None:
 def test_it_uses_redis_for_jobs_and_channels_when_redis_url_is_set(settings) -> None:
     assert settings.HUEY["huey_class"] == "huey.RedisHuey"
     assert settings.CHANNEL_LAYERS["default"]["BACKEND"] == "channels_redis.core.RedisChannelLayer"
+    # Login lockouts, rate limits and health reports are shared by every web process.
+    assert settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"

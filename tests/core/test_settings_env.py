@@ -75,7 +75,7 @@ def test_it_switches_to_the_production_stack_from_urls(tmp_path: Path) -> None:
     code = (
         "from django.conf import settings as s;"
         "print(s.DATABASES['default']['ENGINE'], s.HUEY['huey_class'], "
-        "s.CHANNEL_LAYERS['default']['BACKEND'], s.CHROMA_URL)"
+        "s.CHANNEL_LAYERS['default']['BACKEND'], s.CHROMA_URL, s.CACHES['default']['BACKEND'])"
     )
     out = subprocess.run(
         [sys.executable, "-c", "import django; django.setup();" + code],
@@ -91,4 +91,5 @@ def test_it_switches_to_the_production_stack_from_urls(tmp_path: Path) -> None:
         "huey.RedisHuey",
         "channels_redis.core.RedisChannelLayer",
         "http://chroma:8000",
+        "django.core.cache.backends.redis.RedisCache",  # login lockouts, rate limits, health
     ]

@@ -108,6 +108,40 @@ def _pairs_file(w: World) -> dict[str, Any]:
     }
 
 
+# Training objects of the module's world (see training_world below): a queued run (the cancel
+# target), a failed run (the resume target) and a generator adapter version (activate, merge).
+TRAINING: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def training_world(module_world: World, django_db_blocker: Any) -> None:
+    from training.models import ModelVersion, TrainingRun
+    from training.services import training_run_start
+
+    with django_db_blocker.unblock():
+        tv = module_world.tv
+        TRAINING["run"] = training_run_start(kb=tv, kind="generator", enqueue=False)
+        failed = training_run_start(kb=tv, kind="generator", enqueue=False)
+        TrainingRun.objects.filter(pk=failed.pk).update(status="failed", error="crashed")
+        TRAINING["failed_run"] = failed
+        TRAINING["version"] = ModelVersion.objects.create(
+            kb=tv,
+            kind="generator",
+            label="matrix-adapter",
+            path="/nonexistent/adapter",
+            is_adapter=True,
+            base_model="tiny",
+        )
+
+
+def _training_run(w: World) -> dict[str, Any]:
+    return {"pk": TRAINING["run"].pk}
+
+
+def _training_version(w: World) -> dict[str, Any]:
+    return {"pk": TRAINING["version"].pk}
+
+
 PAGES: dict[str, Page] = {
     # --- public / account ------------------------------------------------------------------
     "login": Page(public=True, allowed=NONE, denied=302),  # logged in: redirected away
@@ -268,6 +302,28 @@ PAGES: dict[str, Page] = {
         ok=405,
         post=lambda w: {},
         post_allowed=ADMIN,
+    ),
+    # --- training (admin only) ----------------------------------------------------------------
+    "training:home": Page(allowed=ADMIN),
+    "training:kb": Page(
+        kwargs=_kb, allowed=ADMIN, post=lambda w: {"kind": "generator"}, post_allowed=ADMIN
+    ),
+    "training:run": Page(kwargs=_training_run, allowed=ADMIN),
+    "training:run_cancel": Page(
+        kwargs=_training_run, allowed=ADMIN, ok=405, post=lambda w: {}, post_allowed=ADMIN
+    ),
+    "training:run_resume": Page(
+        kwargs=lambda w: {"pk": TRAINING["failed_run"].pk},
+        allowed=ADMIN,
+        ok=405,
+        post=lambda w: {},
+        post_allowed=ADMIN,
+    ),
+    "training:version_activate": Page(
+        kwargs=_training_version, allowed=ADMIN, ok=405, post=lambda w: {}, post_allowed=ADMIN
+    ),
+    "training:version_merge": Page(
+        kwargs=_training_version, allowed=ADMIN, ok=405, post=lambda w: {}, post_allowed=ADMIN
     ),
 }
 
@@ -553,6 +609,30 @@ API_OPS: dict[tuple[str, str], Op] = {
             "messages": [{"role": "user", "content": "How do I reset it?"}],
         },
         run_allowed=False,  # needs a model server; covered by tests/chat/test_api_openai.py
+    ),
+    # --- training (admin only) ----------------------------------------------------------------
+    ("POST", "/api/kbs/{slug}/training-runs"): Op(
+        lambda w: "/api/kbs/tv/training-runs", ADMIN, ok=201, body=lambda w: {"kind": "generator"}
+    ),
+    ("GET", "/api/kbs/{slug}/training-runs"): Op(lambda w: "/api/kbs/tv/training-runs", ADMIN),
+    ("GET", "/api/training-runs/{run_id}"): Op(
+        lambda w: f"/api/training-runs/{TRAINING['run'].pk}", ADMIN
+    ),
+    ("GET", "/api/training-runs/{run_id}/metrics"): Op(
+        lambda w: f"/api/training-runs/{TRAINING['run'].pk}/metrics", ADMIN
+    ),
+    ("POST", "/api/training-runs/{run_id}/cancel"): Op(
+        lambda w: f"/api/training-runs/{TRAINING['run'].pk}/cancel", ADMIN
+    ),
+    ("POST", "/api/training-runs/{run_id}/resume"): Op(
+        lambda w: f"/api/training-runs/{TRAINING['failed_run'].pk}/resume", ADMIN
+    ),
+    ("GET", "/api/kbs/{slug}/model-versions"): Op(lambda w: "/api/kbs/tv/model-versions", ADMIN),
+    ("POST", "/api/model-versions/{version_id}/activate"): Op(
+        lambda w: f"/api/model-versions/{TRAINING['version'].pk}/activate", ADMIN
+    ),
+    ("POST", "/api/model-versions/{version_id}/merge"): Op(
+        lambda w: f"/api/model-versions/{TRAINING['version'].pk}/merge", ADMIN, ok=202
     ),
 }
 

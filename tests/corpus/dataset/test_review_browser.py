@@ -37,8 +37,9 @@ def test_it_reviews_with_the_keyboard_and_draws_the_agreement_chart(
     for score, status in [(5, "approved")] * 6 + [(2, "rejected")] * 5:
         make_pair(judge_score=score, status=status, reviewed_by=rita)
     page.goto(f"{live_server.url}/review/agreement/?kb=manual")
+    # A function, not an expression string: the page's CSP forbids eval (no 'unsafe-eval').
     page.wait_for_function(
-        "window.Chart && Chart.getChart(document.getElementById('score-histogram'))"
+        "() => window.Chart && Chart.getChart(document.getElementById('score-histogram'))"
     )
     data = page.evaluate(
         "Chart.getChart(document.getElementById('score-histogram')).data.datasets.map(d => d.data)"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 
 from corpus.knowledge.indexes import CorpusError, bm25_index, document_delete, vector_store
 from corpus.knowledge.ingestion import document_ingest
@@ -78,10 +80,14 @@ def test_it_is_idempotent_and_resumes_after_a_partial_embedding() -> None:
     assert len(ids) > 5
     document_ingest(document_id=doc.pk)  # ready: nothing happens
     assert set(Chunk.objects.filter(document=doc).values_list("pk", flat=True)) == ids
-    # Simulate a worker killed mid-way: half the chunks not embedded, document still "embedding".
+    # Simulate a worker killed mid-way: half the chunks not embedded, document still "embedding",
+    # its last heartbeat older than the stale time (a fresh one would mean a live worker).
     half = sorted(ids)[: len(ids) // 2]
     Chunk.objects.filter(pk__in=half).update(embedded=False)
-    Document.objects.filter(pk=doc.pk).update(status=Document.Status.EMBEDDING)
+    Document.objects.filter(pk=doc.pk).update(
+        status=Document.Status.EMBEDDING,
+        updated_at=timezone.now() - timedelta(seconds=settings.INGEST_STALE_S + 1),
+    )
     doc = document_ingest(document_id=doc.pk)
     assert doc.status == Document.Status.READY
     assert (

@@ -1,0 +1,74 @@
+"""Making a model version the one its KB uses: shared by the request side
+(:func:`training.services.model_version_activate`) and the worker (an embedding version
+activated once its index is built, :func:`training.runner.embedding_version_activate_run`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from corpus.knowledge.services import kb_embedding_activate
+from raftweb.errors import RaftwebError
+from training.lora_serving import (
+    adapter_name,
+    is_lora,
+    lora_load,
+    lora_unload,
+    runtime_lora_server,
+)
+from training.models import ActiveModel, ModelKind, ModelVersion
+
+log = logging.getLogger(__name__)
+
+
+def active_model_set(*, version: ModelVersion, user: Any = None) -> ModelVersion:
+    """Record ``version`` as its KB's active one of its kind. An embedding version also becomes
+    the KB's search index (the base collection stays, for comparison); that raises the corpus
+    error when the version's index is not ready.
+
+    With runtime LoRA on a vLLM student server (:mod:`training.lora_serving`), a generator
+    adapter is loaded into the server first: if the server refuses or cannot be reached, the
+    error is raised and the previous version stays active. The adapter it replaces is unloaded
+    afterwards; a failed unload is only logged (the new adapter already serves)."""
+    server = runtime_lora_server() if version.kind == ModelKind.GENERATOR else None
+    previous: ModelVersion | None = None
+    if server is not None:
+        row = (
+            ActiveModel.objects.select_related("version", "version__kb")
+            .filter(kb=version.kb, kind=version.kind)
+            .first()
+        )
+        previous = row.version if row is not None else None
+        if is_lora(version):
+            lora_load(spec=server, name=adapter_name(version), path=version.path)
+    try:
+        with transaction.atomic():
+            if version.kind == ModelKind.EMBEDDING:
+                kb_embedding_activate(kb=version.kb, version=version.embedding_version)
+            ActiveModel.objects.update_or_create(
+                kb=version.kb,
+                kind=version.kind,
+                defaults={
+                    "version": version,
+                    "activated_by": user if getattr(user, "pk", None) else None,
+                    "activated_at": timezone.now(),
+                },
+            )
+    except BaseException:
+        if server is not None and is_lora(version) and previous != version:
+            _unload_quietly(server, adapter_name(version))
+        raise
+    if server is not None and is_lora(previous) and previous != version:
+        assert previous is not None
+        _unload_quietly(server, adapter_name(previous))
+    return version
+
+
+def _unload_quietly(server: Any, name: str) -> None:
+    try:
+        lora_unload(spec=server, name=name)
+    except RaftwebError as exc:
+        log.warning("could not unload LoRA adapter %s: %s", name, exc.message)
