@@ -37,6 +37,8 @@ bench: $(VENV)/.installed-dev
 	$(PY) bench/retrieval.py
 	$(PY) bench/generate.py
 	$(PY) bench/chat.py
+	$(PY) bench/train_embedding.py
+	$(PY) bench/train_generator.py
 
 clean:
 	rm -rf $(VENV) var

@@ -170,6 +170,32 @@ async def answer_stream(
     yield Finished(result)
 
 
+async def answer(
+    *,
+    question: str,
+    history: Sequence[ChatMessage] = (),
+    search: SearchFn,
+    backend: ChatBackend | Awaitable[ChatBackend],
+    rewrite_backend: ChatBackend | Awaitable[ChatBackend] | None = None,
+    config: PipelineConfig | None = None,
+) -> ChatResult:
+    """The non-streaming twin of :func:`answer_stream` (evaluation, batch jobs): the same
+    generator driven to its end, so an answer here is byte-for-byte the one chat shows."""
+    result: ChatResult | None = None
+    async for event in answer_stream(
+        question=question,
+        history=history,
+        search=search,
+        backend=backend,
+        rewrite_backend=rewrite_backend,
+        config=config,
+    ):
+        if isinstance(event, Finished):
+            result = event.result
+    assert result is not None  # answer_stream always ends with Finished
+    return result
+
+
 def finish(result: ChatResult) -> ChatResult:
     """Parse the raw answer and check its quotes against the retrieved chunks (in place)."""
     parsed = parse_answer(result.raw)

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from raftweb.answering import NO_CONTEXT_ANSWER, Finished, Retrieved, Token, answer_stream
+from raftweb.answering import NO_CONTEXT_ANSWER, Finished, Retrieved, Token, answer, answer_stream
 from raftweb.llm import get_backend
 from raftweb.llm.base import ChatMessage, ModelSpec
 from raftweb.llm.registry import forget_backend
@@ -172,3 +172,18 @@ async def test_it_rewrites_follow_ups_before_searching(backend, scripted_llm: Sc
 
 def test_it_cites_nothing_without_quotes() -> None:
     assert cite([], [hit(1, RESET)]) == []
+
+
+async def test_it_answers_without_streaming_exactly_as_the_stream_does(backend) -> None:
+    """Evaluation uses the non-streaming helper; it must give chat's answer byte for byte."""
+    hits = [hit(1, RESET), hit(2, WARRANTY, doc="warranty.md", page=None)]
+    _, done = await collect(
+        answer_stream(
+            question="How do I reset it?", history=[], search=searcher(hits), backend=backend
+        )
+    )
+    result = await answer(question="How do I reset it?", search=searcher(hits), backend=backend)
+    streamed = done.result
+    assert result.raw == streamed.raw and result.final == streamed.final
+    assert [c.as_dict() for c in result.citations] == [c.as_dict() for c in streamed.citations]
+    assert result.outcome == streamed.outcome == "answered"
