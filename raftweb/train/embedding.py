@@ -616,10 +616,18 @@ def _loss(loss_class: Any, model: Any) -> Any:
     return loss_class(model)
 
 
-def _save_artifact(model: Any, run_dir: Path) -> Path:
+def _save_artifact(model: Any, run_dir: Path, *, config: EmbeddingTrainConfig, pairs: int) -> Path:
     tmp, final = run_dir / "artifact.tmp", run_dir / "artifact"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save(str(tmp))
+    # Not the library's model card: it quotes training rows (the knowledge base's passages).
+    model.save(str(tmp), create_model_card=False)
+    settings = json.dumps(config.to_dict(), indent=2)
+    (tmp / "README.md").write_text(
+        f"# Embedding model tuned by RAFTweb\n\nBase model: `{config.base_model}`; "
+        f"{pairs} (question, passage) training pairs; MultipleNegativesRankingLoss.\n\n"
+        f"Load with `SentenceTransformer(<this folder>)`.\n\n```json\n{settings}\n```\n",
+        encoding="utf-8",
+    )
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
@@ -743,7 +751,11 @@ def _run(run_dir: Path, events: _Events) -> int:
             return EXIT_CANCELLED
         if not main:
             return EXIT_SUCCEEDED
-        _save_artifact(model, run_dir)
+        _save_artifact(model, run_dir, config=config, pairs=len(pairs))
+        # The artifact is complete: the trainer's checkpoints (weights + optimizer state, ~3x
+        # the model each) have nothing left to resume. The base model's scores stay.
+        for path in checkpoints.glob("checkpoint-*"):
+            shutil.rmtree(path, ignore_errors=True)
     train_s = time.perf_counter() - t_train
 
     after = _evaluate(model, eval_set, k, events, step=step, stage="after")

@@ -126,7 +126,7 @@ def test_it_trains_end_to_end_and_writes_the_contract(tmp_path: Path) -> None:
 
     assert not (run_dir / "artifact.tmp").exists()
     card = run_dir / "artifact" / "README.md"  # no knowledge-base text quoted in the model card
-    assert not card.exists() or TOPICS[0][1] not in card.read_text()
+    assert "all-MiniLM-L6-v2" in card.read_text() and TOPICS[0][1] not in card.read_text()
     model = SentenceTransformer(str(run_dir / "artifact"), device="cpu")
     assert model.max_seq_length == 256  # clamped to the model's own maximum, never more
     vectors = model.encode(["How do I set an alarm?"], normalize_embeddings=True)
@@ -179,6 +179,7 @@ def test_it_stops_on_cancel_and_resumes_from_its_checkpoint(tmp_path: Path) -> N
     assert [e["stage"] for e in events if e["event"] == "eval"] == ["before", "after"]
     assert events[-1]["status"] == "succeeded"
     assert (run_dir / "artifact" / "modules.json").is_file()
+    assert not list((run_dir / "checkpoints").glob("checkpoint-*"))  # done: freed
     metrics = events[-1]["metrics"]  # recall is named by eval_k
     assert {"recall@3_before", "recall@3_after", "mrr_before", "mrr_after"} <= set(metrics)
     assert "recall@5_before" not in metrics
