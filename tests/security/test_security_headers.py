@@ -17,12 +17,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from django.conf import settings
 from django.test import Client
 
-from tests.chat.conftest import live_app  # noqa: F401 - the real ASGI app on a loopback port
 from tests.security.conftest import World
 from tests.security.test_permission_matrix import (  # noqa: F401 - training_world: autouse
     PAGES,
@@ -153,17 +151,6 @@ def test_it_has_no_inline_code_in_any_template() -> None:
             problems[str(path.relative_to(ROOT))] = found
     assert not problems, problems
     assert len(template_files()) > 20
-
-
-def test_it_serves_static_files_with_nosniff_over_real_http(live_app: str) -> None:  # noqa: F811
-    for path in ("/static/vendor/htmx.min.js", "/static/css/app.css", "/static/js/app.js"):
-        response = httpx.get(f"{live_app}{path}", timeout=10)
-        assert response.status_code == 200, path
-        assert response.headers["x-content-type-options"] == "nosniff", path
-    # The pages themselves, through the same ASGI stack.
-    login = httpx.get(f"{live_app}/login/", timeout=10)
-    assert login.headers["x-content-type-options"] == "nosniff"
-    assert "script-src 'self'" in login.headers["content-security-policy"]
 
 
 # --------------------------------------------------------------------------- HTTPS settings
