@@ -26,11 +26,9 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -48,6 +46,7 @@ from corpus.knowledge.search import kb_retrieval_evaluate
 from corpus.knowledge.services import kb_embedding_add
 from corpus.models import BASE_VERSION, KnowledgeBase
 from raftweb.errors import RaftwebError
+from raftweb.shutdown import StopGate
 from training.activation import active_model_set
 from training.models import MergeStatus, ModelKind, ModelVersion, TrainingMetric, TrainingRun
 from training.selectors import eval_retrieval_questions, run_log_tail, stale_q
@@ -70,29 +69,12 @@ TAIL_READ_BYTES = 8 * 1024 * 1024
 
 # Set when this worker process is shutting down (SIGTERM to `run_huey`; see training.tasks):
 # each watch hands its run back at once and leaves the training process running.
-_stopping = threading.Event()
-_runs = threading.Condition()
-_active_runs = 0
+_gate = StopGate()
 
 
 def training_runs_stop(*, timeout: float = 5.0) -> bool:
     """Ask every watch in this process to hand its run back; wait at most ``timeout`` s."""
-    _stopping.set()
-    with _runs:
-        return _runs.wait_for(lambda: _active_runs == 0, timeout=timeout)
-
-
-@contextmanager
-def _tracked_run() -> Iterator[None]:
-    global _active_runs
-    with _runs:
-        _active_runs += 1
-    try:
-        yield
-    finally:
-        with _runs:
-            _active_runs -= 1
-            _runs.notify_all()
+    return _gate.stop(timeout=timeout)
 
 
 # Test hook: called after every poll of a watch (a test raises here to simulate a worker that
@@ -171,7 +153,7 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
         log.info("training run %s is not claimable now (running elsewhere, or waiting)", run.pk)
         run.refresh_from_db()
         return run
-    with _tracked_run():
+    with _gate.tracked():
         return _Watch(run_id=run.pk, token=token).watch()
 
 
@@ -420,7 +402,7 @@ class _Watch:
                 return self.run
         poll_s = float(settings.TRAIN_POLL_S)
         while True:
-            if _stopping.is_set():
+            if _gate.stopping:
                 return self._hand_back()
             if not self.run_dir.is_dir():
                 self.proc.stop()

@@ -12,11 +12,9 @@ seconds instead: finished chunks saved, the job resumable at once. It never enqu
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +48,7 @@ from raftweb.raft.pipeline import (
     PipelineRunner,
     plan_row,
 )
+from raftweb.shutdown import StopGate
 
 log = logging.getLogger(__name__)
 
@@ -63,30 +62,13 @@ SHUTDOWN_GRACE_S = 5.0
 # Set when this worker process is shutting down (SIGTERM to `run_huey`; see corpus.tasks): each
 # run stops submitting chunks, abandons those in flight (their units stay pending), saves the
 # ones that finished, and hands its job back at once instead of being killed holding it.
-_stopping = threading.Event()
-_runs = threading.Condition()
-_active_runs = 0
+_gate = StopGate()
 
 
 def generation_runs_stop(*, timeout: float = SHUTDOWN_GRACE_S) -> bool:
     """Ask every generation run in this process to stop and wait, at most ``timeout`` seconds,
     until they have handed their jobs back. True if none is left running."""
-    _stopping.set()
-    with _runs:
-        return _runs.wait_for(lambda: _active_runs == 0, timeout=timeout)
-
-
-@contextmanager
-def _tracked_run() -> Iterator[None]:
-    global _active_runs
-    with _runs:
-        _active_runs += 1
-    try:
-        yield
-    finally:
-        with _runs:
-            _active_runs -= 1
-            _runs.notify_all()
+    return _gate.stop(timeout=timeout)
 
 
 @dataclass
@@ -142,7 +124,7 @@ def generation_job_run(*, job_id: int) -> GenerationJob:
     if not generation_job_claim(job_id=job.pk):
         log.info("generation job %s is being run by another worker; backing off", job.pk)
         return job
-    with _tracked_run():
+    with _gate.tracked():
         return _run_claimed(job)
 
 
@@ -197,7 +179,7 @@ def _run_claimed(job: GenerationJob) -> GenerationJob:
     status: str | None = None
     try:
         while units or inflight:
-            if _stopping.is_set():
+            if _gate.stopping:
                 stopped = True
                 break
             while units and len(inflight) < window:

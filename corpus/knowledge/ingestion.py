@@ -19,10 +19,8 @@ resumes and Retry accepts.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -52,6 +50,7 @@ from raftweb.retrieval import (
     VectorStoreError,
     collection_name,
 )
+from raftweb.shutdown import StopGate
 
 log = logging.getLogger(__name__)
 
@@ -71,30 +70,13 @@ SHUTDOWN_GRACE_S = 3.0
 # Set when this worker process is shutting down (SIGTERM to `run_huey`; see corpus.tasks): each
 # ingestion finishes the round it is in, then hands its document back instead of being killed
 # holding it; ingestions that have not claimed their document yet leave it alone.
-_stopping = threading.Event()
-_ingests = threading.Condition()
-_active_ingests = 0
+_gate = StopGate()
 
 
 def document_ingests_stop(*, timeout: float = SHUTDOWN_GRACE_S) -> bool:
     """Ask every ingestion in this process to hand its document back and wait, at most
     ``timeout`` seconds, until they have. True if none is left running."""
-    _stopping.set()
-    with _ingests:
-        return _ingests.wait_for(lambda: _active_ingests == 0, timeout=timeout)
-
-
-@contextmanager
-def _tracked_ingest() -> Iterator[None]:
-    global _active_ingests
-    with _ingests:
-        _active_ingests += 1
-    try:
-        yield
-    finally:
-        with _ingests:
-            _active_ingests -= 1
-            _ingests.notify_all()
+    return _gate.stop(timeout=timeout)
 
 
 # --------------------------------------------------------------------------- claim, heartbeat
@@ -378,7 +360,7 @@ def document_ingest(*, document_id: int, force: bool = False) -> Document:
     document = Document.objects.select_related("kb").get(pk=document_id)
     if document.status == Document.Status.READY and not force:
         return document
-    if _stopping.is_set():  # this worker is stopping: the document stays for the next one
+    if _gate.stopping:  # this worker is stopping: the document stays for the next one
         return document
     try:  # load the model (cached) before the claim: a heartbeat must not wait on it
         kb_embedder(document.kb)
@@ -390,20 +372,20 @@ def document_ingest(*, document_id: int, force: bool = False) -> Document:
         return _refreshed(document)
     document.status, document.progress, document.error = Document.Status.PARSING, 2, ""
     document.updated_at = stamp
-    with _tracked_ingest():
+    with _gate.tracked():
         return _ingest_claimed(document, stamp, force=force)
 
 
 def _ingest_claimed(document: Document, stamp: datetime, *, force: bool) -> Document:
     try:
-        if _stopping.is_set():
+        if _gate.stopping:
             return _hand_back(document, stamp)
         chunks = _prepare(document, force=force)
         stamp = document.updated_at
         todo = [c for c in chunks if not c.embedded]
         done = len(chunks) - len(todo)
         for i in range(0, len(todo), ROUND_SIZE):
-            if _stopping.is_set():
+            if _gate.stopping:
                 return _hand_back(document, stamp)
             batch = todo[i : i + ROUND_SIZE]
             _embed(document.kb, [(document, c) for c in batch])

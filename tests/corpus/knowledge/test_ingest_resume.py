@@ -48,7 +48,7 @@ class Killed(BaseException):
 def _small_rounds(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(ingestion, "ROUND_SIZE", ROUND)
     yield
-    ingestion._stopping.clear()  # a test that stopped "the worker" must not stop the next
+    ingestion._gate.reopen()  # a test that stopped "the worker" must not stop the next
 
 
 @pytest.fixture
@@ -338,7 +338,7 @@ def test_it_hands_a_document_back_when_the_worker_stops(
         if rounds["n"] == 2:
             # SIGTERM arrives during the second round; the round still finishes.
             assert document_ingests_stop(timeout=0) is False  # this ingestion is running
-            assert ingestion._stopping.is_set()
+            assert ingestion._gate.stopping
 
     monkeypatch.setattr(ingestion, "_embed", embed)
     result = document_ingest(document_id=doc.pk)
@@ -353,7 +353,7 @@ def test_it_hands_a_document_back_when_the_worker_stops(
     # A stopping worker takes nothing new.
     other = _upload(kb, "other.txt", b"Another manual about the remote control.")
     assert document_ingest(document_id=other.pk).status == Document.Status.QUEUED
-    ingestion._stopping.clear()
+    ingestion._gate.reopen()
 
     # Resumable within the queued grace of its last heartbeat: stale sweep, or Retry.
     _age(doc, 11)
