@@ -29,11 +29,10 @@ from corpus.knowledge.splits import kb_document_splits
 from corpus.models import Chunk, KnowledgeBase, QAPair
 from raftweb.answering import ChatResult, Finished, PipelineEvent, SearchFn, Token, answer_stream
 from raftweb.core.roles import Role, user_has_role
-from raftweb.core.services import aprofile_spec
 from raftweb.errors import RaftwebError, redact_addresses
-from raftweb.llm import get_backend
 from raftweb.llm.base import ChatBackend, ChatMessage
 from raftweb.raft.splits import row_split
+from training.serving import ACTIVE, generator_for
 
 log = logging.getLogger(__name__)
 
@@ -185,12 +184,14 @@ def kb_searcher(kb: KnowledgeBase) -> SearchFn:
     return search
 
 
-async def chat_model() -> ChatModel:
-    """The model chat answers with: the "student" profile, as configured right now."""
-    spec = await aprofile_spec(CHAT_PROFILE)
-    version = spec.adapter_path or spec.model
+async def chat_model(kb: KnowledgeBase) -> ChatModel:
+    """The model chat answers with for ``kb``: its active generator version when it has one
+    (served as :mod:`training.serving` says), else the "student" profile as configured."""
+    generator = await sync_to_async(generator_for)(kb, ACTIVE)
+    spec = generator.spec
+    version = generator.label if generator.version_id else (spec.adapter_path or spec.model)
     return ChatModel(
-        backend=get_backend(spec),
+        backend=generator.backend,
         profile=CHAT_PROFILE,
         model_name=spec.model[-500:],
         model_version=version[-200:],
@@ -198,7 +199,7 @@ async def chat_model() -> ChatModel:
 
 
 async def chat_engine_for(*, kb: KnowledgeBase) -> ChatEngine:
-    return ChatEngine(search=kb_searcher(kb), model=await chat_model())
+    return ChatEngine(search=kb_searcher(kb), model=await chat_model(kb))
 
 
 async def chat_turn_run(
@@ -219,7 +220,7 @@ async def chat_turn_run(
     with the text generated so far.
     """
     rows_task = asyncio.ensure_future(rows)
-    model_task = asyncio.ensure_future(chat_model())
+    model_task = asyncio.ensure_future(chat_model(kb))
     backend_task = asyncio.ensure_future(_backend_of(model_task))
 
     async def announce() -> None:

@@ -11,7 +11,6 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from corpus.models import EmbeddingIndex, KnowledgeBase, QAPair
-from training.lora_serving import adapter_name, is_lora, runtime_lora_server
 from training.models import ActiveModel, ModelKind, ModelVersion, TrainingMetric, TrainingRun
 
 LOG_TAIL_CHARS = 4000
@@ -47,17 +46,6 @@ def active_version(*, kb: KnowledgeBase, kind: str) -> ModelVersion | None:
     if kind == ModelKind.EMBEDDING and version.embedding_version != kb.embedding_version:
         return None
     return version
-
-
-def chat_model_name(kb: KnowledgeBase) -> str | None:
-    """The model name chat requests for ``kb`` should send to the student server: the active
-    generator adapter's vLLM name (``<kb-slug>-v<id>``) when adapters are loaded at run time
-    (``RAFTWEB_VLLM_RUNTIME_LORA`` on, the student profile on the ``openai`` backend); None
-    means the student profile's own model."""
-    if runtime_lora_server() is None:
-        return None
-    version = active_version(kb=kb, kind=ModelKind.GENERATOR)
-    return adapter_name(version) if version is not None and is_lora(version) else None
 
 
 def active_versions(kb: KnowledgeBase) -> dict[str, ModelVersion | None]:

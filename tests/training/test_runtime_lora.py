@@ -19,8 +19,9 @@ from raftweb.core.models import ModelProfile
 from raftweb.core.services import profile_get
 from raftweb.errors import Unavailable, UpstreamError
 from training.models import ModelVersion
-from training.selectors import active_version, chat_model_name
+from training.selectors import active_version
 from training.services import model_version_activate
+from training.serving import generator_spec
 
 pytestmark = pytest.mark.django_db
 
@@ -94,6 +95,12 @@ def adapter(tv_kb: Any, tmp_path: Path) -> Callable[[str], ModelVersion]:
 
 
 AUTH = "Bearer sk-test"
+
+
+def chat_model_name(kb: Any) -> str | None:
+    """The model chat requests for ``kb`` name; None: the student profile's own model."""
+    spec, _label, _version = generator_spec(kb)
+    return None if spec.model == "org/base" else spec.model
 
 
 def test_it_loads_the_new_adapter_then_unloads_the_old_one(
