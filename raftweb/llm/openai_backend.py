@@ -70,6 +70,10 @@ def _detail(exc: openai.APIStatusError) -> str:
     return str(exc.message or exc)[:300]
 
 
+class _Malformed(Exception):
+    """A 200 reply that is not a usable chat completion (cut short, no choices)."""
+
+
 class _Retryable(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
@@ -176,6 +180,10 @@ class OpenAIBackend(ChatBackend):
             )
         if isinstance(exc, openai.OpenAIError):
             return BadRequest(f"The OpenAI client failed for {self.where}: {exc}")
+        if isinstance(exc, (_Malformed, ValueError)):
+            # A truncated body (JSONDecodeError) or one that fails the client's validation
+            # (a ValueError too) is the server failing: as healable as a 5xx.
+            return _Retryable(f"malformed reply: {str(exc)[:200]}")
         return exc
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -191,7 +199,7 @@ class OpenAIBackend(ChatBackend):
         while True:
             try:
                 return await call()
-            except (openai.OpenAIError, OSError) as exc:
+            except (openai.OpenAIError, OSError, ValueError, _Malformed) as exc:
                 classified = self._classify(exc)
                 if not isinstance(classified, _Retryable):
                     raise classified from exc
@@ -199,6 +207,12 @@ class OpenAIBackend(ChatBackend):
                     raise self._unavailable(attempt + 1, classified.reason) from exc
                 await asyncio.sleep(self._backoff(attempt, classified.retry_after))
                 attempt += 1
+
+    async def _create_checked(self, client: openai.AsyncOpenAI, body: dict[str, Any]) -> Any:
+        response = await client.chat.completions.create(**body)
+        if not response.choices or response.choices[0].message is None:
+            raise _Malformed("no choices")
+        return response
 
     # ----- the interface -----
 
@@ -214,10 +228,8 @@ class OpenAIBackend(ChatBackend):
         body = self._request(messages, params)
         async with self.limiter.slot(on_queue):
             start = monotonic()
-            response = await self._with_retries(lambda: client.chat.completions.create(**body))
+            response = await self._with_retries(lambda: self._create_checked(client, body))
             latency = monotonic() - start
-        if not response.choices:
-            raise BadRequest(f"The model server at {self.where} returned no choices.")
         choice = response.choices[0]
         text = choice.message.content or ""
         if response.usage is not None:

@@ -6,7 +6,8 @@ Runs aiohttp on its own thread and loop, so sync and async tests can use it alik
 
 Each request takes the next step of ``script`` (the last step repeats):
 ``200`` (answer), ``"no-usage"`` (answer, streamed without usage), ``"fail-mid-stream"``
-(two pieces, then an error event), an int status
+(two pieces, then an error event), ``"truncated-json"`` (a 200 whose JSON body is cut in
+half), ``"no-choices"`` (a 200 with ``choices: []``), an int status
 (an error body with that status), ``("slow", seconds)`` (answer after a delay).
 """
 
@@ -62,28 +63,35 @@ class FlakyServer:
                     status=step,
                     headers=headers,
                 )
+            if step == "truncated-json":
+                text = json.dumps(self._completion(body))
+                return web.Response(text=text[: len(text) // 2], content_type="application/json")
+            if step == "no-choices":
+                return web.json_response({**self._completion(body), "choices": []})
             if body.get("stream"):
                 return await self._stream(
                     request, with_usage=step != "no-usage", fail=step == "fail-mid-stream"
                 )
-            return web.json_response(
-                {
-                    "id": "chatcmpl-flaky",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": body.get("model", "flaky"),
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": ANSWER},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16},
-                }
-            )
+            return web.json_response(self._completion(body))
         finally:
             self.in_flight -= 1
+
+    @staticmethod
+    def _completion(body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-flaky",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "flaky"),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": ANSWER},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16},
+        }
 
     async def _stream(
         self, request: web.Request, *, with_usage: bool, fail: bool = False

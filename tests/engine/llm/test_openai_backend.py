@@ -179,6 +179,22 @@ async def test_it_gives_up_after_max_retries(flaky: Any) -> None:
     assert "HTTP 503: scripted 503" in str(info.value) and "3 attempts" in str(info.value)
 
 
+async def test_it_retries_malformed_replies_like_server_errors(flaky: Any) -> None:
+    # A body cut in half and a reply without choices are a server failing, not a bad request.
+    server = flaky(["truncated-json", "no-choices", 200])
+    backend = _backend(server.base_url, "flaky", extra={"retry_base_s": 0.01})
+    completion = await backend.complete(MESSAGES)
+    assert completion.text == ANSWER and server.hits == 3
+
+
+async def test_it_gives_up_on_replies_that_stay_malformed(flaky: Any) -> None:
+    server = flaky(["no-choices"])
+    backend = _backend(server.base_url, "flaky", max_retries=2, extra={"retry_base_s": 0.01})
+    with pytest.raises(BackendUnavailable, match="malformed reply.*no choices.*3 attempts"):
+        await backend.complete(MESSAGES)
+    assert server.hits == 3
+
+
 async def test_it_retries_opening_a_stream(flaky: Any) -> None:
     server = flaky([429, 200])
     backend = _backend(server.base_url, "flaky")
