@@ -109,6 +109,9 @@ class GenerationUnit(models.Model):
     tokens_out = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     notes = models.JSONField(default=list, blank=True)
+    # The teacher's questions for this chunk, kept once written: a unit that failed part-way
+    # resumes with the same questions and answers only those that have no row yet.
+    questions = models.JSONField(default=list, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -15,7 +15,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -184,7 +184,7 @@ def _run_claimed(job: GenerationJob) -> GenerationJob:
                 break
             while units and len(inflight) < window:
                 unit = units.popleft()
-                runner.submit(_prepare_chunk(ctx, unit.chunk))
+                runner.submit(_resumed(unit, _prepare_chunk(ctx, unit.chunk)))
                 inflight[unit.chunk_id] = unit
             if not units and not closed:
                 runner.close()
@@ -338,6 +338,22 @@ def _prepare_chunk(ctx: _RunContext, chunk: Chunk) -> ChunkInput:
     )
 
 
+def _answered(unit: GenerationUnit) -> set[int]:
+    return set(
+        QAPair.objects.filter(
+            job_id=unit.job_id, oracle_chunk_id=unit.chunk_id, question_index__isnull=False
+        ).values_list("question_index", flat=True)
+    )
+
+
+def _resumed(unit: GenerationUnit, chunk: ChunkInput) -> ChunkInput:
+    """A unit that failed part-way keeps its questions and rows: the pipeline answers only the
+    questions that have no row yet, without asking the teacher for questions again."""
+    if not unit.questions:
+        return chunk
+    return replace(chunk, questions=tuple(unit.questions), answered=frozenset(_answered(unit)))
+
+
 def _save_unit(ctx: _RunContext, unit: GenerationUnit, result: ChunkResult, elapsed: float) -> None:
     """Save one finished chunk atomically; a unit already done (a duplicate run) is skipped."""
     cost = 0.0
@@ -375,8 +391,11 @@ def _save_unit_rows(
     locked = GenerationUnit.objects.select_for_update().get(pk=unit.pk)
     if locked.state == GenerationUnit.State.DONE:
         return 0
+    answered = _answered(locked)
     pairs = []
     for row in result.rows:
+        if row.question_index in answered:
+            continue  # saved by an earlier attempt of this unit
         status = QAPair.Status.REJECTED if row.auto_reject_reason else QAPair.Status.PENDING
         rejected += status == QAPair.Status.REJECTED
         ids = [int(c) for c in row.context_ids]  # type: ignore[call-overload]
@@ -428,7 +447,8 @@ def _save_unit_rows(
     GenerationUnit.objects.filter(pk=unit.pk).update(
         state=GenerationUnit.State.FAILED if failed else GenerationUnit.State.DONE,
         attempts=F("attempts") + 1,
-        rows=len(pairs),
+        rows=len(answered) + len(pairs),
+        questions=result.questions or locked.questions,
         tokens_in=result.tokens_in,
         tokens_out=result.tokens_out,
         error=result.error,

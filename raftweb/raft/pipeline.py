@@ -140,6 +140,10 @@ class ChunkInput:
     hard_negatives: tuple[Hashable, ...] = ()
     plans: tuple[ContextPlan[Any], ...] = ()
     texts: Mapping[Hashable, str] = field(default_factory=dict)
+    # A resumed chunk: the questions the teacher already wrote (no new question call) and
+    # the indices that already have a row (not answered again).
+    questions: tuple[str, ...] = ()
+    answered: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +176,7 @@ class GeneratedRow:
 @dataclass(slots=True)
 class ChunkResult:
     chunk_id: Hashable
+    questions: list[str] = field(default_factory=list)
     rows: list[GeneratedRow] = field(default_factory=list)
     calls: list[CallRecord] = field(default_factory=list)
     error: str = ""
@@ -284,6 +289,42 @@ class ChunkGenerator:
                 f"chunk truncated from {len(chunk.text)} to {len(oracle_text)} characters to fit "
                 f"the teacher context ({cfg.teacher_context_tokens} tokens)"
             )
+        questions = list(chunk.questions) or await self._questions(oracle_text, result)
+        if questions is None:
+            return result
+        result.questions = questions
+        if not questions:
+            result.notes.append("the teacher returned no usable questions")
+            return result
+        todo = [(i, q) for i, q in enumerate(questions) if i not in chunk.answered]
+        outcomes = await asyncio.gather(
+            *(self._row(chunk, oracle_text, i, q, result) for i, q in todo),
+            return_exceptions=True,
+        )
+        # One failed answer must not throw away its siblings: they are kept, and a resumed
+        # unit answers only the questions that still have no row.
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, _ChunkFailed):
+                raise failure
+        result.rows = [o for o in outcomes if isinstance(o, GeneratedRow)]
+        if failures:
+            result.error = (
+                f"{failures[0]} ({len(failures)} of {len(todo)} questions failed; their "
+                f"{len(result.rows)} siblings were kept, and resuming the job answers the rest)"
+            )
+        if truncated:
+            for row in result.rows:
+                row.notes.append("oracle chunk truncated for the teacher")
+        return result
+
+    async def _questions(self, oracle_text: str, result: ChunkResult) -> list[str] | None:
+        """The teacher's questions for a chunk; None when the call failed (``result.error``).
+
+        A reply that refuses or apologises instead of asking yields no question: its lines are
+        not questions about the document, however they are punctuated.
+        """
+        cfg = self.config
         try:
             reply = await self._call(
                 self.teacher,
@@ -298,23 +339,8 @@ class ChunkGenerator:
             )
         except LLMError as exc:
             result.error = f"teacher failed while writing questions: {exc}"
-            return result
-        questions = parse_questions(reply.text, limit=cfg.questions_per_chunk)
-        if not questions:
-            result.notes.append("the teacher returned no usable questions")
-            return result
-        try:
-            rows = await asyncio.gather(
-                *(self._row(chunk, oracle_text, i, q, result) for i, q in enumerate(questions))
-            )
-        except _ChunkFailed as exc:
-            result.error = str(exc)
-            return result
-        result.rows = list(rows)
-        if truncated:
-            for row in result.rows:
-                row.notes.append("oracle chunk truncated for the teacher")
-        return result
+            return None
+        return parse_questions(reply.text, limit=cfg.questions_per_chunk)
 
     async def _row(
         self, chunk: ChunkInput, oracle_text: str, index: int, question: str, result: ChunkResult

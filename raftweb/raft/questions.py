@@ -18,6 +18,14 @@ _PREFIX_RE = re.compile(
     re.IGNORECASE,
 )
 _WRAP = " \t\"'`“”‘’*_"
+# A teacher that declines ("I'm sorry, I can't help with that?") writes lines that are not
+# questions about the document, however they end.
+_APOLOGY_RE = re.compile(
+    r"^(?:i\s*(?:'|’)?\s*m\s+sorry|i\s+am\s+sorry|sorry\b|i\s+apologi[sz]e|"
+    r"i\s+(?:can\s*(?:'|’)?\s*t|cannot|am\s+unable|(?:'|’)m\s+unable|won\s*(?:'|’)?\s*t)\b|"
+    r"as\s+an\s+ai\b|unfortunately,?\s+i\b)",
+    re.IGNORECASE,
+)
 MIN_CHARS = 8
 MAX_CHARS = 400
 DUPLICATE_THRESHOLD = 90.0
@@ -26,12 +34,19 @@ DUPLICATE_THRESHOLD = 90.0
 def parse_questions(text: str | None, *, limit: int | None = None) -> list[str]:
     """Questions from a teacher reply, cleaned and de-duplicated, in order."""
     text = text if isinstance(text, str) else ""
+    if is_apology(text):
+        return []  # "I'm sorry, I can't.\nCan I help with anything else?" asks nothing
     found = _from_json(text)
     if found is None:
         found = _from_lines(text)
-    cleaned = [q for q in (_clean(q) for q in found) if _plausible(q)]
+    cleaned = [q for q in (_clean(q) for q in found) if _plausible(q) and not is_apology(q)]
     unique = dedupe_questions(cleaned)
     return unique[:limit] if limit is not None else unique
+
+
+def is_apology(text: str) -> bool:
+    """Whether ``text`` is the model declining or apologising rather than asking."""
+    return bool(_APOLOGY_RE.match(text.strip().lstrip(_WRAP)))
 
 
 def dedupe_questions(

@@ -1,4 +1,6 @@
-"""`manage.py raft_generate <kb-slug>`: launch a RAFT generation job (or run it here with --wait)."""
+"""`manage.py raft_generate <kb-slug>`: launch a RAFT generation job (or run it here with --wait);
+`--resume JOB` runs a stopped or part-failed job again (only its unfinished chunks and
+unanswered questions)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from corpus.generation.models import GenerationJob
 from corpus.generation.runner import generation_job_run
-from corpus.generation.services import generation_job_create
+from corpus.generation.services import generation_job_create, generation_job_resume
 from corpus.management.commands._qa_common import kb_or_error
 from raftweb.errors import RaftwebError
 from raftweb.raft.pipeline import GenerationConfig
@@ -28,6 +31,13 @@ class Command(BaseCommand):
         add_arguments(parser, GenerationConfig)
         parser.add_argument("--config", default="{}", help="more settings as a JSON object")
         parser.add_argument("--wait", action="store_true", help="run here and wait for the end")
+        parser.add_argument(
+            "--resume",
+            type=int,
+            metavar="JOB",
+            help="resume job JOB of this knowledge base with its own settings: chunks not done "
+            "and questions without a row run again, nothing is generated twice",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         kb = kb_or_error(opts["kb_slug"])
@@ -38,12 +48,21 @@ class Command(BaseCommand):
         if not isinstance(config, dict):
             raise CommandError("--config must be a JSON object")
         config.update(values_from_args(GenerationConfig, opts))
+        if opts["resume"] is not None and config:
+            raise CommandError(
+                f"--resume runs job {opts['resume']} with its own settings; drop "
+                f"{', '.join(sorted(config))}"
+            )
         try:
-            job = generation_job_create(kb=kb, config=config, enqueue=not opts["wait"])
+            if opts["resume"] is not None:
+                job = self._resume(kb, opts["resume"], enqueue=not opts["wait"])
+            else:
+                job = generation_job_create(kb=kb, config=config, enqueue=not opts["wait"])
         except RaftwebError as exc:
             raise CommandError(exc.message) from None
         if opts["wait"]:
-            self.stdout.write(f"Job {job.pk}: generating from {job.chunks_total} chunk(s)…")
+            verb = "resuming" if opts["resume"] is not None else "generating from"
+            self.stdout.write(f"Job {job.pk}: {verb} {job.chunks_total} chunk(s)…")
             job = generation_job_run(job_id=job.pk)
             for note in job.notes or []:
                 self.stdout.write(f"note: {note}")
@@ -64,3 +83,10 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(summary))
         if opts["wait"] and job.status == "failed":
             raise CommandError(job.error or "the job failed")
+
+    @staticmethod
+    def _resume(kb: Any, job_id: int, *, enqueue: bool) -> GenerationJob:
+        job = GenerationJob.objects.filter(pk=job_id, kb=kb).first()
+        if job is None:
+            raise CommandError(f"Knowledge base {kb.slug!r} has no generation job {job_id}.")
+        return generation_job_resume(job=job, enqueue=enqueue)

@@ -38,6 +38,38 @@ def test_it_generates_with_wait_and_prints_a_json_summary(manual_kb, scripted_pr
         _run("raft_generate", "manual", "--p", "2", "--wait")
 
 
+def test_it_resumes_a_job_with_its_own_settings_and_generates_nothing_twice(
+    manual_kb, scripted_profiles
+) -> None:  # type: ignore[no-untyped-def]
+    from raftweb.llm.base import BackendUnavailable
+
+    teacher, _judge = scripted_profiles()
+
+    def down(messages):  # type: ignore[no-untyped-def]
+        if "Wireless PowerShare" in messages[-1].content:
+            raise BackendUnavailable("teacher at http://x is down (HTTP 500)")
+        return '["Which key opens the camera here?", "What does the feature do here?"]'
+
+    teacher.script["questions"] = down
+    base = ["--questions-per-chunk", "2", "--config", '{"hard_negative_share": 0, "p": 1.0}']
+    out, _ = _run("raft_generate", "manual", *base, "--wait")
+    first = json.loads(out.strip().splitlines()[-1])
+    assert first["status"] == "finished" and first["chunks_failed"] == 1
+    assert first["rows"] == 10
+
+    teacher.script.pop("questions")
+    out, _ = _run("raft_generate", "manual", "--resume", str(first["job"]), "--wait")
+    assert "resuming" in out
+    second = json.loads(out.strip().splitlines()[-1])
+    assert (second["job"], second["status"]) == (first["job"], "finished")
+    assert (second["chunks_done"], second["chunks_failed"], second["rows"]) == (6, 0, 12)
+    assert QAPair.objects.filter(job_id=first["job"]).count() == 12
+    with pytest.raises(CommandError, match="own settings; drop p"):
+        _run("raft_generate", "manual", "--resume", str(first["job"]), "--p", "0.5")
+    with pytest.raises(CommandError, match="has no generation job 999"):
+        _run("raft_generate", "manual", "--resume", "999")
+
+
 def test_it_exports_each_format_and_refuses_an_empty_export(
     manual_kb, scripted_profiles, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

@@ -1,5 +1,6 @@
 """Generation against a real OpenAI-compatible loopback server that misbehaves the way model
-servers do: 500, 429, a reply slower than the timeout, malformed judge JSON, empty answers."""
+servers do: 500, 429, a reply slower than the timeout, malformed judge JSON, empty answers,
+bodies cut short and replies without choices."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from raftweb.core.services import profile_update
 
 
 class BadServer:
-    """Per call kind, a list of steps (the last repeats): an int status, "slow", or reply text."""
+    """Per call kind, a list of steps (the last repeats): an int status, "slow", "truncated"
+    (a 200 whose JSON body is cut in half), "no-choices", or reply text."""
 
     def __init__(self, script: dict[str, list[Any]]) -> None:
         self.script = script
@@ -50,22 +52,29 @@ class BadServer:
                 status=step,
                 headers={"Retry-After": "0"} if step == 429 else {},
             )
-        return web.json_response(
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": "bad",
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": step},
-                    }
-                ],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-            }
-        )
+        if step == "truncated":
+            text = json.dumps(self.reply("cut short"))
+            return web.Response(text=text[: len(text) // 2], content_type="application/json")
+        if step == "no-choices":
+            return web.json_response({**self.reply(""), "choices": []})
+        return web.json_response(self.reply(step))
+
+    @staticmethod
+    def reply(content: str) -> dict[str, Any]:
+        return {
+            "id": "x",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": "bad",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": content},
+                }
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        }
 
     def start(self) -> None:
         ready = threading.Event()
@@ -177,3 +186,60 @@ def test_it_fails_the_chunk_not_the_process_when_the_teacher_keeps_failing(
     job = generation_job_run(job_id=job.pk)
     assert job.status == "failed" and "503" in job.error
     assert not QAPair.objects.filter(job=job).exists()
+
+
+GOOD_ANSWER = f"It says ##begin_quote##{CHUNK_QUOTE}##end_quote##.\n<ANSWER>: Hold both keys"
+
+
+def test_malformed_replies_are_retried_and_a_failed_answer_keeps_its_siblings(
+    manual_kb, bad_server
+) -> None:  # type: ignore[no-untyped-def]
+    from corpus.generation.services import generation_job_resume
+    from corpus.models import GenerationUnit
+
+    questions = ["How do I turn the phone off?", "What do I tap?", "What keys do I hold?"]
+    # One answer at a time, in question order: the first gets a cut-short body and a reply
+    # without choices before it succeeds (retried like a 5xx); the second stays malformed past
+    # the retries (1 + 3 attempts); the third is fine.
+    server = bad_server(
+        {
+            "questions": ["I'm sorry, I can't help with that.", json.dumps(questions)],
+            "answer": ["truncated", "no-choices", GOOD_ANSWER] + ["truncated"] * 4 + [GOOD_ANSWER],
+            "judge": ['{"score": 5, "reason": "ok"}'],
+        }
+    )
+    config = {
+        "limit_chunks": 1,
+        "questions_per_chunk": 3,
+        "hard_negative_share": 0,
+        "p": 1.0,
+        "max_concurrency": 1,
+        "judge_enabled": False,
+    }
+    # The apology is no question: nothing is saved, and the chunk says why.
+    sorry = generation_job_run(
+        job_id=generation_job_create(kb=manual_kb, enqueue=False, config=config).pk
+    )
+    assert not QAPair.objects.filter(job=sorry).exists() and server.hits["questions"] == 1
+    assert "no usable questions" in GenerationUnit.objects.get(job=sorry).notes[0]
+
+    job = generation_job_run(
+        job_id=generation_job_create(kb=manual_kb, enqueue=False, config=config).pk
+    )
+    unit = GenerationUnit.objects.get(job=job)
+    assert unit.state == "failed" and "1 of 3 questions failed" in unit.error
+    assert "malformed reply" in unit.error
+    assert sorted(QAPair.objects.filter(job=job).values_list("question_index", flat=True)) == [
+        0,
+        2,
+    ]
+    assert unit.rows == 2 and unit.questions == questions
+
+    server.script["answer"] = [GOOD_ANSWER]
+    generation_job_resume(job=job, enqueue=False)
+    job = generation_job_run(job_id=job.pk)
+    unit.refresh_from_db()
+    assert job.status == "finished" and unit.state == "done" and unit.rows == 3
+    pairs = QAPair.objects.filter(job=job).order_by("question_index")
+    assert [p.question for p in pairs] == questions  # the stored questions, none asked again
+    assert server.hits["questions"] == 2 and job.rows == 3

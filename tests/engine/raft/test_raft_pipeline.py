@@ -11,6 +11,7 @@ from raftweb.raft.pipeline import (
     PipelineRunner,
     run_chunks,
 )
+from tests.fixtures.raft import default_reply
 
 _TOPICS = [
     "camera lens",
@@ -206,3 +207,41 @@ def test_it_cancels_and_bounds_concurrency(scripted) -> None:  # type: ignore[no
     assert runner.finished
     assert peak[0] <= 3
     assert len(teacher.calls) < 12 * 3  # not every chunk ran
+
+
+def test_a_failed_answer_keeps_its_siblings_and_a_resume_answers_only_the_rest(scripted) -> None:  # type: ignore[no-untyped-def]
+    teacher = scripted()
+    config = GenerationConfig(p=1.0, questions_per_chunk=3, judge_enabled=False)
+
+    def flaky_answer(messages):  # type: ignore[no-untyped-def]
+        if "second place" in messages[-1].content:
+            raise BackendUnavailable("teacher at http://x: malformed reply (gave up)")
+        return default_reply("answer", messages)
+
+    teacher.script["answer"] = flaky_answer
+    [first] = run_chunks(_chunks([0]), teacher=teacher, judge=None, config=config, store=STORE)
+    assert "1 of 3 questions failed" in first.error and "kept" in first.error
+    assert sorted(r.question_index for r in first.rows) == [0, 2]
+    assert len(first.questions) == 3
+
+    # Resumed with the stored questions and the answered indices: no question call, one answer.
+    teacher.script.pop("answer")
+    teacher.calls.clear()
+    resumed = ChunkInput(
+        id=0, text=TEXTS[0], questions=tuple(first.questions), answered=frozenset({0, 2})
+    )
+    [second] = run_chunks([resumed], teacher=teacher, judge=None, config=config, store=STORE)
+    assert not second.error and teacher.kinds() == ["answer"]
+    assert [(r.question_index, r.question) for r in second.rows] == [(1, first.questions[1])]
+
+
+def test_a_teacher_that_apologises_writes_no_question(scripted) -> None:  # type: ignore[no-untyped-def]
+    teacher = scripted()
+    teacher.script["questions"] = lambda m: (
+        "I'm sorry, but I can't help with that.\nCan I help with anything else?"
+    )
+    [res] = run_chunks(
+        _chunks([0]), teacher=teacher, judge=None, config=GenerationConfig(p=1.0), store=STORE
+    )
+    assert res.rows == [] and res.questions == [] and teacher.kinds() == ["questions"]
+    assert "no usable questions" in res.notes[0]

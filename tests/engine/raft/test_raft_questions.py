@@ -47,3 +47,16 @@ def test_it_drops_near_duplicates_and_junk_and_limits() -> None:
         == 2
     )
     assert parse_questions("") == [] and parse_questions(None) == []
+
+
+def test_apologies_and_refusals_are_not_questions() -> None:
+    assert parse_questions("I'm sorry, but I can't create questions about this?") == []
+    assert parse_questions("I am sorry, I cannot do that.\nCan I help with something else?") == []
+    assert parse_questions("As an AI, I cannot read documents?") == []
+    assert parse_questions('["I cannot answer that?", "What voltage does the charger use?"]') == [
+        "What voltage does the charger use?"
+    ]
+    # A question that merely mentions being sorry is still a question.
+    assert parse_questions("1. Why does the manual say sorry for the delay in refunds?") == [
+        "Why does the manual say sorry for the delay in refunds?"
+    ]
