@@ -26,20 +26,33 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import random
 import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from raftweb.errors import Invalid
 from raftweb.retrieval.embedder import DEFAULT_EMBEDDING_MODEL, resolve_model_path
+from raftweb.train.rundir import (
+    CANCEL_FILE,
+    CHECKPOINTS_DIR,
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_SUCCEEDED,
+    METRICS_FILE,
+    Events,
+    agree,
+    is_main_process,
+    iter_events,
+    latest_checkpoint,
+    number,
+    world,
+)
 from raftweb.typedconfig import TypedConfig, knob
 
 log = logging.getLogger(__name__)
@@ -47,9 +60,6 @@ log = logging.getLogger(__name__)
 KIND = "embedding"
 
 # Exit codes of :func:`run` (the ``done`` event in metrics.jsonl says the same in words).
-EXIT_SUCCEEDED = 0
-EXIT_FAILED = 1
-EXIT_CANCELLED = 3
 
 # Each distractor adds one passage to encode per row; RAFT rows carry 3-4, more buys little.
 MAX_HARD_NEGATIVES = 4
@@ -339,35 +349,6 @@ def retrieval_scores(
 # ------------------------------------------------------------------------------ run directory
 
 
-class _Events:
-    """Appends contract events to metrics.jsonl, one flushed line each (from the main process
-    only, under ``accelerate launch``)."""
-
-    def __init__(self, path: Path, *, enabled: bool = True) -> None:
-        self.path = path
-        self.enabled = enabled
-
-    def write(self, event: str, **fields: Any) -> None:
-        if not self.enabled:
-            return
-        record = {"event": event, **fields, "ts": round(time.time(), 3)}
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
-def latest_checkpoint(checkpoints: Path) -> Path | None:
-    """The newest ``checkpoint-<step>`` the trainer finished writing (its trainer_state.json is
-    written last), or None."""
-    if not checkpoints.is_dir():
-        return None
-    found: list[tuple[int, Path]] = []
-    for path in checkpoints.glob("checkpoint-*"):
-        suffix = path.name.rsplit("-", 1)[-1]
-        if path.is_dir() and suffix.isdigit() and (path / "trainer_state.json").is_file():
-            found.append((int(suffix), path))
-    return max(found)[1] if found else None
-
-
 def load_base_model(config: EmbeddingTrainConfig, *, device: str) -> Any:
     """The base model, or :class:`EmbeddingTrainError` naming the ``base_model`` setting."""
     name = config.base_model.strip()
@@ -429,16 +410,16 @@ class _Progress:
     last_save_time: float = field(default_factory=time.perf_counter)
 
 
-def _callback(run_dir: Path, events: _Events, progress: _Progress) -> Any:
+def _callback(run_dir: Path, events: Events, progress: _Progress) -> Any:
     from transformers import TrainerCallback
 
-    cancel_file = run_dir / "CANCEL"
+    cancel_file = run_dir / CANCEL_FILE
 
     class ContractCallback(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             cancel = cancel_file.exists()
             save = time.perf_counter() - progress.last_save_time >= CHECKPOINT_EVERY_S
-            cancel, save = _agree(args, cancel, save)
+            cancel, save = agree(cancel, save)
             if cancel:
                 progress.cancelled = True
                 control.should_training_stop = True
@@ -471,43 +452,14 @@ def _callback(run_dir: Path, events: _Events, progress: _Progress) -> Any:
                 step=state.global_step,
                 total_steps=state.max_steps,
                 epoch=round(float(state.epoch or 0.0), 4),
-                loss=_number(logs.get("loss")),
-                learning_rate=_number(logs.get("learning_rate")),
-                grad_norm=_number(logs.get("grad_norm")),
+                loss=number(logs.get("loss")),
+                learning_rate=number(logs.get("learning_rate")),
+                grad_norm=number(logs.get("grad_norm")),
                 tokens_per_s=round(tokens / elapsed, 1),
             )
             return control
 
     return ContractCallback()
-
-
-def _world() -> tuple[int, int, int]:
-    """(rank, local rank, world size) as ``accelerate launch`` / torchrun set them."""
-    env = os.environ
-    return int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)), int(env.get("WORLD_SIZE", 1))
-
-
-def _agree(args: Any, *flags: bool) -> tuple[bool, ...]:
-    """With several processes, a flag set in any is set in all: the processes must stop and
-    save at the same step (one that stopped alone would leave the others waiting forever)."""
-    try:
-        import torch
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return flags
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return flags
-    tensor = torch.tensor([float(f) for f in flags], device=args.device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return tuple(bool(v) for v in tensor.tolist())
-
-
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 class _CountingCollator:
@@ -537,7 +489,7 @@ def train(
     config: EmbeddingTrainConfig,
     *,
     run_dir: Path,
-    events: _Events,
+    events: Events,
     device: str,
 ) -> tuple[bool, int]:
     """Train ``model`` in place with the library's trainer: (finished, not cancelled; the last
@@ -561,7 +513,7 @@ def train(
         pairs, use_hard_negatives=config.use_hard_negatives, seed=config.seed
     )
     dataset = Dataset.from_dict(columns)
-    checkpoints = run_dir / "checkpoints"
+    checkpoints = run_dir / CHECKPOINTS_DIR
     args = SentenceTransformerTrainingArguments(
         output_dir=str(checkpoints),
         num_train_epochs=config.epochs,
@@ -608,7 +560,7 @@ def train(
 
 def _loss(loss_class: Any, model: Any) -> Any:
     """MNRL; across several GPUs, every device's passages are negatives for every question."""
-    if _world()[2] > 1:
+    if world()[2] > 1:
         import inspect
 
         if "gather_across_devices" in inspect.signature(loss_class).parameters:
@@ -638,7 +590,7 @@ def _device() -> str:
     try:
         import torch
 
-        return f"cuda:{_world()[1]}" if torch.cuda.is_available() else "cpu"
+        return f"cuda:{world()[1]}" if torch.cuda.is_available() else "cpu"
     except ImportError:  # pragma: no cover - torch is a dependency
         return "cpu"
 
@@ -658,7 +610,7 @@ def _read_config(run_dir: Path) -> EmbeddingTrainConfig:
 
 
 def _evaluate(
-    model: Any, eval_set: EvalSet | None, k: int, events: _Events, *, step: int, stage: str
+    model: Any, eval_set: EvalSet | None, k: int, events: Events, *, step: int, stage: str
 ) -> dict[str, float]:
     if eval_set is None or not eval_set.queries:
         return {}
@@ -683,7 +635,7 @@ def run(run_dir: Path) -> int:
     run_dir = Path(run_dir)
     # Under ``accelerate launch`` every process runs this; the main one alone writes events,
     # measures and saves, the others only train.
-    events = _Events(run_dir / "metrics.jsonl", enabled=_world()[0] == 0)
+    events = Events(run_dir / METRICS_FILE, enabled=is_main_process())
     try:
         return _run(run_dir, events)
     except Exception as exc:
@@ -693,10 +645,10 @@ def run(run_dir: Path) -> int:
         return EXIT_FAILED
 
 
-def _run(run_dir: Path, events: _Events) -> int:
+def _run(run_dir: Path, events: Events) -> int:
     t_start = time.perf_counter()
     config = _read_config(run_dir)
-    if (run_dir / "CANCEL").exists():
+    if (run_dir / CANCEL_FILE).exists():
         events.write("done", status="cancelled", error="", metrics={})
         return EXIT_CANCELLED
     data = run_dir / "data"
@@ -715,7 +667,7 @@ def _run(run_dir: Path, events: _Events) -> int:
     model = load_base_model(config, device=device)
     model.max_seq_length = _seq_length(config, model)
     k = config.eval_k
-    checkpoints = run_dir / "checkpoints"
+    checkpoints = run_dir / CHECKPOINTS_DIR
     checkpoints.mkdir(parents=True, exist_ok=True)
     print(
         f"embedding run: {len(pairs)} pairs, {len(eval_rows)} eval questions over "
@@ -776,20 +728,11 @@ def _run(run_dir: Path, events: _Events) -> int:
     return EXIT_SUCCEEDED
 
 
-def iter_events(run_dir: Path) -> Iterator[dict[str, Any]]:
-    """The events written so far (for tests and tools)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            yield json.loads(line)
-
-
 __all__ = [
     "EXIT_CANCELLED",
     "EXIT_FAILED",
     "EXIT_SUCCEEDED",
+    "iter_events",
     "EmbeddingTrainConfig",
     "EmbeddingTrainError",
     "Pair",

@@ -33,13 +33,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,24 +47,28 @@ from raftweb.errors import Invalid
 from raftweb.llm.catalog import DEFAULT_CHAT_MODEL, STUDENT, env_name
 from raftweb.train import data as train_data
 from raftweb.train.config import MAX_SEQ_LENGTH_CAP, GeneratorTrainConfig
+from raftweb.train.rundir import (  # noqa: F401 - part of this module's interface
+    ARTIFACT_DIR,
+    ARTIFACT_TMP_DIR,
+    CANCEL_FILE,
+    CHECKPOINTS_DIR,
+    CHECKPOINTS_KEPT,
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_SUCCEEDED,
+    METRICS_FILE,
+    Events,
+    agree,
+    is_main_process,
+    iter_events,
+    latest_checkpoint,
+    number,
+)
 from raftweb.typedconfig import ConfigError
 
 log = logging.getLogger(__name__)
 
 KIND = "generator"
-
-# Exit codes of :func:`run`; the done event says the same in words.
-EXIT_SUCCEEDED = 0
-EXIT_FAILED = 1
-EXIT_CANCELLED = 3
-
-CANCEL_FILE = "CANCEL"
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINTS_DIR = "checkpoints"
-ARTIFACT_DIR = "artifact"
-ARTIFACT_TMP_DIR = "artifact.tmp"
-# Two checkpoints: the newest, and the one before it in case the newest was cut short.
-CHECKPOINTS_KEPT = 2
 
 STUDENT_MODEL_ENV = env_name(STUDENT, "MODEL")  # RAFTWEB_STUDENT_MODEL
 QLORA_UNAVAILABLE = "QLoRA needs a CUDA GPU and the bitsandbytes package; use --method lora or full"
@@ -76,76 +79,6 @@ class GeneratorTrainError(Invalid):
 
 
 # ------------------------------------------------------------------------------ run directory
-
-
-def is_main_process() -> bool:
-    """True in a plain run and in the rank-0 process of ``accelerate launch``."""
-    return int(os.environ.get("RANK", "0") or 0) == 0
-
-
-class Events:
-    """Appends contract events to metrics.jsonl, one flushed line each (main process only)."""
-
-    def __init__(self, path: Path, *, enabled: bool = True) -> None:
-        self.path = path
-        self.enabled = enabled
-        if enabled:
-            _end_partial_line(path)
-
-    def write(self, event: str, **fields: Any) -> None:
-        if not self.enabled:
-            return
-        record = {"event": event, **fields, "ts": round(time.time(), 3)}
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            fh.flush()
-
-
-def _end_partial_line(path: Path) -> None:
-    """A process killed mid-write leaves half a line; end it so the next event is whole."""
-    try:
-        with path.open("rb+") as fh:
-            if fh.seek(0, 2) == 0:
-                return
-            fh.seek(-1, 2)
-            if fh.read(1) != b"\n":
-                fh.write(b"\n")
-    except FileNotFoundError:
-        return
-
-
-def iter_events(run_dir: Path) -> Iterator[dict[str, Any]]:
-    """The events in metrics.jsonl (broken lines skipped)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            yield event
-
-
-def latest_checkpoint(checkpoints: Path) -> Path | None:
-    """The newest ``checkpoint-<step>`` the trainer finished writing, or None. The trainer writes
-    ``trainer_state.json`` last, so a checkpoint whose state file is missing or unreadable was cut
-    short by a kill and is skipped."""
-    if not checkpoints.is_dir():
-        return None
-    found: list[tuple[int, Path]] = []
-    for path in checkpoints.glob("checkpoint-*"):
-        suffix = path.name.rsplit("-", 1)[-1]
-        state = path / "trainer_state.json"
-        if not (path.is_dir() and suffix.isdigit() and state.is_file()):
-            continue
-        try:
-            json.loads(state.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        found.append((int(suffix), path))
-    return max(found)[1] if found else None
 
 
 def read_config(run_dir: Path) -> GeneratorTrainConfig:
@@ -323,30 +256,6 @@ def peft_config(config: GeneratorTrainConfig) -> Any:
 # ------------------------------------------------------------------------------ callback
 
 
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _any_process(flag: bool) -> bool:
-    """``flag`` on any process (all processes must stop at the same step under DDP/FSDP)."""
-    try:
-        import torch
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return flag
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return flag
-    backend = dist.get_backend()
-    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else "cpu"
-    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item() > 0)
-
-
 @dataclass
 class Progress:
     """What the callback saw; read back after training."""
@@ -373,7 +282,7 @@ def make_callback(run_dir: Path, events: Events, progress: Progress) -> Any:
             now = time.perf_counter()
             progress.window_s += now - progress.mark
             progress.mark = now
-            if _any_process(cancel_file.exists()):
+            if agree(cancel_file.exists())[0]:
                 progress.cancelled = True
                 control.should_training_stop = True
                 control.should_save = True  # a re-run (resume) continues from here
@@ -391,7 +300,7 @@ def make_callback(run_dir: Path, events: Events, progress: Progress) -> Any:
             logs = dict(logs or {})
             if "loss" in logs:  # a training log (not an eval or the end-of-training summary)
                 # SFTTrainer counts the real (unpadded) tokens of every process in num_tokens.
-                seen = _number(logs.get("num_tokens")) or 0.0
+                seen = number(logs.get("num_tokens")) or 0.0
                 tokens = max(0.0, seen - progress.tokens_seen)
                 seconds = max(progress.window_s, 1e-9)
                 progress.tokens_seen, progress.window_s = seen, 0.0
@@ -401,13 +310,13 @@ def make_callback(run_dir: Path, events: Events, progress: Progress) -> Any:
                         step=state.global_step,
                         total_steps=state.max_steps,
                         epoch=round(float(state.epoch or 0.0), 4),
-                        loss=_number(logs.get("loss")),
-                        learning_rate=_number(logs.get("learning_rate")),
-                        grad_norm=_number(logs.get("grad_norm")),
+                        loss=number(logs.get("loss")),
+                        learning_rate=number(logs.get("learning_rate")),
+                        grad_norm=number(logs.get("grad_norm")),
                         tokens_per_s=round(tokens / seconds, 1),
                         tokens=int(tokens),
                         seconds=round(seconds, 4),
-                        mean_token_accuracy=_number(logs.get("mean_token_accuracy")),
+                        mean_token_accuracy=number(logs.get("mean_token_accuracy")),
                     )
             progress.mark = time.perf_counter()
             return control
@@ -425,9 +334,9 @@ def make_callback(run_dir: Path, events: Events, progress: Progress) -> Any:
                 events.write(
                     "eval",
                     step=state.global_step,
-                    eval_loss=_number(metrics.get("eval_loss")),
-                    eval_mean_token_accuracy=_number(metrics.get("eval_mean_token_accuracy")),
-                    eval_runtime_s=_number(metrics.get("eval_runtime")),
+                    eval_loss=number(metrics.get("eval_loss")),
+                    eval_mean_token_accuracy=number(metrics.get("eval_mean_token_accuracy")),
+                    eval_runtime_s=number(metrics.get("eval_runtime")),
                 )
             progress.last_eval_step = state.global_step
             progress.mark = time.perf_counter()
