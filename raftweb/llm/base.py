@@ -115,6 +115,12 @@ class BackendUnavailable(LLMError):
     """The model server could not be reached or kept failing (after retries)."""
 
 
+class ModelUnreachable(ModelNotFound, BackendUnavailable):
+    """A model that is neither here nor fetchable (a hub id with no hub reachable): not found
+    where it was looked for, and unavailable until the setting or the network changes, so
+    chat answers it at once, as the 503 it is."""
+
+
 class BadRequest(LLMError):
     """The server refused the request (a 4xx other than 429); retrying will not help."""
 

@@ -34,6 +34,7 @@ from .base import (
     LLMError,
     ModelNotFound,
     ModelSpec,
+    ModelUnreachable,
     StreamEvent,
     Usage,
     monotonic,
@@ -43,6 +44,11 @@ from .registry import register_backend
 
 if TYPE_CHECKING:  # torch/transformers are imported lazily: importing the engine stays cheap
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+# Hub reachability by URL: (when checked, reachable).
+_HUB_CHECKS: dict[str, tuple[float, bool]] = {}
+HUB_CHECK_TTL_S = 30.0
 
 
 def hub_offline(environ: dict[str, str] | os._Environ[str] | None = None) -> bool:
@@ -179,9 +185,15 @@ class HFBackend(ChatBackend):
         return PeftModel.from_pretrained(model, str(adapter))
 
     async def load(self) -> _Loaded:
-        """Load now (in a worker thread) if not loaded yet; a no-op afterwards."""
+        """Load now (in a worker thread) if not loaded yet; a no-op afterwards.
+
+        A hub id that is neither cached nor downloadable (no hub reachable) fails at once with
+        the message health shows, instead of after the hub client's retries (~45 s)."""
         if self._loaded is not None:
             return self._loaded
+        if self._local_path() is None and not await asyncio.to_thread(self._cached_config):
+            if hub_offline() or not await self._hub_reachable():
+                raise ModelUnreachable(not_available_message(self.spec))
         return await asyncio.to_thread(self._load_sync)
 
     @property
@@ -277,8 +289,10 @@ class HFBackend(ChatBackend):
         on_queue: QueueCallback | None = None,
     ) -> Completion:
         params = params or GenerationParams()
-        loaded = await self.load()
+        # Loading happens inside the slot: a request behind a first, slow load learns its
+        # queue position instead of waiting silently on the load lock.
         async with self.limiter.slot(on_queue):
+            loaded = await self.load()
             start = monotonic()
             inputs = self._encode(loaded, messages)
             prompt_len = int(inputs["input_ids"].shape[1])
@@ -314,9 +328,9 @@ class HFBackend(ChatBackend):
         on_queue: QueueCallback | None = None,
     ) -> AsyncIterator[StreamEvent]:
         params = params or GenerationParams()
-        loaded = await self.load()
         loop = asyncio.get_running_loop()
         async with self.limiter.slot(on_queue):
+            loaded = await self.load()
             start = monotonic()
             inputs = self._encode(loaded, messages)
             prompt_len = int(inputs["input_ids"].shape[1])
@@ -391,17 +405,25 @@ class HFBackend(ChatBackend):
         )
 
     async def _hub_reachable(self) -> bool:
-        """A short HEAD to the hub (never a download) so health can tell the truth quickly."""
+        """A short HEAD to the hub (never a download) so health can tell the truth quickly.
+
+        The answer is kept for HUB_CHECK_TTL_S: every chat turn asks before loading."""
         import httpx
         from huggingface_hub import constants
 
+        url = f"{constants.ENDPOINT}/api/models/{self.spec.model}"
+        cached = _HUB_CHECKS.get(url)
+        if cached is not None and monotonic() - cached[0] < HUB_CHECK_TTL_S:
+            return cached[1]
         try:
             # Under 2 s: the health page gives each check 3 s in all.
             async with httpx.AsyncClient(timeout=2.0) as client:
-                response = await client.head(f"{constants.ENDPOINT}/api/models/{self.spec.model}")
+                response = await client.head(url)
+            reachable = response.status_code < 400
         except (httpx.HTTPError, OSError):
-            return False
-        return response.status_code < 400
+            reachable = False
+        _HUB_CHECKS[url] = (monotonic(), reachable)
+        return reachable
 
     async def aclose(self) -> None:
         """Forget the loaded model (memory is freed once no generation still holds it)."""

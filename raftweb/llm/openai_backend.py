@@ -70,6 +70,30 @@ def _detail(exc: openai.APIStatusError) -> str:
     return str(exc.message or exc)[:300]
 
 
+def _scrub(value: Any, secret: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(secret, "[redacted]")
+    if isinstance(value, dict):
+        return {k: _scrub(v, secret) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, secret) for v in value]
+    return value
+
+
+def _scrub_exception(exc: BaseException, secret: str) -> None:
+    """Remove the API key from a client exception, in place. Some servers echo the key they
+    were sent in their error ("Incorrect API key provided: sk-…"); the exception's text goes
+    into our messages, pages and logs, and it is chained (``raise … from exc``) into every
+    logged traceback."""
+    if len(secret) < 6:  # too short to tell from ordinary text; nothing worth hiding
+        return
+    exc.args = tuple(_scrub(arg, secret) for arg in exc.args)
+    for attr in ("message", "body"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, str | dict | list):
+            setattr(exc, attr, _scrub(value, secret))
+
+
 class _Malformed(Exception):
     """A 200 reply that is not a usable chat completion (cut short, no choices)."""
 
@@ -146,6 +170,8 @@ class OpenAIBackend(ChatBackend):
 
     def _classify(self, exc: Exception) -> Exception:
         """Map a client exception to :class:`_Retryable` or to one of our final errors."""
+        if self.spec.api_key:
+            _scrub_exception(exc, self.spec.api_key)
         if isinstance(exc, openai.APITimeoutError):
             return _Retryable(f"timed out after {self.spec.timeout_s:g} s")
         if isinstance(exc, openai.APIConnectionError):

@@ -228,3 +228,27 @@ async def test_it_refuses_a_prompt_longer_than_the_context(tiny_model_dir: Path)
     completion = await backend.complete(near, GenerationParams(max_tokens=100))
     assert completion.usage.prompt_tokens + completion.usage.completion_tokens == 2048
     assert completion.finish_reason == "length"
+
+
+async def test_a_hub_model_with_no_hub_reachable_fails_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not after the hub client's retries (~45 s): chat says so at once, as a 503."""
+    import time
+
+    from huggingface_hub import constants
+
+    from raftweb.llm import BackendUnavailable, ModelUnreachable
+    from raftweb.testing.scripted_llm import free_port
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    backend = _backend("raftweb-tests/not-cached-anywhere")
+    started = time.monotonic()
+    with pytest.raises(ModelUnreachable, match="no model hub is reachable") as info:
+        await backend.complete(MESSAGES)
+    assert isinstance(info.value, BackendUnavailable) and isinstance(info.value, ModelNotFound)
+    with pytest.raises(ModelUnreachable):
+        [e async for e in backend.stream(MESSAGES)]
+    assert time.monotonic() - started < 5
+    assert not (await backend.health()).ok
