@@ -39,6 +39,8 @@ from typing import Any, ClassVar
 from raftweb.errors import Invalid
 from raftweb.retrieval.embedder import DEFAULT_EMBEDDING_MODEL, resolve_model_path
 from raftweb.train.rundir import (
+    ARTIFACT_DIR,
+    ARTIFACT_TMP_DIR,
     CANCEL_FILE,
     CHECKPOINTS_DIR,
     EXIT_CANCELLED,
@@ -47,10 +49,12 @@ from raftweb.train.rundir import (
     METRICS_FILE,
     Events,
     agree,
+    failure_message,
     is_main_process,
     iter_events,
     latest_checkpoint,
     number,
+    removed_on_failure,
     world,
 )
 from raftweb.typedconfig import TypedConfig, knob
@@ -569,17 +573,18 @@ def _loss(loss_class: Any, model: Any) -> Any:
 
 
 def _save_artifact(model: Any, run_dir: Path, *, config: EmbeddingTrainConfig, pairs: int) -> Path:
-    tmp, final = run_dir / "artifact.tmp", run_dir / "artifact"
+    tmp, final = run_dir / ARTIFACT_TMP_DIR, run_dir / ARTIFACT_DIR
     shutil.rmtree(tmp, ignore_errors=True)
-    # Not the library's model card: it quotes training rows (the knowledge base's passages).
-    model.save(str(tmp), create_model_card=False)
-    settings = json.dumps(config.to_dict(), indent=2)
-    (tmp / "README.md").write_text(
-        f"# Embedding model tuned by RAFTweb\n\nBase model: `{config.base_model}`; "
-        f"{pairs} (question, passage) training pairs; MultipleNegativesRankingLoss.\n\n"
-        f"Load with `SentenceTransformer(<this folder>)`.\n\n```json\n{settings}\n```\n",
-        encoding="utf-8",
-    )
+    with removed_on_failure(tmp):
+        # Not the library's model card: it quotes training rows (the knowledge base's passages).
+        model.save(str(tmp), create_model_card=False)
+        settings = json.dumps(config.to_dict(), indent=2)
+        (tmp / "README.md").write_text(
+            f"# Embedding model tuned by RAFTweb\n\nBase model: `{config.base_model}`; "
+            f"{pairs} (question, passage) training pairs; MultipleNegativesRankingLoss.\n\n"
+            f"Load with `SentenceTransformer(<this folder>)`.\n\n```json\n{settings}\n```\n",
+            encoding="utf-8",
+        )
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
@@ -640,8 +645,7 @@ def run(run_dir: Path) -> int:
         return _run(run_dir, events)
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
-        message = exc.message if isinstance(exc, Invalid) else f"{type(exc).__name__}: {exc}"
-        events.write("done", status="failed", error=message, metrics={})
+        events.write("done", status="failed", error=failure_message(run_dir, exc), metrics={})
         return EXIT_FAILED
 
 

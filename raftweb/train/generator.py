@@ -59,10 +59,13 @@ from raftweb.train.rundir import (  # noqa: F401 - part of this module's interfa
     METRICS_FILE,
     Events,
     agree,
+    failure_message,
     is_main_process,
     iter_events,
     latest_checkpoint,
     number,
+    out_of_memory_message,
+    removed_on_failure,
 )
 from raftweb.typedconfig import ConfigError
 
@@ -501,13 +504,19 @@ def save_artifact(trainer: Any, run_dir: Path, *, steps: int) -> Path:
     main = trainer.is_world_process_zero()
     if main:
         shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))  # every process takes part (FSDP gathers); the main one writes
-    if main:
-        (tmp / "raftweb_artifact.json").write_text(
-            json.dumps(
-                {"kind": KIND, "adapter": (tmp / "adapter_config.json").is_file(), "steps": steps}
+    with removed_on_failure(tmp):
+        trainer.save_model(str(tmp))  # every process takes part (FSDP gathers); main writes
+        if main:
+            (tmp / "raftweb_artifact.json").write_text(
+                json.dumps(
+                    {
+                        "kind": KIND,
+                        "adapter": (tmp / "adapter_config.json").is_file(),
+                        "steps": steps,
+                    }
+                )
             )
-        )
+    if main:
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -526,32 +535,10 @@ def run(run_dir: Path) -> int:
     try:
         return _run(run_dir, events)
     except Exception as exc:  # noqa: BLE001 - every failure ends in a done event
-        import torch
-
         traceback.print_exc(file=sys.stderr)
-        if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-            message = out_of_memory_message(run_dir, exc)
-        elif isinstance(exc, Invalid):
-            message = exc.message
-        else:
-            message = f"{type(exc).__name__}: {exc}"
+        message = failure_message(run_dir, exc)
         events.write("done", status="failed", error=message, metrics=summarize(run_dir))
         return EXIT_FAILED
-
-
-def out_of_memory_message(run_dir: Path, exc: BaseException) -> str:
-    checkpoint = latest_checkpoint(run_dir / CHECKPOINTS_DIR)
-    kept = (
-        f"{checkpoint.name} is kept; a re-run resumes from it"
-        if checkpoint
-        else "no checkpoint was written yet"
-    )
-    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-    return (
-        f"out of memory ({first}). Lower batch_size (raise gradient_accumulation to keep the "
-        f"effective batch) or max_seq_length, turn gradient_checkpointing on, or use method "
-        f"qlora. {kept}."
-    )
 
 
 def _run(run_dir: Path, events: Events) -> int:

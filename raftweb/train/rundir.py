@@ -4,13 +4,18 @@ a multi-GPU launch. One place, so the generator and embedding scripts cannot dri
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from raftweb.errors import Invalid
 
 # Exit codes of a run; the done event says the same in words.
 EXIT_SUCCEEDED = 0
@@ -130,3 +135,62 @@ def agree(*flags: bool) -> tuple[bool, ...]:
     tensor = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return tuple(bool(v > 0) for v in tensor.tolist())
+
+
+# ------------------------------------------------------------------------------ failures
+
+
+def _kept(run_dir: Path) -> str:
+    checkpoint = latest_checkpoint(run_dir / CHECKPOINTS_DIR)
+    if checkpoint is None:
+        return "no checkpoint was written yet"
+    return f"{checkpoint.name} is kept; a re-run resumes from it"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def out_of_memory_message(run_dir: Path, exc: BaseException) -> str:
+    return (
+        f"out of memory ({_first_line(exc)}). Lower batch_size (raise gradient_accumulation to "
+        f"keep the effective batch) or max_seq_length, turn gradient_checkpointing on, or use "
+        f"method qlora. {_kept(run_dir)}."
+    )
+
+
+def disk_full_message(run_dir: Path, exc: OSError) -> str:
+    return (
+        f"the disk is full ({exc.strerror or _first_line(exc)}) while writing under {run_dir}; "
+        f"nothing half-written was kept. Free space there (old runs' checkpoints, "
+        f"RAFTWEB_DATA_DIR) and resume the run. {_kept(run_dir)}."
+    )
+
+
+def failure_message(run_dir: Path, exc: BaseException) -> str:
+    """What a failed run's done event says: the cause in words a user can act on."""
+    try:
+        import torch
+
+        oom: tuple[type[BaseException], ...] = (torch.OutOfMemoryError, MemoryError)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        oom = (MemoryError,)
+    if isinstance(exc, oom):
+        return out_of_memory_message(run_dir, exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return disk_full_message(run_dir, exc)
+    if isinstance(exc, Invalid):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def removed_on_failure(path: Path) -> Iterator[None]:
+    """Remove ``path`` (an artifact being written) when the block fails: a full disk must not
+    keep a half-written model, and the space it took is needed for the retry."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise

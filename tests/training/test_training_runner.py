@@ -97,6 +97,23 @@ def test_it_activates_the_new_version_when_asked(tv_kb: Any) -> None:
     assert active_version(kb=tv_kb, kind="generator") == ModelVersion.objects.get(run=run)
 
 
+def test_a_run_that_fails_to_save_leaves_the_previous_version_active(
+    tv_kb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full while saving: the script reports the failure (the generator script's own test
+    shows the message and that no half artifact is kept); the active version does not move."""
+    first = training_run_execute(run_id=_start(tv_kb, activate=True).pk)
+    assert first is not None and first.status == "succeeded"
+    previous = active_version(kb=tv_kb, kind="generator")
+    assert previous is not None
+
+    monkeypatch.setenv("FAKE_TRAIN_REPORT_FAILURE", "1")
+    second = training_run_execute(run_id=_start(tv_kb, activate=True).pk)
+    assert second is not None and second.status == "failed"
+    assert not ModelVersion.objects.filter(run=second).exists()
+    assert active_version(kb=tv_kb, kind="generator") == previous
+
+
 def test_it_tails_each_metrics_line_exactly_once(tv_kb: Any) -> None:
     run = _start(tv_kb)
     path = Path(run.run_dir) / "metrics.jsonl"

@@ -72,6 +72,32 @@ def test_it_reports_out_of_memory_and_keeps_the_checkpoint(
     assert not (run_dir / "artifact").exists()
 
 
+def test_a_full_disk_while_saving_fails_clearly_and_keeps_no_half_artifact(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from trl import SFTTrainer
+
+    run_dir = make_run_dir(tmp_path / "run", tiny_model_dir, max_steps=4, save_steps=2)
+
+    real_save = SFTTrainer.save_model
+
+    def save_model(self, output_dir=None, *args, **kwargs):  # the artifact: half, then ENOSPC
+        if not str(output_dir).endswith("artifact.tmp"):
+            return real_save(self, output_dir, *args, **kwargs)  # checkpoints still fit
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / "model.safetensors").write_bytes(b"\0" * 1024)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(SFTTrainer, "save_model", save_model)
+    assert generator.run(run_dir) == generator.EXIT_FAILED
+    error = done_event(run_dir)["error"]
+    assert error.startswith("the disk is full (No space left on device) while writing under")
+    assert "checkpoint-4 is kept; a re-run resumes from it" in error
+    assert not (run_dir / "artifact").exists() and not (run_dir / "artifact.tmp").exists()
+
+
 def test_it_ends_at_once_when_cancel_is_already_there(tiny_model_dir: Path, tmp_path: Path) -> None:
     run_dir = make_run_dir(tmp_path / "run", tiny_model_dir)
     (run_dir / "CANCEL").touch()
