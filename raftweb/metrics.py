@@ -1,13 +1,14 @@
 """Evaluation and agreement metrics (engine: no Django).
 
 Retrieval: recall@k (hit rate: any gold item in the top k) and MRR over ranked ids.
-Answers: SQuAD-style exact match and token F1, ROUGE-L (LCS F-measure).
+Answers: SQuAD-style exact match and token F1, ROUGE-L (LCS F-measure, by ``rouge-score``).
 Agreement: Cohen's kappa and confusion matrix (scikit-learn), and the judge-score threshold
 that best reproduces human approve/reject decisions.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections import Counter
@@ -68,29 +69,19 @@ def token_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    if len(a) < len(b):
-        a, b = b, a
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b, start=1):
-            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
-        prev = cur
-    return prev[-1]
+@functools.cache
+def _rouge_l_scorer():  # -> rouge_score.rouge_scorer.RougeScorer
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
 
 def rouge_l(prediction: str, gold: str) -> float:
-    """ROUGE-L F-measure on lower-cased alphanumeric tokens (as rouge-score tokenises)."""
-    pred = re.findall(r"[a-z0-9]+", (prediction or "").lower())
-    ref = re.findall(r"[a-z0-9]+", (gold or "").lower())
-    if not pred or not ref:
+    """ROUGE-L F-measure (LCS) by Google's ``rouge-score``, the implementation papers report:
+    lower-cased alphanumeric tokens, no stemming."""
+    if not (prediction or "").strip() or not (gold or "").strip():
         return 0.0
-    lcs = _lcs_length(pred, ref)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(pred), lcs / len(ref)
-    return 2 * precision * recall / (precision + recall)
+    return float(_rouge_l_scorer().score(gold, prediction)["rougeL"].fmeasure)
 
 
 # ------------------------------------------------------------------ agreement

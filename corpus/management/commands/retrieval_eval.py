@@ -3,6 +3,11 @@
 
 Each input line: {"question": "...", "gold": ["<document name>", ...]}. The LAST line printed
 is exactly {"questions": n, "recall@1": x, "recall@5": x, "recall@10": x, "mrr": x}.
+
+Gold names match a document's stored (sanitised) file name or its original upload name, with
+or without the extension. Names matching no document are reported (stderr, and a
+``{"gold_missing": [...], "skipped_questions": n}`` line before the last); questions naming
+only those are not scored rather than counted as misses.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from corpus.knowledge.indexes import CorpusError
 from corpus.knowledge.search import kb_retrieval_evaluate
-from corpus.models import KnowledgeBase
+from corpus.models import Document, KnowledgeBase
+from raftweb.eval.gold import DocName, gold_index, match_gold
 
 
 class Command(BaseCommand):
@@ -47,6 +53,16 @@ class Command(BaseCommand):
                     questions.append(json.loads(line))
                 except ValueError as exc:
                     raise CommandError(f"{path}:{n}: not JSON ({exc})") from exc
+        questions, missing, skipped = _gold_as_stored_names(kb, questions)
+        if missing:
+            self.stderr.write(
+                f"Gold documents not in {kb.slug!r} (by stored or original file name): "
+                f"{', '.join(missing)}; {skipped} question(s) naming only those are not scored."
+            )
+        if not questions:
+            raise CommandError(
+                "No question names a gold document of this knowledge base; nothing to score."
+            )
         try:
             result = kb_retrieval_evaluate(
                 kb=kb,
@@ -61,4 +77,34 @@ class Command(BaseCommand):
         if options["details"]:
             for d in details:
                 self.stdout.write(json.dumps(d, ensure_ascii=False))
+        if missing:
+            self.stdout.write(json.dumps({"gold_missing": missing, "skipped_questions": skipped}))
         self.stdout.write(json.dumps(result))
+
+
+def _gold_as_stored_names(
+    kb: KnowledgeBase, questions: list[Any]
+) -> tuple[list[dict[str, Any]], list[str], int]:
+    """Each question's gold names matched against the KB's documents by stored (sanitised) or
+    original upload name, rewritten to the stored names search results carry. Names that match
+    nothing are returned, and a question left with no gold is skipped - never a miss."""
+    index = gold_index(
+        DocName(i, n, o or "")
+        for i, n, o in Document.objects.filter(kb=kb).values_list("id", "name", "original_filename")
+    )
+    stored = dict(Document.objects.filter(kb=kb).values_list("id", "name"))
+    kept: list[dict[str, Any]] = []
+    missing: set[str] = set()
+    skipped = 0
+    for q in questions:
+        if not isinstance(q, dict):
+            raise CommandError(f"each line must be a JSON object: {q!r}")
+        raw = q.get("gold") or []
+        names = [raw] if isinstance(raw, str) else [g for g in raw if isinstance(g, str)]
+        found = match_gold(names, index)
+        missing.update(found.unmatched)
+        if names and not found.doc_ids:
+            skipped += 1
+            continue
+        kept.append({**q, "gold": sorted({stored[i] for i in found.doc_ids}) or raw})
+    return kept, sorted(missing), skipped

@@ -3,6 +3,10 @@
 Without --wait the run is queued for the worker; with --wait the worker-side code runs here
 (the training script is still a subprocess) and the command waits for the end. The last line
 printed is always JSON: ``{"run", "status", "version", "metrics"}``.
+
+``--wait --activate`` runs the promotion gate first: the new version is evaluated against the
+active one on the KB's eval split and is not activated when it regresses on a gate metric
+(``RAFTWEB_EVAL_GATE_METRICS``), unless ``--force`` is given.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from corpus.models import KnowledgeBase
 from raftweb.errors import RaftwebError
+from training.activation import PromotionRefused, active_model_set, promotion_check
 from training.models import ModelKind, ModelVersion, TrainingRun
 from training.runner import CANCEL_FILE, training_run_execute
 from training.services import (
@@ -49,6 +54,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--activate", action="store_true", help="make the new version active if it succeeds"
         )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="with --activate: activate even if the version regresses on the eval split",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         kb = KnowledgeBase.objects.filter(slug=opts["kb_slug"]).first()
@@ -76,7 +86,9 @@ class Command(BaseCommand):
                 method=opts["method"],
                 preset=opts["preset"],
                 overrides=overrides,
-                activate=opts["activate"],
+                # With --wait the promotion gate runs here, after training (see _activate);
+                # a queued run is activated by the worker, which checks recorded evaluations.
+                activate=opts["activate"] and not opts["wait"],
                 enqueue=not opts["wait"],
             )
         except RaftwebError as exc:
@@ -90,15 +102,49 @@ class Command(BaseCommand):
             if run.error:
                 self.stderr.write(run.error)
         version = ModelVersion.objects.filter(run=run).values_list("pk", flat=True).first()
+        refused = ""
+        if opts["wait"] and opts["activate"] and version is not None:
+            refused = self._activate(ModelVersion.objects.get(pk=version), force=opts["force"])
         self.stdout.write(
             json.dumps(
                 {"run": run.pk, "status": run.status, "version": version, "metrics": run.metrics},
                 default=str,
             )
         )
+        if refused:
+            raise CommandError(refused)
         if opts["wait"] and run.status != TrainingRun.Status.SUCCEEDED:
             # The error itself (with the end of the script's log) went to stderr above.
             raise CommandError(f"training run {run.pk} {run.status}")
+
+    def _activate(self, version: ModelVersion, *, force: bool) -> str:
+        """The promotion gate: evaluate the new version against the active one on the KB's
+        eval split and activate it unless it regresses (or ``force``). Returns the refusal."""
+        report = None
+        if not force:
+            self.stdout.write(f"Evaluating {version.label} against the active {version.kind}…")
+            try:
+                report = promotion_check(version, evaluate=True)
+            except PromotionRefused as exc:
+                self._gate_lines(exc.details.get("gate", {}))
+                return f"not activated: {exc.message}"
+        if report is not None:
+            self._gate_lines(report.as_dict())
+        try:
+            active_model_set(version=version, force=True)
+        except RaftwebError as exc:
+            return f"not activated: {exc.message}"
+        self.stdout.write(f"Activated {version.label}.")
+        return ""
+
+    def _gate_lines(self, gate: dict[str, Any]) -> None:
+        if gate.get("note"):
+            self.stdout.write(f"Promotion gate: {gate['note']}")
+        for d in gate.get("deltas", []):
+            mark = "REGRESSES" if d.get("regressed") else "ok"
+            self.stdout.write(
+                f"  {d['metric']}: active {d['active']} -> candidate {d['candidate']} ({mark})"
+            )
 
     def _wait(self, run: TrainingRun) -> TrainingRun:
         """Watch the run here; while another run of the KB trains, wait for its turn. Ctrl-C asks
