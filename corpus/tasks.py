@@ -35,7 +35,16 @@ def document_ingests_waiting(*, limit: int = WAITING_SCAN_LIMIT) -> set[int] | N
     queue is longer than ``limit`` or cannot be read (then nobody can tell a lost task from a
     waiting one). Messages are decoded without the task registry, so tasks of apps this process
     has not imported are simply skipped."""
-    task_class = document_ingest_task.task_class
+    return _waiting_ids(document_ingest_task, limit=limit)
+
+
+def generation_jobs_waiting(*, limit: int = WAITING_SCAN_LIMIT) -> set[int] | None:
+    """Ids of generation jobs whose task waits in the Huey queue or schedule (as above)."""
+    return _waiting_ids(generation_job_task, limit=limit)
+
+
+def _waiting_ids(task: Any, *, limit: int) -> set[int] | None:
+    task_class = task.task_class
     name = f"{task_class.__module__}.{task_class.__name__}"  # how Huey's registry names it
     try:
         storage = HUEY.storage
@@ -74,11 +83,12 @@ def generation_job_task(job_id: int) -> None:
 
 @db_periodic_task(crontab(minute="*/2"))
 def generation_jobs_resume_stale() -> None:
-    """A worker killed mid-job leaves it 'running' with an old heartbeat: run it again here.
+    """A worker killed mid-job leaves it 'running' with an old heartbeat, and a queue that
+    lost its task (Redis restarted without persistence) leaves it 'queued': run it again here.
 
     The runner claims a job with a conditional update, so if the original worker is in fact
     still alive, only one of the two runs it."""
-    for job_id in generation_jobs_stale():
+    for job_id in generation_jobs_stale(waiting=generation_jobs_waiting):
         generation_job_task(job_id)
 
 

@@ -11,21 +11,29 @@ from raftweb.core import throttle
 from raftweb.core.roles import Role, user_has_role
 from raftweb.errors import Forbidden, RateLimited
 
+# What a read-only token may do: read, never change or launch anything.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 
 class TokenAuth(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str) -> Any:
-        from raftweb.core.services import token_authenticate
+        from raftweb.core.services import token_lookup
 
         # Guessing tokens: after too many bad ones from an address, every token from it is
         # refused for a while (429 + Retry-After), the right one included.
         counters = throttle.token_counters(request)
         wait = throttle.locked_for("token", counters)
         if not wait:
-            user = token_authenticate(token)
-            if user is not None:
+            found = token_lookup(token)
+            if found is not None:
+                if found.read_only and request.method not in READ_METHODS:
+                    raise Forbidden(
+                        "This API token is read-only: it may only read (GET). "
+                        "Create a token without the read-only option to change things."
+                    )
                 # Downstream code reads request.user whichever way the caller authenticated.
-                request.user = user
-                return user
+                request.user = found.user
+                return found.user
             wait = throttle.failure_record("token", counters)
             if not wait:
                 return None

@@ -89,6 +89,19 @@ class UpstreamError(RaftwebError):
     default_code, default_status = "model_error", 502
 
 
+class StorageFull(RaftwebError):
+    """The disk filled up while something was being written; nothing half-written was kept."""
+
+    default_code, default_status = "storage_full", 507
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is the operating system saying there is no room left (disk or quota)."""
+    import errno
+
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 class Internal(RaftwebError):
     default_code, default_status = "internal", 500
 

@@ -20,10 +20,11 @@ from django.utils import timezone
 
 from corpus.dataset.io import qa_rows
 from corpus.models import Chunk, Document, KnowledgeBase, QAPair
-from raftweb.errors import Conflict, Invalid, RaftwebError
+from raftweb.core.audit import audit
+from raftweb.errors import Conflict, Invalid, RaftwebError, StorageFull, disk_full
 from raftweb.raft.formats import RaftRow
 from raftweb.train.config import resolve_config as _engine_resolve_config
-from training.activation import active_model_set
+from training.activation import active_model_set, promotion_check
 from training.models import MergeStatus, ModelKind, ModelVersion, TrainingRun
 from training.runner import CANCEL_FILE
 from training.selectors import run_is_stale, version_index_status
@@ -150,10 +151,16 @@ def training_run_start(
             counts = _write_run_dir(
                 run_dir, kb=kb, config=config, train=train_rows, evals=eval_rows
             )
-        except BaseException:
+        except BaseException as exc:
             shutil.rmtree(run_dir, ignore_errors=True)
+            if disk_full(exc):  # the run's row goes with the transaction: nothing half-made
+                raise StorageFull(
+                    "The server's disk is full: the training run was not created. Free some "
+                    "space and start it again."
+                ) from exc
             raise
         TrainingRun.objects.filter(pk=run.pk).update(run_dir=str(run_dir), **counts)
+        audit(user, "training.start", run, kind=kind, preset=run.preset, method=run.method)
         if enqueue:
             transaction.on_commit(lambda: training_run_task(run.pk))
     run.refresh_from_db()
@@ -281,6 +288,7 @@ def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
     run.refresh_from_db()
     if run.status == TrainingRun.Status.RUNNING and run.run_dir and Path(run.run_dir).is_dir():
         (Path(run.run_dir) / CANCEL_FILE).touch()
+    audit(None, "training.cancel", run)
     return run
 
 
@@ -307,6 +315,7 @@ def training_run_resume(*, run: TrainingRun, enqueue: bool = True) -> TrainingRu
         # abandoned run keeps one that its worker read but did not get to act on.)
         done_event=None if run.status in TrainingRun.FINISHED else run.done_event,
     )
+    audit(None, "training.resume", run)
     if enqueue:
         transaction.on_commit(lambda: training_run_task(run.pk))
     run.refresh_from_db()
@@ -317,10 +326,15 @@ def training_run_resume(*, run: TrainingRun, enqueue: bool = True) -> TrainingRu
 
 
 def model_version_activate(
-    *, version: ModelVersion, user: Any = None, enqueue: bool = True
+    *, version: ModelVersion, user: Any = None, enqueue: bool = True, force: bool = False
 ) -> bool:
     """Make ``version`` its KB's active one of its kind. True when done at once; False when an
-    embedding version's index must be (re)built first: the worker builds it and activates it."""
+    embedding version's index must be (re)built first: the worker builds it and activates it.
+
+    A version that a recorded evaluation shows regressing against the active one on the gate
+    metrics is refused (:class:`~training.activation.PromotionRefused`) unless ``force``."""
+    if not force:
+        promotion_check(version)
     if version.kind == ModelKind.EMBEDDING and version_index_status(version) != "ready":
         if not enqueue:
             raise Conflict(
@@ -328,8 +342,10 @@ def model_version_activate(
                 code="index_not_ready",
             )
         transaction.on_commit(lambda: embedding_version_activate_task(version.pk))
+        audit(user, "model_version.activate", version, queued=True)
         return False
-    active_model_set(version=version, user=user)
+    active_model_set(version=version, user=user, force=True)
+    audit(user, "model_version.activate", version)
     return True
 
 
@@ -342,6 +358,7 @@ def model_version_merge(*, version: ModelVersion, enqueue: bool = True) -> Model
     ModelVersion.objects.filter(pk=version.pk).update(
         merge_status=MergeStatus.QUEUED, merge_error=""
     )
+    audit(None, "model_version.merge", version)
     if enqueue:
         transaction.on_commit(lambda: model_version_merge_task(version.pk))
     version.refresh_from_db()

@@ -15,6 +15,7 @@ from corpus.models import (
     QAPair,
     ReviewEvent,
 )
+from raftweb.core.audit import audit
 from raftweb.errors import RaftwebError
 from raftweb.metrics import best_threshold, cohen_kappa, confusion
 from raftweb.raft.answer import format_answer, parse_answer
@@ -238,6 +239,7 @@ def qa_pairs_bulk(*, kb: KnowledgeBase, user: Any, filters: PairFilter, action: 
             )
             _record(pair, user, f"bulk_{action}", before)
             count += 1
+    audit(user, "review.bulk", kb, bulk_action=action, pairs=count)
     return count
 
 

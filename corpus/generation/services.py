@@ -20,6 +20,7 @@ from corpus.models import (
     KnowledgeBase,
 )
 from corpus.tasks import generation_job_task
+from raftweb.core.audit import audit
 from raftweb.raft.pipeline import (
     GenerationConfig,
 )
@@ -61,6 +62,7 @@ def generation_job_create(
         GenerationUnit.objects.bulk_create(
             [GenerationUnit(job=job, chunk_id=c) for c in chunk_ids], batch_size=500
         )
+        audit(user, "generation.start", job, chunks=len(chunk_ids))
         if enqueue:
             transaction.on_commit(lambda: _enqueue(job.pk))
     return job
@@ -83,6 +85,7 @@ def generation_job_cancel(*, job: GenerationJob) -> GenerationJob:
         status=GenerationJob.Status.CANCELLING
     )
     job.refresh_from_db()
+    audit(None, "generation.cancel", job)
     return job
 
 
@@ -95,6 +98,7 @@ def generation_job_resume(*, job: GenerationJob, enqueue: bool = True) -> Genera
     GenerationJob.objects.filter(pk=job.pk).update(
         status=GenerationJob.Status.QUEUED, cancel_requested=False, finished_at=None, error=""
     )
+    audit(None, "generation.resume", job)
     if enqueue:
         transaction.on_commit(lambda: _enqueue(job.pk))
     job.refresh_from_db()

@@ -25,6 +25,7 @@ class TokenOut(Schema):
     id: int
     name: str
     hint: str
+    read_only: bool
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None

@@ -37,6 +37,9 @@ class ApiToken(models.Model):
     name = models.CharField(max_length=100)
     token_hash = models.CharField(max_length=64, unique=True)
     hint = models.CharField(max_length=16, help_text="First characters, to tell tokens apart.")
+    # A read-only token may only read (GET/HEAD/OPTIONS): a dashboard or a backup script can
+    # hold one without being able to change or launch anything if it leaks.
+    read_only = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -102,3 +105,34 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class AuditEvent(models.Model):
+    """One admin action (who created, launched, activated or deleted what, and when).
+
+    The target is kept as type, id and label (not a foreign key): the record must outlive the
+    object it describes, which is often deleted by the very action it records."""
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="audit_events",
+    )
+    # Kept beside the key: a deleted user's actions still say who did them.
+    actor_name = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=60, db_index=True)
+    target_type = models.CharField(max_length=60, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    target_label = models.CharField(max_length=300, blank=True)
+    # The knowledge base the action concerns (its slug), for filtering; empty when none.
+    kb_slug = models.CharField(max_length=120, blank=True, db_index=True)
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.actor_name or 'system'} {self.action} {self.target_type} {self.target_label}"

@@ -12,6 +12,7 @@ from django.contrib.auth.models import AbstractBaseUser, Group
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from raftweb.core.audit import audit
 from raftweb.core.models import ApiToken, ModelProfile, WorkerHeartbeat
 from raftweb.core.roles import Role, ensure_role_groups, parse_role
 from raftweb.errors import RaftwebError
@@ -47,7 +48,28 @@ def user_create(
                 user.save(update_fields=["is_staff"])
     except IntegrityError:
         raise ServiceError(f"A user named {username!r} already exists.") from None
+    audit(None, "user.create", user, role=parsed.value)
     return user, password
+
+
+def user_role_set(
+    *, user: AbstractBaseUser, role: str, actor: AbstractBaseUser | None = None
+) -> AbstractBaseUser:
+    """Give ``user`` exactly one role (the other role groups are removed; other groups, such as
+    the ones a knowledge base is restricted to, are kept)."""
+    parsed = parse_role(role)
+    ensure_role_groups()
+    before = sorted(
+        user.groups.filter(name__in=[r.value for r in Role]).values_list("name", flat=True)
+    )
+    with transaction.atomic():
+        user.groups.remove(*Group.objects.filter(name__in=[r.value for r in Role]))
+        user.groups.add(Group.objects.get(name=parsed.value))
+        user.is_staff = parsed is Role.ADMIN or user.is_superuser
+        user.save(update_fields=["is_staff"])
+        audit(actor, "user.role", user, before=before, after=parsed.value)
+    user._raftweb_roles = None  # the cached roles (raftweb/core/roles.py) are stale now
+    return user
 
 
 def admin_bootstrap() -> tuple[str, str] | None:
@@ -68,12 +90,19 @@ def admin_bootstrap() -> tuple[str, str] | None:
 # --- API tokens -----------------------------------------------------------------------
 
 
-def token_create(*, user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+def token_create(
+    *, user: AbstractBaseUser, name: str, read_only: bool = False
+) -> tuple[ApiToken, str]:
     name = name.strip()[:100] or "token"
     raw = ApiToken.new_raw()
     token = ApiToken.objects.create(
-        user=user, name=name, token_hash=ApiToken.hash(raw), hint=raw[: len(ApiToken.PREFIX) + 6]
+        user=user,
+        name=name,
+        token_hash=ApiToken.hash(raw),
+        hint=raw[: len(ApiToken.PREFIX) + 6],
+        read_only=read_only,
     )
+    audit(user, "token.create", token, read_only=read_only)
     return token, raw
 
 
@@ -84,10 +113,17 @@ def token_revoke(*, user: AbstractBaseUser, token_id: int) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+        audit(user, "token.revoke", token)
     return token
 
 
 def token_authenticate(raw: str) -> AbstractBaseUser | None:
+    token = token_lookup(raw)
+    return token.user if token is not None else None
+
+
+def token_lookup(raw: str) -> ApiToken | None:
+    """The active token with this raw value (its user loaded), or None."""
     if not raw or not raw.startswith(ApiToken.PREFIX):
         return None
     token = (
@@ -102,7 +138,7 @@ def token_authenticate(raw: str) -> AbstractBaseUser | None:
     # Only write when stale: a script hammering the API should not turn reads into writes.
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return token.user
+    return token
 
 
 # --- model profiles ---------------------------------------------------------------------
@@ -179,12 +215,17 @@ def profile_update(*, role: str, user: AbstractBaseUser | None, **fields: object
         )
     if backend == "openai" and not str(fields.get("base_url", profile.base_url)).strip():
         raise ServiceError("The 'openai' backend needs a base URL (e.g. http://127.0.0.1:8001/v1).")
+    changed = []
     for key, value in fields.items():
         if key in {"price_in_per_1k", "price_out_per_1k"}:
             value = Decimal(str(value))
+        if getattr(profile, key) != value:
+            changed.append(key)
         setattr(profile, key, value)
     profile.updated_by = user
     profile.save()
+    # Which fields changed, never their values: the API key is a secret.
+    audit(user, "profile.update", profile, fields=changed)
     return profile
 
 

@@ -11,6 +11,7 @@ urlpatterns = [
     path("account/tokens/", views.tokens, name="tokens"),
     path("account/tokens/<int:token_id>/revoke/", views.token_revoke, name="token_revoke"),
     path("settings/models/", views.profiles, name="profiles"),
+    path("audit/", views.audit_log, name="audit"),
     path("settings/models/status/", views.profile_status, name="profile_status"),
     path("settings/models/<str:role>/", views.profile_edit, name="profile_edit"),
 ]

@@ -290,7 +290,7 @@ def db_snapshot() -> dict[str, list[tuple[Any, ...]]]:
     ignored = {"last_login", "last_used_at"}
     skip_models = {"workerheartbeat"}
     snap: dict[str, list[tuple[Any, ...]]] = {}
-    for label in ("auth", "core", "corpus", "chat", "training"):
+    for label in ("auth", "core", "corpus", "chat", "training", "evaluation"):
         try:
             config = apps.get_app_config(label)
         except LookupError:
