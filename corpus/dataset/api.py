@@ -18,6 +18,7 @@ from corpus.models import QAPair
 from raftweb.api_auth import require_role
 from raftweb.core.roles import Role
 from raftweb.errors import Invalid, NotFound
+from raftweb.raft.formats import COMPLETION_STOP
 
 router = Router(tags=["RAFT datasets"])
 
@@ -95,6 +96,9 @@ class ImportSkipOut(Schema):
 
 class ImportOut(Schema):
     imported: int
+    # Pairs left out because the KB already has them (same question and answer): importing
+    # the same file twice adds nothing.
+    duplicates: int = 0
     skipped: list[ImportSkipOut]
 
 
@@ -256,9 +260,13 @@ def qa_export_api(
     format: str = "hf",
     split: str = "train",  # noqa: A002
     status: str = "approved",
+    completion_stop: bool = True,
 ) -> StreamingHttpResponse:
+    """``completion_stop`` (completion format): end each completion with ``<STOP>`` as the
+    RAFT reference does."""
     kb = api_kb(request, slug, Role.ADMIN)
-    count, lines = qa_export_lines(kb=kb, fmt=format, split=split, status=status)
+    stop = COMPLETION_STOP if completion_stop else ""
+    count, lines = qa_export_lines(kb=kb, fmt=format, split=split, status=status, stop=stop)
     response = StreamingHttpResponse(lines, content_type="application/x-ndjson; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{kb.slug}-{format}-{split}.jsonl"'
     response["X-Row-Count"] = str(count)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -17,15 +17,24 @@ from corpus.models import (
     KnowledgeBase,
     QAPair,
 )
-from raftweb.raft.formats import EXPORTERS, RaftRow, export_lines, parse_import
+from raftweb.core.audit import audit
+from raftweb.raft.formats import (
+    COMPLETION_STOP,
+    EXPORTERS,
+    ImportedRecord,
+    RaftRow,
+    export_lines,
+    parse_import,
+)
 from raftweb.raft.matching import best_chunk
 from raftweb.raft.splits import row_split
 
 
 def pair_to_row(pair: QAPair) -> RaftRow:
     """A stored pair as the engine's :class:`RaftRow` (what every exporter takes)."""
+    origin = pair.origin or {}
     return RaftRow(
-        id=f"{pair.kb.slug if hasattr(pair, 'kb') else 'kb'}-{pair.pk}",
+        id=origin.get("id") or f"{pair.kb.slug if hasattr(pair, 'kb') else 'kb'}-{pair.pk}",
         question=pair.question,
         cot_answer=pair.cot_answer,
         final_answer=pair.final_answer,
@@ -34,8 +43,8 @@ def pair_to_row(pair: QAPair) -> RaftRow:
         context_titles=list(pair.context_titles),
         oracle_index=pair.oracle_index,
         split=pair.split,
-        type="general",
-        oracle_text=pair.oracle_text,
+        type=origin.get("type") or "general",
+        oracle_text=origin.get("oracle_context") or pair.oracle_text,
         oracle_id=str(pair.oracle_chunk_id) if pair.oracle_chunk_id else None,
         refusal=pair.refusal,
     )
@@ -72,6 +81,7 @@ def qa_export_lines(
     split: str = "train",
     status: str = "approved",
     system: str | None = None,
+    stop: str = COMPLETION_STOP,
 ) -> tuple[int, Iterator[str]]:
     """(row count, JSONL lines). Raises QAError(code="empty") when nothing matches, so callers
     never write an empty file."""
@@ -89,7 +99,8 @@ def qa_export_lines(
             status=404,
         )
     rows = (pair_to_row(p) for p in qs.iterator(chunk_size=500))
-    return count, export_lines(rows, fmt, system=system, prompts=kb_prompts(kb))
+    audit(None, "dataset.export", kb, format=fmt, split=split, status=status, rows=count)
+    return count, export_lines(rows, fmt, system=system, prompts=kb_prompts(kb), stop=stop)
 
 
 def _doc_matches(kb: KnowledgeBase, names: Sequence[str]) -> list[int]:
@@ -103,6 +114,26 @@ def _doc_matches(kb: KnowledgeBase, names: Sequence[str]) -> list[int]:
     return out
 
 
+def _origin(rec: ImportedRecord) -> dict[str, str]:
+    """What the row brought that is exported back as it came."""
+    fields = {"id": rec.id, "type": rec.type, "oracle_context": rec.oracle_text}
+    return {k: v for k, v in fields.items() if v}
+
+
+def _keep_context(pair: QAPair, rec: ImportedRecord, chunk: Chunk) -> None:
+    """Keep the imported context (RAFT hf/chat/completion rows) as it came, titles included,
+    with the oracle's position: where the row's oracle text or quotes are, else where our
+    chunk's text is. The oracle slot points at our chunk; the others are not ours."""
+    texts = list(rec.context_texts)
+    idx = rec.oracle_index
+    if idx is None:
+        idx = next((i for i, t in enumerate(texts) if t.strip() == chunk.text.strip()), None)
+    pair.context_texts = texts
+    pair.context_chunk_ids = [chunk.pk if i == idx else None for i in range(len(texts))]
+    pair.context_titles = list(rec.context_titles) or ["" for _ in texts]
+    pair.oracle_index = idx
+
+
 def qa_import(
     *,
     kb: KnowledgeBase,
@@ -112,7 +143,10 @@ def qa_import(
     status: str = "pending",
     split: str | None = None,
 ) -> dict[str, Any]:
-    """Import pairs; returns ``{"imported": n, "skipped": [{"line": k, "error": ...}]}``.
+    """Import pairs; returns ``{"imported": n, "duplicates": d, "skipped": [{"line": k,
+    "error": ...}]}``. Idempotent: a pair the knowledge base already has (same question and
+    final answer, whitespace aside), or that an earlier line of the file has, is counted in
+    ``duplicates`` and not imported again.
 
     The oracle chunk comes from the gold documents (the chunk that best matches the question
     and answer, or that the quotes were taken from) or, without gold, from the quotes / the
@@ -123,11 +157,67 @@ def qa_import(
     if split not in (None, "train", "eval"):
         raise QAError("split must be train or eval")
     parsed = parse_import(data, filename=filename)
-    skipped = [e.as_dict() for e in parsed.errors]
+    with transaction.atomic():
+        # One import per knowledge base at a time: two imports of one file add it once.
+        KnowledgeBase.objects.select_for_update().filter(pk=kb.pk).first()
+        result = _import_records(
+            kb=kb, records=parsed.records, filename=filename, user=user, status=status, split=split
+        )
+    result["skipped"] = sorted(
+        [e.as_dict() for e in parsed.errors] + result["skipped"], key=lambda e: e["line"]
+    )
+    audit(
+        user,
+        "dataset.import",
+        kb,
+        file=filename,
+        imported=result["imported"],
+        duplicates=result["duplicates"],
+        skipped=len(result["skipped"]),
+    )
+    return result
+
+
+def pair_key(question: str, answer: str) -> tuple[str, str]:
+    """What makes two pairs of a knowledge base the same pair: the question and the final
+    answer, whitespace aside."""
+    return " ".join(question.split()), " ".join(answer.split())
+
+
+def _existing_keys(kb: KnowledgeBase, questions: Iterable[str]) -> set[tuple[str, str]]:
+    """The keys of the KB's pairs that ask one of ``questions``. Compared after normalising
+    whitespace on both sides, so the KB's pairs are read (two short columns) rather than
+    looked up by exact text."""
+    wanted = {" ".join(q.split()) for q in questions}
+    keys: set[tuple[str, str]] = set()
+    rows = QAPair.objects.filter(kb=kb).values_list("question", "final_answer", "cot_answer")
+    for question, final, cot in rows.iterator(chunk_size=2000):
+        key = pair_key(question, final or cot)
+        if key[0] in wanted:
+            keys.add(key)
+    return keys
+
+
+def _import_records(
+    *,
+    kb: KnowledgeBase,
+    records: Sequence[ImportedRecord],
+    filename: str,
+    user: Any,
+    status: str,
+    split: str | None,
+) -> dict[str, Any]:
+    skipped: list[dict[str, Any]] = []
     doc_splits = kb_document_splits(kb=kb) if split is None else {}
-    imported = 0
+    imported = duplicates = 0
+    seen = _existing_keys(kb, (rec.question for rec in records))
     all_chunks: dict[int, str] | None = None
-    for rec in parsed.records:
+    for rec in records:
+        # The same question and answer twice is one pair: importing a file again adds nothing.
+        key = pair_key(rec.question, rec.final_answer or rec.cot_answer)
+        if key in seen:
+            duplicates += 1
+            continue
         candidates: dict[int, str]
         if rec.gold:
             doc_ids = _doc_matches(kb, rec.gold)
@@ -181,15 +271,10 @@ def qa_import(
             source=QAPair.Source.IMPORTED,
             reviewed_by=user if (status == "approved" and getattr(user, "pk", None)) else None,
             notes=[f"imported from {filename or 'upload'} line {rec.line} ({rec.source_format})"],
+            origin=_origin(rec),
         )
         if rec.context_texts and chunk is not None:
-            # Keep the imported context (RAFT hf/chat rows), with the oracle's position.
-            texts = list(rec.context_texts)
-            idx = next((i for i, t in enumerate(texts) if t.strip() == chunk.text.strip()), None)
-            pair.context_texts = texts
-            pair.context_chunk_ids = [chunk.pk if i == idx else None for i in range(len(texts))]
-            pair.context_titles = ["" for _ in texts]
-            pair.oracle_index = idx
+            _keep_context(pair, rec, chunk)
         reverify_quotes(pair)
         pair.final_answer = rec.final_answer
         try:
@@ -199,6 +284,6 @@ def qa_import(
         except IntegrityError as exc:
             skipped.append({"line": rec.line, "error": f"could not save: {exc}"})
             continue
+        seen.add(key)
         imported += 1
-    skipped.sort(key=lambda e: e["line"])
-    return {"imported": imported, "skipped": skipped}
+    return {"imported": imported, "duplicates": duplicates, "skipped": skipped}

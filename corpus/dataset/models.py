@@ -69,6 +69,9 @@ class QAPair(models.Model):
     parsed_ok = models.BooleanField(default=False)
     notes = models.JSONField(default=list, blank=True)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.GENERATED)
+    # What an imported row came with that RAFTweb does not derive itself (its id, type and
+    # oracle text in the RAFT reference layout): exported back unchanged.
+    origin = models.JSONField(default=dict, blank=True)
     version = models.PositiveIntegerField(
         default=1, help_text="Optimistic lock: bumped on every change."
     )

@@ -12,6 +12,7 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.views.decorators.http import require_safe
 
 from corpus.dataset.io import qa_export_lines, qa_import
 from corpus.dataset.services import QAError
@@ -48,7 +49,8 @@ def kb_dataset(request: HttpRequest, slug: str) -> HttpResponse:
                 messages.success(
                     request,
                     f"Imported {result['imported']} pair(s); skipped "
-                    f"{len(result['skipped'])} line(s).",
+                    f"{result['duplicates']} duplicate(s) already in this knowledge base and "
+                    f"{len(result['skipped'])} bad line(s).",
                 )
     return render(
         request,
@@ -59,6 +61,7 @@ def kb_dataset(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @role_required(Role.ADMIN)
+@require_safe  # a download is a GET; POST is refused rather than served as a read
 def kb_export(request: HttpRequest, slug: str) -> HttpResponse:
     kb = get_object_or_404(KnowledgeBase, slug=slug)
     fmt = request.GET.get("format", "hf")

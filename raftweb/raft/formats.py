@@ -13,12 +13,14 @@ import csv
 import io
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from raftweb.raft.answer import parse_answer
 from raftweb.raft.prompts import DEFAULT_PROMPTS, PromptSet, build_instruction, build_messages
+from raftweb.raft.quotes import verify_quotes
 from raftweb.registry import Registry, UnknownChoice
 
 
@@ -44,13 +46,26 @@ class RaftRow:
         return build_instruction(self.question, self.context_texts)
 
 
+# What the RAFT reference's format converter appends to every completion (its
+# ``--output-completion-stop`` default): fine-tunes learn to end with it.
+COMPLETION_STOP = "<STOP>"
+
+
 class Exporter(abc.ABC):
     name: ClassVar[str]
 
-    def __init__(self, *, system: str | None = None, prompts: PromptSet = DEFAULT_PROMPTS) -> None:
-        # Only the chat layout uses these; every exporter accepts them so callers stay uniform.
+    def __init__(
+        self,
+        *,
+        system: str | None = None,
+        prompts: PromptSet = DEFAULT_PROMPTS,
+        stop: str = COMPLETION_STOP,
+    ) -> None:
+        # Only the chat layout uses system and prompts, only completion the stop; every
+        # exporter accepts them so callers stay uniform.
         self.system = system
         self.prompts = prompts
+        self.stop = stop
 
     @abc.abstractmethod
     def row(self, row: RaftRow) -> dict[str, Any]: ...
@@ -83,14 +98,18 @@ def register_exporter(cls: type[Exporter]) -> type[Exporter]:
 
 
 def get_exporter(
-    name: str, *, system: str | None = None, prompts: PromptSet = DEFAULT_PROMPTS
+    name: str,
+    *,
+    system: str | None = None,
+    prompts: PromptSet = DEFAULT_PROMPTS,
+    stop: str = COMPLETION_STOP,
 ) -> Exporter:
     """An exporter for format ``name``; an unknown name raises :class:`UnknownExportFormat`."""
     try:
         cls = EXPORTERS.get(name)
     except UnknownChoice as exc:
         raise UnknownExportFormat(exc.kind, name, exc.choices) from None
-    return cls(system=system, prompts=prompts)
+    return cls(system=system, prompts=prompts, stop=stop)
 
 
 @register_exporter
@@ -130,7 +149,7 @@ class CompletionExporter(Exporter):
     name = "completion"
 
     def row(self, row: RaftRow) -> dict[str, Any]:
-        return {"prompt": row.instruction, "completion": row.cot_answer}
+        return {"prompt": row.instruction, "completion": row.cot_answer + self.stop}
 
 
 @register_exporter
@@ -138,10 +157,13 @@ class EvalExporter(Exporter):
     name = "eval"
 
     def row(self, row: RaftRow) -> dict[str, Any]:
+        # The reference's eval layout first (question, gold_final_answer, context: the
+        # instruction without its question line), RAFTweb's fields beside it.
         return {
-            "id": row.id,
             "question": row.question,
-            "gold_answer": row.final_answer,
+            "gold_final_answer": row.final_answer,
+            "context": instruction_documents(row.context_texts),
+            "id": row.id,
             "cot_answer": row.cot_answer,
             "oracle_chunk_id": row.oracle_id,
             "oracle_context": row.oracle_text,
@@ -167,6 +189,28 @@ class ImportedRecord:
     gold: list[str] = field(default_factory=list)
     quotes: list[str] = field(default_factory=list)
     source_format: str = "plain"
+    # Kept as imported and exported back unchanged (the reference's row id, type, titles).
+    id: str = ""
+    type: str = ""
+    context_titles: list[str] = field(default_factory=list)
+
+    @property
+    def oracle_index(self) -> int | None:
+        """Where the oracle sits in the imported context: the document equal to the row's
+        oracle text, else the one the answer quotes (most quotes found), else None."""
+        if not self.context_texts:
+            return None
+        if self.oracle_text:
+            for i, text in enumerate(self.context_texts):
+                if text.strip() == self.oracle_text.strip():
+                    return i
+        if self.quotes:
+            keys = [str(i) for i in range(len(self.context_texts))]
+            checks = verify_quotes(self.quotes, dict(zip(keys, self.context_texts, strict=True)))
+            hits = Counter(c.doc_key for c in checks if c.verified and c.doc_key is not None)
+            if hits:
+                return int(hits.most_common(1)[0][0])
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,14 +314,15 @@ def record_from_object(obj: Mapping[str, Any], line: int) -> ImportedRecord:
     raise ValueError("unrecognised row: expected question/answer, hf, chat or completion fields")
 
 
-def _str(value: Any, name: str, *, required: bool = True) -> str:
+def _str(value: Any, name: str, *, required: bool = True, strip: bool = True) -> str:
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
             raise ValueError(f"missing {name}")
         return ""
     if not isinstance(value, (str, int, float)):
         raise ValueError(f"{name} must be text")
-    return str(value).strip()
+    # Answers keep their whitespace: a row exported back must be the row imported.
+    return str(value).strip() if strip else str(value)
 
 
 def _gold(value: Any) -> list[str]:
@@ -305,9 +350,15 @@ def _answer_parts(answer: str) -> tuple[str, list[str]]:
 
 def _from_plain(obj: Mapping[str, Any], line: int) -> ImportedRecord:
     question = _str(obj.get("question"), "question")
-    answer = _str(obj.get("answer", obj.get("cot_answer")), "answer")
+    # The RAFT reference's eval layout names the answer gold_final_answer and gives the
+    # context as the instruction's documents.
+    raw = obj.get("answer", obj.get("cot_answer", obj.get("gold_final_answer")))
+    answer = _str(raw, "answer", strip=False)
     final, quotes = _answer_parts(answer)
-    docs = obj.get("context") if isinstance(obj.get("context"), list) else []
+    context = obj.get("context")
+    docs = context if isinstance(context, list) else []
+    if isinstance(context, str):
+        docs = _DOC_RE.findall(context)
     return ImportedRecord(
         line=line,
         question=question,
@@ -321,18 +372,24 @@ def _from_plain(obj: Mapping[str, Any], line: int) -> ImportedRecord:
     )
 
 
+def _flat(value: Any) -> list[str]:
+    # Reference rows nest one list per row; accept a flat list too.
+    raw = value if isinstance(value, list) else []
+    if raw and isinstance(raw[0], list):
+        raw = [s for group in raw for s in group]
+    return [str(s) for s in raw]
+
+
 def _from_hf(obj: Mapping[str, Any], line: int) -> ImportedRecord:
     question = _str(obj.get("question"), "question")
-    answer = _str(obj.get("cot_answer"), "cot_answer")
+    answer = _str(obj.get("cot_answer"), "cot_answer", strip=False)
     final, quotes = _answer_parts(answer)
     sentences: list[str] = []
+    titles: list[str] = []
     ctx = obj.get("context")
     if isinstance(ctx, Mapping):
-        raw = ctx.get("sentences") or []
-        # Reference rows nest one list per row; accept a flat list too.
-        if raw and isinstance(raw[0], list):
-            raw = [s for group in raw for s in group]
-        sentences = [str(s) for s in raw]
+        sentences = _flat(ctx.get("sentences"))
+        titles = _flat(ctx.get("title"))
     elif isinstance(obj.get("instruction"), str):
         sentences = _DOC_RE.findall(obj["instruction"])
     return ImportedRecord(
@@ -341,10 +398,13 @@ def _from_hf(obj: Mapping[str, Any], line: int) -> ImportedRecord:
         cot_answer=answer,
         final_answer=final,
         context_texts=sentences,
-        oracle_text=_str(obj.get("oracle_context"), "oracle_context", required=False),
+        oracle_text=_str(obj.get("oracle_context"), "oracle_context", required=False, strip=False),
         gold=_gold(obj.get("gold")),
         quotes=quotes,
         source_format="hf",
+        id=_str(obj.get("id"), "id", required=False),
+        type=_str(obj.get("type"), "type", required=False),
+        context_titles=titles if len(titles) == len(sentences) else [],
     )
 
 
@@ -357,7 +417,7 @@ def _from_chat(obj: Mapping[str, Any], line: int) -> ImportedRecord:
     if not users or not assistants:
         raise ValueError("chat row needs a user and an assistant message")
     prompt = _str(users[-1].get("content"), "user content")
-    answer = _str(assistants[-1].get("content"), "assistant content")
+    answer = _str(assistants[-1].get("content"), "assistant content", strip=False)
     docs, question = split_instruction(prompt)
     if not question:
         raise ValueError("missing question after the documents")
@@ -376,7 +436,7 @@ def _from_chat(obj: Mapping[str, Any], line: int) -> ImportedRecord:
 
 def _from_completion(obj: Mapping[str, Any], line: int) -> ImportedRecord:
     prompt = _str(obj.get("prompt"), "prompt")
-    answer = _str(obj.get("completion"), "completion")
+    answer = _str(obj.get("completion"), "completion", strip=False).removesuffix(COMPLETION_STOP)
     docs, question = split_instruction(prompt)
     if not question:
         raise ValueError("missing question after the documents")
@@ -393,6 +453,12 @@ def _from_completion(obj: Mapping[str, Any], line: int) -> ImportedRecord:
     )
 
 
+def instruction_documents(texts: Sequence[str]) -> str:
+    """The documents part of an instruction: what the reference's eval layout calls the
+    ``context`` (the instruction without its last line, the question)."""
+    return "\n".join(f"<DOCUMENT>{t}</DOCUMENT>" for t in texts)
+
+
 def split_instruction(instruction: str) -> tuple[list[str], str]:
     """Inverse of :func:`build_instruction`: (documents, question)."""
     docs = _DOC_RE.findall(instruction)
@@ -406,8 +472,9 @@ def export_lines(
     *,
     system: str | None = None,
     prompts: PromptSet = DEFAULT_PROMPTS,
+    stop: str = COMPLETION_STOP,
 ) -> Iterator[str]:
-    return get_exporter(fmt, system=system, prompts=prompts).lines(rows)
+    return get_exporter(fmt, system=system, prompts=prompts, stop=stop).lines(rows)
 
 
 def rows_to_jsonl(rows: Sequence[RaftRow], fmt: str, *, system: str | None = None) -> str:

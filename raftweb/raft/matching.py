@@ -1,5 +1,7 @@
-"""Finding the oracle chunk of an imported pair: by its verified quotes first, else by the
-chunk that best matches the question and answer (idf-weighted token overlap)."""
+"""Finding the oracle chunk of an imported pair: by where its quotes are found first (another
+tool's chunk boundaries differ from ours, so its oracle text may straddle two of our chunks
+while the quotes sit in one), then by its oracle text, else by the chunk that best matches
+the question and answer (idf-weighted token overlap)."""
 
 from __future__ import annotations
 
@@ -36,14 +38,14 @@ def best_chunk(
         return None
     str_keys = {str(k): k for k in candidates}
     texts = {str(k): v for k, v in candidates.items()}
-    if oracle_text.strip():
-        checks = verify_quotes([oracle_text], texts, threshold=0.85)
-        if checks and checks[0].verified and checks[0].doc_key is not None:
-            return str_keys[checks[0].doc_key]
     if quotes:
         hits = Counter(c.doc_key for c in verify_quotes(quotes, texts) if c.verified and c.doc_key)
         if hits:
             return str_keys[hits.most_common(1)[0][0]]
+    if oracle_text.strip():
+        checks = verify_quotes([oracle_text], texts, threshold=0.85)
+        if checks and checks[0].verified and checks[0].doc_key is not None:
+            return str_keys[checks[0].doc_key]
     query = tokens(f"{question} {answer}")
     if not query:
         return None

@@ -1,4 +1,5 @@
-"""`manage.py export_dataset <kb-slug> --format hf|chat|completion|eval -o FILE`."""
+"""`manage.py export_dataset <kb-slug> --format hf|chat|completion|eval -o FILE
+[--no-completion-stop]`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from corpus.dataset.io import qa_export_lines
 from corpus.dataset.services import QAError
 from corpus.management.commands._qa_common import kb_or_error
-from raftweb.raft.formats import EXPORTERS
+from raftweb.raft.formats import COMPLETION_STOP, EXPORTERS
 
 
 class Command(BaseCommand):
@@ -24,6 +25,12 @@ class Command(BaseCommand):
         parser.add_argument("--split", default="train", choices=["train", "eval", "all"])
         parser.add_argument("--status", default="approved", choices=["approved", "all"])
         parser.add_argument("--system-prompt", default=None, help="chat format: system persona")
+        parser.add_argument(
+            "--no-completion-stop",
+            action="store_true",
+            help=f"completion format: do not end completions with {COMPLETION_STOP} (the RAFT "
+            "reference's stop word, on by default)",
+        )
         parser.add_argument("-o", "--output", required=True)
 
     def handle(self, *args: Any, **opts: Any) -> None:
@@ -35,6 +42,7 @@ class Command(BaseCommand):
                 split=opts["split"],
                 status=opts["status"],
                 system=opts["system_prompt"],
+                stop="" if opts["no_completion_stop"] else COMPLETION_STOP,
             )
         except QAError as exc:
             raise CommandError(exc.message) from None

@@ -1,6 +1,7 @@
 """`manage.py import_qa <kb-slug> FILE`: import RAFT hf/chat JSONL or plain Q&A JSONL/CSV.
 
-The last line printed is JSON: ``{"imported": n, "skipped": [{"line": k, "error": ...}]}``.
+The last line printed is JSON: ``{"imported": n, "duplicates": d, "skipped": [{"line": k,
+"error": ...}]}`` (``duplicates``: pairs the knowledge base already has, not imported again).
 """
 
 from __future__ import annotations

@@ -93,7 +93,7 @@ def test_it_exports_each_format_and_refuses_an_empty_export(
         ("hf", "instruction"),
         ("chat", "messages"),
         ("completion", "prompt"),
-        ("eval", "gold_answer"),
+        ("eval", "gold_final_answer"),
     ):
         out, _ = _run("export_dataset", "manual", "--format", fmt, "-o", str(target))
         rows = [json.loads(line) for line in target.read_text().splitlines()]
@@ -206,7 +206,11 @@ def test_it_round_trips_an_hf_export_through_import(
     _run("export_dataset", "manual", "--format", "hf", "--split", "all", "-o", str(target))
     QAPair.objects.filter(kb=manual_kb).delete()
     out, _ = _run("import_qa", "manual", str(target))
-    assert json.loads(out.strip().splitlines()[-1]) == {"imported": 3, "skipped": []}
+    assert json.loads(out.strip().splitlines()[-1]) == {
+        "imported": 3,
+        "duplicates": 0,
+        "skipped": [],
+    }
     for pair in QAPair.objects.filter(kb=manual_kb):
         assert (
             pair.oracle_index is not None
@@ -224,6 +228,7 @@ def test_it_imports_csv_and_reports_an_unreadable_file(manual_kb, tmp_path: Path
     out, _ = _run("import_qa", "manual", str(path))
     assert json.loads(out.strip().splitlines()[-1]) == {
         "imported": 1,
+        "duplicates": 0,
         "skipped": [{"line": 3, "error": "missing question"}],
     }
     with pytest.raises(CommandError, match="cannot read"):
@@ -274,3 +279,24 @@ def test_it_takes_every_generation_setting_as_a_flag(manual_kb, scripted_profile
     assert job.config["quote_threshold"] == 0.7 and job.config["hard_negative_mode"] == "bm25"
     with pytest.raises(CommandError, match="quote_threshold must be between 0.5 and 1"):
         _run("raft_generate", "manual", "--quote-threshold", "0.2")
+
+
+def test_importing_the_same_file_twice_adds_nothing(manual_kb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "qa.jsonl"
+    line = {"question": "How do I restart?", "answer": "Open the power menu.", "gold": ["power"]}
+    path.write_text(
+        json.dumps(line) + "\n" + json.dumps({**line, "question": "How do I  restart?"})
+    )
+    out, _ = _run("import_qa", "manual", str(path))
+    assert json.loads(out.strip().splitlines()[-1]) == {
+        "imported": 1,
+        "duplicates": 1,
+        "skipped": [],
+    }
+    out, _ = _run("import_qa", "manual", str(path))
+    assert json.loads(out.strip().splitlines()[-1]) == {
+        "imported": 0,
+        "duplicates": 2,
+        "skipped": [],
+    }
+    assert QAPair.objects.filter(kb=manual_kb).count() == 1

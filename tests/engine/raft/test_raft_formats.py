@@ -58,9 +58,12 @@ def test_it_exports_chat_completion_and_eval() -> None:
     assert [m["role"] for m in chat["messages"]] == ["system", "user", "assistant"]
     assert chat["messages"][2]["content"] == ROW.cot_answer
     comp = get_exporter("completion").row(ROW)
-    assert comp == {"prompt": ROW.instruction, "completion": ROW.cot_answer}
+    # The reference's converter ends every completion with its stop word.
+    assert comp == {"prompt": ROW.instruction, "completion": ROW.cot_answer + "<STOP>"}
+    assert get_exporter("completion", stop="").row(ROW)["completion"] == ROW.cot_answer
     ev = get_exporter("eval").row(ROW)
-    assert ev["gold_answer"] == "Tap Power off" and ev["oracle_chunk_id"] == "c1"
+    assert ev["gold_final_answer"] == "Tap Power off" and ev["oracle_chunk_id"] == "c1"
+    assert ev["context"] == "<DOCUMENT>other</DOCUMENT>\n<DOCUMENT>tap Power off</DOCUMENT>"
 
 
 def test_it_round_trips_hf_chat_and_completion_imports() -> None:
@@ -71,6 +74,9 @@ def test_it_round_trips_hf_chat_and_completion_imports() -> None:
         assert rec.question == ROW.question and rec.cot_answer == ROW.cot_answer
         assert rec.final_answer == "Tap Power off" and rec.quotes == ["tap Power off"]
         assert rec.context_texts == ROW.context_texts and rec.source_format == fmt
+        assert rec.oracle_index == 1, fmt  # by the oracle text (hf) or by the quotes
+    [hf] = parse_import(rows_to_jsonl([ROW], "hf")).records
+    assert (hf.id, hf.type, hf.context_titles) == ("qa-1", "general", ["a.txt", "b.txt"])
 
 
 def test_it_imports_plain_jsonl_with_gold_and_reports_bad_lines() -> None:
@@ -141,3 +147,17 @@ def test_it_registers_an_exporter_and_refuses_a_second_one_under_its_name() -> N
     finally:
         EXPORTERS.remove("test-questions")
     assert "test-questions" not in EXPORTERS
+
+
+def test_it_imports_the_reference_eval_layout_as_plain_pairs() -> None:
+    line = {
+        "question": "How do I power off?",
+        "gold_final_answer": "Tap Power off",
+        "context": "<DOCUMENT>other</DOCUMENT>\n<DOCUMENT>tap Power off</DOCUMENT>",
+    }
+    [rec] = parse_import(json.dumps(line)).records
+    assert (rec.question, rec.final_answer) == ("How do I power off?", "Tap Power off")
+    assert rec.context_texts == ["other", "tap Power off"]
+    # What RAFTweb's own eval export writes reads back the same way.
+    [again] = parse_import(json.dumps(get_exporter("eval").row(ROW))).records
+    assert again.question == ROW.question and again.final_answer == "Tap Power off"
