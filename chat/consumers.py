@@ -26,6 +26,7 @@ from chat import fragments
 from chat.models import Conversation, Message
 from chat.selectors import conversation_get, conversation_messages, history_for, user_can_chat
 from chat.services import (
+    SUPPORT_APOLOGY,
     ChatError,
     Queued,
     Saved,
@@ -39,7 +40,6 @@ from chat.services import (
 from raftweb.answering import Retrieved, Token
 from raftweb.core import text, throttle
 from raftweb.core.roles import Role, user_has_role
-from raftweb.errors import redact_addresses
 from raftweb.llm.base import ChatMessage
 
 log = logging.getLogger(__name__)
@@ -255,9 +255,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=4404)
         except Exception as exc:  # noqa: BLE001 - a broken turn must never kill the socket
             log.exception("chat turn failed in conversation %s", self.conversation_id)
-            error = f"Unexpected error: {exc}"
-            if not self.shows_addresses:
-                error = redact_addresses(error)
+            error = f"Unexpected error: {exc}" if self.shows_addresses else SUPPORT_APOLOGY
             if self.answer_id is not None:
                 await Message.objects.filter(pk=self.answer_id).aupdate(
                     status=Message.Status.ERROR, error=error
@@ -282,7 +280,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 head = fragments.render_message(event.answer, oob=True)
             else:
                 head = fragments.render_turn_start(event.question, event.answer)
-                head += fragments.render_title(self.conversation.title)  # type: ignore[union-attr]
+                conversation = self.conversation
+                assert conversation is not None
+                head += fragments.render_title(conversation.title, conversation.pk)
             await self.send_html(
                 head
                 + fragments.render_notice("", level="none")

@@ -108,8 +108,16 @@ def render_status(answer_id: int, text: str) -> str:
     )
 
 
-def render_title(title: str) -> str:
-    return f'<h1 id="chat-title" hx-swap-oob="true">{escape(title or "New conversation")}</h1>'
+def render_title(title: str, conversation_id: int | None = None) -> str:
+    """The page heading and, when given the conversation, its entry in the sidebar list: a
+    new conversation is named after its first question."""
+    html = f'<h1 id="chat-title" hx-swap-oob="true">{escape(title or "New conversation")}</h1>'
+    if conversation_id is not None:
+        html += (
+            f'<span id="conversation-{int(conversation_id)}-title" hx-swap-oob="true">'
+            f"{escape(title or 'Untitled')}</span>"
+        )
+    return html
 
 
 def render_controls(*, busy: bool, connected: bool = True) -> str:

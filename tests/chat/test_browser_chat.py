@@ -104,3 +104,29 @@ def test_it_shows_an_inline_error_with_a_working_retry_button(
     page.click("article.msg-assistant button[data-retry]")
     page.wait_for_selector("article.msg-assistant[data-status=ok]")
     assert page.locator("article.msg-assistant").count() == 1
+
+
+def test_a_model_known_to_be_unavailable_fails_at_once_with_a_plain_apology(
+    sam, chat_kb, student_llm, live_app, browser_login, monkeypatch
+) -> None:
+    """A hub id with no hub reachable: health already says so, so the answer fails at once
+    (not after the hub client's retries), support staff get an apology without the profile to
+    fix, and the sidebar entry takes the first question's name."""
+    from huggingface_hub import constants
+
+    from raftweb.core.services import profile_update
+    from raftweb.testing.scripted_llm import free_port
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    profile_update(role="student", user=None, backend="hf", model="raftweb-tests/not-cached")
+    page = browser_login(live_app, "sam", "pw-sam")
+    open_new_conversation(page, live_app)
+    assert page.inner_text("ul.conversation-list li.current").startswith("Untitled")
+    page.fill("#chat-question", "Why is the screen dark?")
+    page.press("#chat-question", "Enter")
+    page.wait_for_selector("article.msg-assistant[data-status=error]", timeout=8_000)
+    error = page.inner_text("article.msg-assistant .answer-error")
+    assert "unavailable right now" in error and "try again" in error
+    assert "profile" not in error and "not-cached" not in error
+    assert page.inner_text("ul.conversation-list li.current a") == "Why is the screen dark?"

@@ -91,6 +91,9 @@ async def test_it_streams_a_cited_answer_and_stores_it(
     assert [r["document"] for r in answer.retrieved][0] == "manual.txt"
     await sync_to_async(conv.refresh_from_db)()
     assert conv.title == "How do I reset the television?"
+    # The sidebar entry is renamed in place, not only the heading.
+    sidebar = f'id="conversation-{conv.pk}-title" hx-swap-oob="true">{conv.title}</span>'
+    assert any(sidebar in frame for frame in frames)
 
 
 async def test_it_rewrites_a_follow_up_with_the_conversation(
