@@ -13,6 +13,12 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
+from raftweb.core.warmup import start_embedding_warmup  # noqa: E402
+
+# The web process (this module is its entry point) loads the embedding model in the background
+# now, not on the first search (RAFTWEB_EMBEDDING_WARMUP).
+start_embedding_warmup()
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402

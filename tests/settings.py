@@ -15,6 +15,9 @@ os.environ["RAFTWEB_IGNORE_DOTENV"] = "1"  # a developer's .env must not change 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Modules that import raftweb.asgi at collection must not start loading a model in the
+# background (tests load it when they need it; tests/core/test_warmup.py turns this on).
+os.environ.setdefault("RAFTWEB_EMBEDDING_WARMUP", "0")
 
 from raftweb.settings import *  # noqa: E402,F403
 from raftweb.settings import CACHES, DATABASES  # noqa: E402

@@ -14,7 +14,7 @@ from typing import Any
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from raftweb.raft.answer import answer_segments
+from raftweb.raft.answer import answer_segments, parse_answer
 from raftweb.raft.quotes import merge_spans
 
 
@@ -42,6 +42,28 @@ def render_answer(cot_answer: str, checks: Sequence[Mapping[str, Any]]) -> SafeS
             out.append(_quote_mark(seg.quote, seg.paired(checks)))
         # "marker" segments (empty quotes, stray end markers) are format noise: dropped.
     return mark_safe("".join(out))  # noqa: S308 - every piece above is escaped
+
+
+def render_answer_parts(
+    cot_answer: str, checks: Sequence[Mapping[str, Any]], final_answer: str = ""
+) -> tuple[SafeString, SafeString | None]:
+    """(reasoning, final answer) as chat shows them: the ``<ANSWER>:`` tag is format, not
+    text, so it is never shown; the reasoning keeps its quotes marked against their checks.
+
+    The reasoning is the text before the last tag (:func:`parse_answer`'s cut), so its quotes
+    are numbered exactly as the checks were; quotes in the final answer are never checked.
+    Without a tag, the stored ``final_answer`` is the final answer (a plain question/answer
+    import stores the same text in both: it is shown once, with no reasoning); with neither,
+    the final answer is None."""
+    parsed = parse_answer(cot_answer or "")
+    if parsed.final is not None:
+        return render_answer(parsed.reasoning, checks), render_answer(parsed.final, [])
+    final = (final_answer or "").strip()
+    if not final:
+        return render_answer(parsed.reasoning, checks), None
+    if " ".join(final.split()) == " ".join(parsed.reasoning.split()):
+        return mark_safe(""), render_answer(final, [])  # noqa: S308 - empty
+    return render_answer(parsed.reasoning, checks), render_answer(final, [])
 
 
 def render_highlighted(text: str, spans: Iterable[tuple[int, int]]) -> SafeString:

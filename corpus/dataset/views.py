@@ -7,12 +7,12 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from corpus.dataset.render import render_answer, render_highlighted
+from corpus.dataset.render import render_answer_parts, render_highlighted
 from corpus.dataset.selectors import (
     SORTS,
     kb_events,
@@ -67,6 +67,16 @@ def _filter_query(params: Any) -> str:
     return urlencode({k: params.get(k) for k in FILTER_KEYS if params.get(k)})
 
 
+def _queue_params(request: HttpRequest) -> QueryDict:
+    """The queue filters a pair page was opened with. A pair page's form carries them in ONE
+    hidden field, ``queue``, never as loose fields: the pair's own fields (``split``,
+    ``question``) share names with filters, and a pair's split must not become the filter
+    that picks the next pair (approving a train pair skipped the eval pair after it)."""
+    if request.method == "POST":
+        return QueryDict(request.POST.get("queue", ""))
+    return request.GET
+
+
 @role_required(*REVIEW_ROLES)
 def queue(request: HttpRequest) -> HttpResponse:
     kb = _kb(request, request.GET.get("kb"))
@@ -116,14 +126,16 @@ def _pair_context(request: HttpRequest, pair: QAPair) -> dict[str, Any]:
             }
         )
     oracle = oracle_key(pair.oracle_chunk_id)
+    reasoning_html, final_html = render_answer_parts(pair.cot_answer, checks, pair.final_answer)
     return {
         "pair": pair,
         "kb": pair.kb,
-        "answer_html": render_answer(pair.cot_answer, checks),
+        "reasoning_html": reasoning_html,
+        "final_html": final_html,
         "oracle_html": render_highlighted(pair.oracle_text, quoted_spans(checks, oracle)),
         "contexts": contexts,
         "checks": checks,
-        "filter_query": _filter_query(request.GET or request.POST),
+        "filter_query": _filter_query(_queue_params(request)),
         "events": pair_events(pair)[:20],
     }
 
@@ -168,13 +180,14 @@ def pair_detail(request: HttpRequest, pk: int) -> HttpResponse:
                 "save_approve": "Saved and approved",
             }
             messages.success(request, f"{labels.get(action, 'Saved')} pair {pair.pk}.")
-            filters = PairFilter.from_params(request.POST)
-            query = _filter_query(request.POST)
+            queue = _queue_params(request)
+            filters = PairFilter.from_params(queue)
+            query = _filter_query(queue)
             if (
                 action in ("approve", "reject", "save_approve")
                 and request.POST.get("advance") != "0"
             ):
-                nxt = next_pair(pair=pair, filters=filters, sort=request.POST.get("sort", "id"))
+                nxt = next_pair(pair=pair, filters=filters, sort=queue.get("sort", "id"))
                 if nxt is not None:
                     return HttpResponseRedirect(
                         reverse("review:pair", args=[nxt.pk]) + (f"?{query}" if query else "")

@@ -36,6 +36,10 @@ class _KBPicker(forms.Form):
     )
 
 
+PROFILE_CHOICES: tuple[str, ...] = next(
+    s.knob.choices for s in GenerationConfig.specs() if s.name == "teacher_profile"
+)
+
 # Every knob of GenerationConfig, with its bounds, label and help, after the KB picker.
 GenerationForm = config_form(GenerationConfig, base=_KBPicker)
 
@@ -51,9 +55,37 @@ def generation_list(request: HttpRequest) -> HttpResponse:
     return render(request, template, {"jobs": jobs, "any_active": any(j.is_active for j in jobs)})
 
 
+def _profile_warnings(request: HttpRequest) -> HttpResponse:
+    """The new-job form's warning fragment: the teacher or judge profile it would use is known
+    to be unavailable (the cached health report), so the job would fail once queued."""
+    from asgiref.sync import async_to_sync
+
+    from raftweb.core.health import cached_health_report
+
+    choices = set(PROFILE_CHOICES)
+    wanted = {
+        "teacher": request.GET.get("teacher_profile") or "teacher",
+        "judge": request.GET.get("judge_profile") or "judge",
+    }
+    models = async_to_sync(cached_health_report)()["models"]
+    problems = []
+    for use, role in wanted.items():
+        check = models.get(role) if role in choices else None
+        if check is not None and not check["ok"]:
+            problems.append({"use": use, "role": role, "detail": check["detail"]})
+    return render(
+        request, "corpus/generation/partials/profile_warnings.html", {"problems": problems}
+    )
+
+
 @role_required(Role.ADMIN)
 def generation_new(request: HttpRequest) -> HttpResponse:
+    if request.htmx and request.GET.get("fragment") == "profiles":
+        return _profile_warnings(request)
     initial = {"kb": request.GET.get("kb")} if request.GET.get("kb") else {}
+    kbs = list(KnowledgeBase.objects.order_by("name").values_list("slug", flat=True)[:2])
+    if not initial and len(kbs) == 1:
+        initial["kb"] = kbs[0]  # the only knowledge base: nothing to choose
     form = GenerationForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
@@ -68,7 +100,10 @@ def generation_new(request: HttpRequest) -> HttpResponse:
             )
             return HttpResponseRedirect(reverse("generation:detail", args=[job.pk]))
     return render(
-        request, "corpus/generation/new.html", {"form": form}, status=400 if form.errors else 200
+        request,
+        "corpus/generation/new.html",
+        {"form": form, "no_kb": not kbs},
+        status=400 if form.errors else 200,
     )
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.models import Group
 
 
@@ -14,7 +15,9 @@ class KnowledgeBaseForm(forms.Form):
         min_value=16,
         max_value=4096,
         initial=300,
-        help_text="Tokens per chunk, counted with the embedding model's tokenizer.",
+        help_text="Tokens per chunk, counted with the embedding model's tokenizer; capped at what "
+        "that model reads (254 for the default all-MiniLM-L6-v2), so no chunk is cut short in the "
+        "dense index.",
     )
     chunk_overlap = forms.IntegerField(min_value=0, max_value=2048, initial=30)
     embedding_model = forms.CharField(
@@ -38,10 +41,22 @@ class KnowledgeBaseForm(forms.Form):
 
 
 class SearchForm(forms.Form):
-    q = forms.CharField(required=False, max_length=1000)
+    # Bounded by RAFTWEB_MAX_QUERY_CHARS like the search API (clean_q), with the same message.
+    q = forms.CharField(required=False)
     mode = forms.ChoiceField(
         choices=[("hybrid", "Hybrid"), ("dense", "Dense"), ("bm25", "BM25")],
         initial="hybrid",
         required=False,
     )
     k = forms.IntegerField(min_value=1, max_value=50, initial=5, required=False)
+
+    def clean_q(self) -> str:
+        query = self.cleaned_data.get("q") or ""
+        limit = settings.MAX_QUERY_CHARS
+        if len(query) > limit:
+            # Search time grows with the query; a huge one would stall search for everyone.
+            raise forms.ValidationError(
+                f"The query is {len(query):,} characters long; the limit is {limit:,}. "
+                "Shorten it to the words that matter."
+            )
+        return query

@@ -31,11 +31,13 @@ from corpus.knowledge.ingestion import ROUND_SIZE, _metadata, document_requeue, 
 from corpus.knowledge.selectors import document_is_live, documents_stale, ingest_stale_after
 from corpus.knowledge.uploads import (
     max_upload_bytes,
+    original_filename,
     sanitize_filename,
     stream_to_temp,
 )
 from corpus.models import BASE_VERSION, Chunk, Document, EmbeddingIndex, KnowledgeBase
 from corpus.tasks import document_ingest_task, document_ingests_waiting
+from raftweb.core.audit import audit
 from raftweb.retrieval import (
     EmbeddingModelNotFound,
     VectorStoreError,
@@ -53,11 +55,17 @@ def _unique_slug(base: str) -> str:
     return slug
 
 
+# A well-formed request whose values are invalid: 422 `invalid` (the README's error table).
+INVALID = 422
+
+
 def _check_chunking(chunk_size: int, chunk_overlap: int) -> None:
     if not 16 <= chunk_size <= 4096:
-        raise CorpusError("chunk size must be between 16 and 4096 tokens")
+        raise CorpusError("chunk size must be between 16 and 4096 tokens", status=INVALID)
     if not 0 <= chunk_overlap < chunk_size // 2 + 1:
-        raise CorpusError("chunk overlap must be at least 0 and at most half the chunk size")
+        raise CorpusError(
+            "chunk overlap must be at least 0 and at most half the chunk size", status=INVALID
+        )
 
 
 def kb_create(
@@ -73,11 +81,11 @@ def kb_create(
 ) -> KnowledgeBase:
     name = (name or "").strip()
     if not name:
-        raise CorpusError("a knowledge base needs a name")
+        raise CorpusError("a knowledge base needs a name", status=INVALID)
     _check_chunking(chunk_size, chunk_overlap)
     slug = slugify(slug) if slug else _unique_slug(name)
     if not slug:
-        raise CorpusError("the slug must contain letters or digits")
+        raise CorpusError("the slug must contain letters or digits", status=INVALID)
     if KnowledgeBase.objects.filter(slug=slug).exists():
         raise CorpusError(
             f"a knowledge base with slug {slug!r} already exists", code="conflict", status=409
@@ -99,6 +107,7 @@ def kb_create(
         )
         _set_groups(kb, allowed_groups)
         EmbeddingIndex.objects.create(kb=kb, version=BASE_VERSION, model=embedding_model.strip())
+        audit(user, "kb.create", kb)
     return kb
 
 
@@ -127,7 +136,7 @@ def kb_update(
     """Rename / describe / re-parametrise. New chunking applies on the next re-index."""
     if name is not None:
         if not name.strip():
-            raise CorpusError("a knowledge base needs a name")
+            raise CorpusError("a knowledge base needs a name", status=INVALID)
         kb.name = name.strip()[:200]
     if description is not None:
         kb.description = description
@@ -156,6 +165,7 @@ def kb_delete(*, kb: KnowledgeBase) -> None:
     with _bm25_lock:
         _bm25_cache.pop(str(bm25_path(kb)), None)
     folder = upload_root() / f"kb_{kb.pk}"
+    audit(None, "kb.delete", kb, documents=kb.documents.count())
     kb.delete()
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -205,7 +215,7 @@ def document_upload(
                 document = Document.objects.create(
                     kb=kb,
                     name=safe,
-                    original_filename=sanitize_filename(name),
+                    original_filename=original_filename(name),
                     file_path=str(rel),
                     content_hash=digest,
                     version=version,
@@ -221,6 +231,7 @@ def document_upload(
                 document_retry(document=existing)  # uploading it again is the natural retry
             return UploadResult(existing, created=False)
         tmp.replace(final)  # content-addressed: concurrent duplicates write the same name
+        audit(user, "document.upload", document, size=size, version=version)
         if enqueue:
             _enqueue_ingest(document.pk)
         return UploadResult(document, created=True, replaced=previous)
@@ -340,4 +351,5 @@ def kb_embedding_activate(*, kb: KnowledgeBase, version: str) -> KnowledgeBase:
         )
     kb.embedding_version = version
     kb.save(update_fields=["embedding_version", "updated_at"])
+    audit(None, "embedding.activate", kb, version=version)
     return kb

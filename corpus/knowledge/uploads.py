@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 
-from raftweb.errors import TooLarge
+from raftweb.errors import StorageFull, TooLarge, disk_full
 
 _UNSAFE = re.compile(r"[^\w.\- ()+,@]+", re.UNICODE)
 MAX_NAME = 200
@@ -57,6 +57,15 @@ def sanitize_filename(name: str) -> str:
     return name
 
 
+def original_filename(name: str) -> str:
+    """The uploaded file's own name, kept beside the sanitised one so that references written
+    by people (an evaluation set's gold ``manual#2.pdf``) still find it: no directories and no
+    control characters, but otherwise as given (it is escaped wherever it is shown)."""
+    name = re.split(r"[\\/]", unicodedata.normalize("NFKC", name or ""))[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
+    return name[:MAX_NAME] or sanitize_filename(name)
+
+
 def max_upload_bytes() -> int:
     return int(getattr(settings, "MAX_UPLOAD_BYTES", 50 * 1024 * 1024))
 
@@ -77,6 +86,14 @@ def stream_to_temp(
                     raise UploadTooLarge(limit)
                 digest.update(chunk)
                 out.write(chunk)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if disk_full(exc):
+            raise StorageFull(
+                "The server's disk is full: the file was not stored (nothing else changed). "
+                "Free some space and upload it again."
+            ) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import NoReverseMatch, reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_POST
 
-from corpus.knowledge import indexes, search, selectors, services
+from corpus.knowledge import indexes, relevance, search, selectors, services
 from corpus.knowledge.forms import KnowledgeBaseForm, SearchForm
 from corpus.knowledge.highlight import highlight
 from corpus.knowledge.indexes import CorpusError
@@ -92,7 +94,37 @@ def kb_delete(request: HttpRequest, slug: str) -> HttpResponse:
 
 def _documents_context(kb: KnowledgeBase) -> dict[str, Any]:
     documents = list(selectors.kb_documents(kb))
-    return {"kb": kb, "documents": documents, "polling": any(d.in_progress for d in documents)}
+    return {
+        "kb": kb,
+        "documents": documents,
+        "chunks": selectors.kb_chunk_count(kb),
+        "polling": any(d.in_progress for d in documents),
+    }
+
+
+# Where a knowledge base's work continues: (label, URL name, args from the slug, query).
+# Pages of apps that are not installed (yet) are left out rather than linked to a 404.
+KB_LINKS: tuple[tuple[str, str, bool, str], ...] = (
+    ("Dataset: import / export", "review:kb_dataset", True, ""),
+    ("Generate Q&A", "generation:new", False, "kb"),
+    ("Review", "review:queue", False, "kb"),
+    ("Training", "training:kb", True, ""),
+    ("Evaluation", "evaluation:kb", True, ""),
+    ("Chat", "chat:kb", True, ""),
+)
+
+
+def _kb_links(kb: KnowledgeBase) -> list[dict[str, str]]:
+    links = []
+    for label, name, by_slug, query in KB_LINKS:
+        try:
+            url = reverse(name, args=[kb.slug] if by_slug else [])
+        except NoReverseMatch:
+            continue
+        if query:
+            url += "?" + urlencode({query: kb.slug})
+        links.append({"label": label, "name": name, "url": url})
+    return links
 
 
 @admin_only
@@ -104,8 +136,9 @@ def kb_detail(request: HttpRequest, slug: str) -> HttpResponse:
     context.update(
         {
             "max_upload": human_size(max_upload_bytes()),
-            "chunks": selectors.kb_chunk_count(kb),
             "versions": kb.embedding_indexes.all(),
+            "kb_links": _kb_links(kb),
+            "chunk_cap": indexes.kb_chunk_token_cap(kb),
         }
     )
     return render(request, "corpus/kb_detail.html", context)
@@ -141,13 +174,17 @@ def _kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
         except (UploadTooLarge, CorpusError) as exc:
             results.append({"name": f.name, "ok": False, "error": str(exc)})
             continue
+        document = result.document
         results.append(
             {
                 "name": f.name,
                 "ok": True,
-                "id": result.document.pk,
+                "id": document.pk,
                 "duplicate": not result.created,
-                "status": result.document.status,
+                "status": document.status,
+                # A duplicate names the document it duplicates (maybe under another name).
+                "document": document.name,
+                "url": reverse("corpus:document_detail", args=[kb.slug, document.pk]),
             }
         )
     wants_json = "application/json" in request.headers.get("Accept", "")
@@ -157,11 +194,10 @@ def _kb_upload(request: HttpRequest, slug: str) -> HttpResponse:
             status = 413
         return JsonResponse({"results": results}, status=status)
     for r in results:
-        if r["ok"]:
-            messages.success(
-                request,
-                f"{r['name']}: {'already in this knowledge base' if r['duplicate'] else 'queued'}",
-            )
+        if r["ok"] and r["duplicate"]:
+            messages.info(request, f"{r['name']}: already uploaded as “{r['document']}”")
+        elif r["ok"]:
+            messages.success(request, f"{r['name']}: queued")
         else:
             messages.error(request, f"{r['name']}: {r['error']}")
     if not results:
@@ -218,6 +254,18 @@ def document_retry(request: HttpRequest, slug: str, pk: int) -> HttpResponse:
     return redirect("corpus:kb_detail", slug=kb.slug)
 
 
+def _cues(kb: KnowledgeBase, query: str, mode: str, results: list[Any]) -> list[Any]:
+    """The relevance cue of each hit (corpus/knowledge/relevance.py)."""
+    if mode == "dense":  # a dense hit's score is its cosine similarity already
+        return [relevance.cue_for(h.score, lexical=False) for h in results]
+    try:
+        index = search.resolve_embedding_version(kb, None)
+        embedder = indexes.kb_embedder(kb, index.model or None)
+    except Exception:  # noqa: BLE001 - no model: the cue falls back to BM25's evidence
+        embedder = None
+    return relevance.relevance_cues(embedder=embedder, query=query, hits=results)
+
+
 @admin_only
 def kb_search(request: HttpRequest, slug: str) -> HttpResponse:
     kb = _kb(slug)
@@ -225,7 +273,9 @@ def kb_search(request: HttpRequest, slug: str) -> HttpResponse:
     hits: list[dict[str, Any]] = []
     error = ""
     query = ""
-    if form.is_valid() and form.cleaned_data.get("q"):
+    if form.is_bound and not form.is_valid():
+        error = " ".join(str(e) for errors in form.errors.values() for e in errors)
+    elif form.is_valid() and form.cleaned_data.get("q"):
         query = form.cleaned_data["q"]
         mode = form.cleaned_data.get("mode") or "hybrid"
         try:
@@ -235,8 +285,20 @@ def kb_search(request: HttpRequest, slug: str) -> HttpResponse:
         except CorpusError as exc:
             error = exc.message
         else:
-            hits = [{"hit": h, "html": highlight(h.text, query)} for h in results]
-    context = {"kb": kb, "form": form, "hits": hits, "error": error, "query": query}
+            cues = _cues(kb, query, mode, results)
+            hits = [
+                {"hit": h, "html": highlight(h.text, query), "cue": cue}
+                for h, cue in zip(results, cues, strict=True)
+            ]
+    context = {
+        "kb": kb,
+        "form": form,
+        "hits": hits,
+        "error": error,
+        "query": query,
+        # Nothing matched well: say so above the closest chunks rather than pass them off.
+        "no_good_match": bool(hits) and all(h["cue"].level == "none" for h in hits),
+    }
     if request.htmx:
         return render(request, "corpus/partials/search_results.html", context)
     return render(request, "corpus/search.html", context)

@@ -101,6 +101,19 @@ def embedding_health(spec: Any) -> Any:
     return BackendHealth(True, f"available at {where}")
 
 
+def _with_warmup(health: Any, spec: Any, label: str) -> Check:
+    """The embedding check, plus whether this process has loaded the model yet (the start-up
+    warm-up, raftweb/core/warmup.py): ``data.warm`` is loading, ready, failed or off."""
+    from raftweb.core.warmup import warmup_state
+
+    warm = warmup_state()
+    if warm["model"] and warm["model"] != spec.model:  # the profile changed since start-up
+        warm = {"warm": "off", "detail": ""}
+    ok = health.ok and warm["warm"] != "failed"
+    detail = f"{health.detail}; {warm['detail']}" if warm["detail"] else health.detail
+    return Check(ok, detail, {"model": label, "warm": warm["warm"]})
+
+
 async def check_models() -> dict[str, Check]:
     from raftweb.core.services import profile_to_spec, profiles_ensure
     from raftweb.llm import backend_class
@@ -113,6 +126,7 @@ async def check_models() -> dict[str, Check]:
         try:
             if profile.role == "embedding":
                 health = await asyncio.to_thread(embedding_health, spec)
+                return profile.role, _with_warmup(health, spec, label)
             else:
                 # A fresh, unshared instance (nothing is loaded by health()): the shared one may
                 # serve several roles and would name another role's setting in its message.

@@ -23,9 +23,11 @@ NAV: tuple[NavItem, ...] = (
     NavItem("Generation", "generation:list", (Role.ADMIN,)),
     NavItem("Review", "review:queue", (Role.REVIEWER, Role.ADMIN)),
     NavItem("Training", "training:home", (Role.ADMIN,)),
+    NavItem("Evaluation", "evaluation:home", (Role.ADMIN, Role.REVIEWER)),
     NavItem("Chat", "chat:home", (Role.SUPPORT, Role.ADMIN)),
     NavItem("Feedback", "chat:feedback_list", (Role.ADMIN,)),
     NavItem("Models", "core:profiles", (Role.ADMIN,)),
+    NavItem("Audit log", "core:audit", (Role.ADMIN,)),
 )
 
 

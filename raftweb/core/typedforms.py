@@ -13,11 +13,41 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from raftweb.typedconfig import ConfigError, FieldSpec, TypedConfig
 
+# Words a field name spells in lower case that people read differently (acronyms, units).
+_WORDS = {
+    "url": "URL",
+    "urls": "URLs",
+    "api": "API",
+    "id": "ID",
+    "ids": "IDs",
+    "llm": "LLM",
+    "lora": "LoRA",
+    "bm25": "BM25",
+    "gpu": "GPU",
+    "cpu": "CPU",
+    "json": "JSON",
+}
+_UNITS = {"s": "(s)", "ms": "(ms)", "mb": "(MB)", "gb": "(GB)", "pct": "(%)"}
+
+
+def field_label(name: str) -> str:
+    """A readable label for a snake_case field name: ``base_url`` → "Base URL", ``api_key`` →
+    "API key", ``timeout_s`` → "Timeout (s)" (not Django's "Base url", "Api key", "Timeout s")."""
+    words = [w for w in name.split("_") if w]
+    if not words:
+        return name
+    out = [_WORDS.get(w.lower(), w) for w in words]
+    if len(words) > 1 and words[-1].lower() in _UNITS:
+        out[-1] = _UNITS[words[-1].lower()]
+    first = out[0]
+    out[0] = first if first.isupper() or first in _WORDS.values() else first.capitalize()
+    return " ".join(out)
+
 
 def _form_field(spec: FieldSpec) -> forms.Field:
     k = spec.knob
     common: dict[str, Any] = {
-        "label": spec.label,
+        "label": k.label or field_label(spec.name),
         "help_text": k.help,
         "required": False,
         "initial": None if spec.default == () else spec.default,
@@ -105,7 +135,7 @@ def config_schema(config: type[TypedConfig]) -> type[BaseModel]:
             py | None,
             Field(
                 default=default,
-                title=spec.label,
+                title=spec.knob.label or field_label(spec.name),
                 description=k.help or None,
                 json_schema_extra=doc or None,
             ),

@@ -1,21 +1,27 @@
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.contrib.staticfiles import finders
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from raftweb.core import services, throttle
 from raftweb.core.forms import ModelProfileForm, TokenCreateForm
+from raftweb.core.home import sections_for
 from raftweb.core.models import ModelProfile
 from raftweb.core.roles import Role, role_required, user_roles
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    roles = user_roles(request.user)
-    return render(request, "core/home.html", {"roles": roles, "Role": Role})
+    """Each role's starting point: the sections its apps registered (raftweb/core/home.py)."""
+    context = {"roles": user_roles(request.user), "sections": sections_for(request.user)}
+    return render(request, "core/home.html", context)
 
 
 class LoginView(auth_views.LoginView):
@@ -59,12 +65,27 @@ def health_page(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"status": "ok"})
 
 
+@login_not_required
+@require_GET
+@cache_control(max_age=86400, public=True)
+def favicon(request: HttpRequest) -> HttpResponse:
+    # Browsers ask for /favicon.ico on their own (pages also link the icon), logged in or not.
+    path = finders.find("favicon.svg")
+    if not path:
+        return HttpResponse(status=404)
+    return FileResponse(open(path, "rb"), content_type="image/svg+xml")  # noqa: SIM115
+
+
 @require_http_methods(["GET", "POST"])
 def tokens(request: HttpRequest) -> HttpResponse:
     new_raw = None
     form = TokenCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        _, new_raw = services.token_create(user=request.user, name=form.cleaned_data["name"])
+        _, new_raw = services.token_create(
+            user=request.user,
+            name=form.cleaned_data["name"],
+            read_only=form.cleaned_data["read_only"],
+        )
         messages.success(request, "Token created. Copy it now: it is not shown again.")
         form = TokenCreateForm()
     context = {"form": form, "tokens": request.user.api_tokens.all(), "new_raw": new_raw}
@@ -123,3 +144,24 @@ def profile_status(request: HttpRequest) -> HttpResponse:
 
     checks = async_to_sync(check_models)()
     return render(request, "core/partials/profile_status.html", {"checks": checks})
+
+
+@role_required(Role.ADMIN)
+def audit_log(request: HttpRequest) -> HttpResponse:
+    """Who created, launched, activated or deleted what, and when (filterable, paginated)."""
+    from django.core.paginator import Paginator
+
+    from raftweb.core.audit import ACTIONS, audit_actor_names, audit_events
+
+    filters = {k: str(request.GET.get(k, ""))[:150] for k in ("actor", "action", "kb")}
+    page = Paginator(audit_events(**filters), 50).get_page(request.GET.get("page"))
+    query = urlencode({k: v for k, v in filters.items() if v})
+    context = {
+        "page": page,
+        "filters": filters,
+        "filter_query": query,
+        "actions": ACTIONS,
+        "actors": audit_actor_names(),
+    }
+    template = "core/partials/audit_table.html" if request.htmx else "core/audit.html"
+    return render(request, template, context)

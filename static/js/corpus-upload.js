@@ -1,16 +1,34 @@
 // Multi-file upload with drag & drop and per-file progress (one XHR per file, so each file
 // shows its own progress and its own error). Without JS the form posts normally.
+//
+// One action, one upload: choosing or dropping files uploads them at once, so the form's
+// Upload button (kept for browsers without JS) is hidden, and the chosen files are taken out
+// of the input before anything else can send them a second time.
+//
+// Each row then follows its document in the documents table below (data-status on each row),
+// so a file the table marks failed never stays a green "queued" here.
 (function () {
   "use strict";
   const form = document.getElementById("upload-form");
   if (!form) return;
   const input = document.getElementById("upload-input");
   const list = document.getElementById("upload-list");
+  const submit = document.getElementById("upload-submit");
   const csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
+  if (submit) submit.hidden = true;
+
+  const STATES = {
+    queued: ["queued", "state pending"],
+    parsing: ["parsing…", "state pending"],
+    embedding: ["embedding…", "state pending"],
+    ready: ["ready", "state ok"],
+    failed: ["failed", "state error"],
+  };
 
   function row(file) {
     const li = document.createElement("li");
     const name = document.createElement("span");
+    name.className = "name";
     name.textContent = file.name;  // textContent: file names are untrusted
     const bar = document.createElement("div");
     bar.className = "progress";
@@ -22,7 +40,26 @@
     state.textContent = "waiting";
     li.append(name, bar, state);
     list.appendChild(li);
-    return { fill, state };
+    return { li, fill, state };
+  }
+
+  // A row whose upload was accepted shows its document's state from the table.
+  function follow(li) {
+    const id = li.dataset.docId;
+    const tr = id && document.getElementById("doc-" + id);
+    if (!tr || li.dataset.duplicate) return;
+    const status = tr.dataset.status;
+    const known = STATES[status];
+    if (!known) return;
+    const state = li.querySelector(".state");
+    state.className = known[1];
+    state.textContent = status === "failed" && tr.dataset.error
+      ? "failed: " + tr.dataset.error  // textContent: the error names the (untrusted) file
+      : known[0];
+  }
+
+  function followAll() {
+    list.querySelectorAll("li[data-doc-id]").forEach(follow);
   }
 
   // Re-render the documents table after each upload. Done by hand, one at a time, rather than
@@ -43,8 +80,20 @@
       if (fresh && now) {
         now.replaceWith(fresh);
         if (window.htmx) window.htmx.process(fresh);  // re-arm polling while work is in progress
+        followAll();
       }
     } catch (err) { /* the next poll or reload shows the state */ }
+  }
+
+  function duplicateOf(ui, result) {
+    // "already uploaded as <link to the existing document>", built from text nodes only.
+    ui.state.className = "state ok";
+    ui.state.textContent = "already uploaded as ";
+    const link = document.createElement("a");
+    link.href = result.url;
+    link.textContent = result.document || result.name;
+    ui.state.appendChild(link);
+    ui.li.dataset.duplicate = "1";
   }
 
   function send(file, ui) {
@@ -66,8 +115,13 @@
         try { result = JSON.parse(xhr.responseText).results[0]; } catch (err) { result = null; }
         if (result && result.ok) {
           ui.fill.style.width = "100%";
-          ui.state.className = "state ok";
-          ui.state.textContent = result.duplicate ? "already uploaded" : "queued";
+          ui.li.dataset.docId = result.id;
+          if (result.duplicate) {
+            duplicateOf(ui, result);
+          } else {
+            ui.state.className = "state pending";
+            ui.state.textContent = "queued";
+          }
         } else {
           ui.state.className = "state error";
           ui.state.textContent = (result && result.error) || ("failed (HTTP " + xhr.status + ")");
@@ -84,12 +138,13 @@
   }
 
   async function upload(files) {
-    const items = Array.from(files).map(function (f) { return { file: f, ui: row(f) }; });
+    const chosen = Array.from(files);
+    input.value = "";  // these files are now this upload's: nothing can send them again
+    const items = chosen.map(function (f) { return { file: f, ui: row(f) }; });
     for (const item of items) {
       await send(item.file, item.ui);  // sequential: predictable load on the server
       await refreshDocuments();
     }
-    input.value = "";
   }
 
   form.addEventListener("submit", function (e) {
@@ -105,5 +160,12 @@
   });
   form.addEventListener("drop", function (e) {
     if (e.dataTransfer && e.dataTransfer.files.length) upload(e.dataTransfer.files);
+  });
+  // The table polls itself (htmx) while documents are in progress: rows follow each swap.
+  document.body.addEventListener("htmx:afterSettle", function (e) {
+    if (e.target && e.target.id === "documents") followAll();
+  });
+  document.body.addEventListener("htmx:load", function (e) {
+    if (e.target && e.target.id === "documents") followAll();
   });
 })();

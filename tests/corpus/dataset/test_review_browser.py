@@ -46,3 +46,27 @@ def test_it_reviews_with_the_keyboard_and_draws_the_agreement_chart(
     )
     # the two pairs reviewed above (judge score 4) count too: one approved, one rejected
     assert data == [[0, 0, 0, 1, 6], [0, 5, 0, 1, 0]]
+
+
+def test_it_keeps_the_queue_filter_apart_from_the_pairs_split(
+    transactional_db: Any, live_server: Any, rita: Any, make_pair: Any, browser_login: Any
+) -> None:
+    """Approving a train pair with `a` opens the next pair of the queue as filtered (here: not
+    at all), even when that pair is in the eval split: the pair page's own `split` field is
+    not a queue filter."""
+    from corpus.models import QAPair
+
+    first = make_pair(question="A train question?", split="train")
+    second = make_pair(question="An eval question?", split="eval")
+    page = browser_login(live_server.url, "rita", "pw-rita")
+    page.goto(f"{live_server.url}/review/?kb=manual&status=pending")
+    page.click("text=A train question?")
+    page.wait_for_selector("#review-form")
+    page.keyboard.press("a")
+    page.wait_for_url(f"**/review/pair/{second.pk}/**")
+    assert "split=" not in page.url and "status=pending" in page.url
+    assert QAPair.objects.get(pk=first.pk).status == "approved"
+    page.click("#back-to-queue")
+    page.wait_for_selector("#queue")
+    assert page.locator("#f-split").input_value() == ""
+    assert page.locator("#queue tbody tr").count() == 1  # only the eval pair is still pending

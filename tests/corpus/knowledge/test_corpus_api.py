@@ -56,7 +56,12 @@ def test_it_creates_updates_and_deletes_a_kb(
     r = c.post(
         "/api/kbs", {"name": "Bad", "chunk_size": 2}, content_type="application/json", **auth
     )
-    assert r.status_code == 400 and "chunk size" in r.json()["error"]["message"]
+    assert r.status_code == 422 and "chunk size" in r.json()["error"]["message"]
+    for bad in ({"name": ""}, {"name": "   "}):  # the README: invalid values are 422
+        r = c.post("/api/kbs", bad, content_type="application/json", **auth)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid", r.content
+    r = c.patch("/api/kbs/support", {"name": ""}, content_type="application/json", **auth)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid"
     assert c.delete("/api/kbs/support", **auth).status_code == 204
     assert not KnowledgeBase.objects.filter(slug="support").exists()
 

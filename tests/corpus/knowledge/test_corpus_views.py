@@ -116,6 +116,10 @@ def test_it_uploads_with_xhr_and_reports_per_file(
         ("gps.md", True, False),
         ("battery.txt", True, True),
     ]
+    # A duplicate names and links the document it duplicates.
+    existing = Document.objects.get(name="battery.txt")
+    assert results[1]["document"] == "battery.txt" and results[1]["id"] == existing.pk
+    assert results[1]["url"] == reverse("corpus:document_detail", args=[kb.slug, existing.pk])
     assert Document.objects.get(name="gps.md").status == Document.Status.READY
 
 

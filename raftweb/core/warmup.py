@@ -1,0 +1,84 @@
+"""Load the embedding model when the web process starts, in the background.
+
+Loading sentence-transformers takes seconds (7-10 s on a busy small machine). Done lazily, the
+first search after a start paid for it with no sign of progress; done here, in a daemon thread
+started by raftweb/asgi.py (the web process only: not the worker, not management commands), the
+process answers at once and the model is usually ready before anyone searches. A search that
+comes earlier simply waits for the same load (``load_embedder`` loads each model once per
+process, under a lock).
+
+/api/health says where it stands (raftweb/core/health.py): for logged-in users the embedding
+check's detail reads "loading…" or "loaded", and ``data.warm`` is "loading", "ready",
+"failed" or "off"; anonymous callers still see only whether it is up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {"warm": "off", "detail": "", "model": ""}
+_thread: threading.Thread | None = None
+
+
+def warmup_state() -> dict[str, Any]:
+    with _lock:
+        return dict(_state)
+
+
+def _set(**values: Any) -> None:
+    with _lock:
+        _state.update(values)
+
+
+def _model_name() -> str:
+    """The 'embedding' profile's model (what every KB without a model of its own uses)."""
+    from django.db import connection
+
+    from raftweb.core.services import profile_spec
+
+    try:
+        return profile_spec("embedding").model
+    finally:
+        connection.close()  # this thread's own connection: never left open
+
+
+def embedding_warmup() -> None:
+    """Load the embedding model now (in the calling thread); never raises."""
+    from raftweb.retrieval.embedder import load_embedder
+
+    started = time.monotonic()
+    _set(warm="loading", detail="loading the embedding model in the background", model="")
+    try:
+        name = _model_name()
+        _set(model=name)
+        load_embedder(name, setting="the 'embedding' model profile (Settings → Models)")
+    except Exception as exc:  # noqa: BLE001 - reported by health; a search will say it again
+        log.warning("embedding model warm-up failed: %s", exc)
+        _set(warm="failed", detail=f"could not be loaded at start-up: {exc}")
+        return
+    seconds = time.monotonic() - started
+    log.info("embedding model %s loaded in %.1f s", name, seconds)
+    _set(warm="ready", detail=f"loaded in this process ({seconds:.1f} s at start-up)")
+
+
+def start_embedding_warmup() -> threading.Thread | None:
+    """Start :func:`embedding_warmup` in a daemon thread, once per process, if
+    ``RAFTWEB_EMBEDDING_WARMUP`` is on. Returns the thread (None when off or started)."""
+    global _thread
+    if not settings.EMBEDDING_WARMUP:
+        return None
+    with _lock:
+        if _thread is not None:
+            return None
+        _state.update(warm="loading", detail="loading the embedding model in the background")
+        _thread = threading.Thread(target=embedding_warmup, name="embedding-warmup", daemon=True)
+    _thread.start()
+    return _thread
