@@ -86,6 +86,7 @@ from chat.api import router as chat_router  # noqa: E402
 from corpus.dataset.api import router as dataset_router  # noqa: E402
 from corpus.generation.api import router as generation_router  # noqa: E402
 from corpus.knowledge.api import router as knowledge_router  # noqa: E402
+from evaluation.api import router as evaluation_router  # noqa: E402
 from raftweb.core.api import router as core_router  # noqa: E402
 from training.api import router as training_router  # noqa: E402
 
@@ -95,6 +96,7 @@ for router in (
     generation_router,
     dataset_router,
     training_router,
+    evaluation_router,
     chat_router,
 ):
     api.add_router("/", router)

@@ -125,6 +125,7 @@ INSTALLED_APPS = [
     "raftweb.core",
     "corpus",
     "training",
+    "evaluation",
     "chat",
 ]
 
@@ -135,6 +136,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "raftweb.core.audit.AuditActorMiddleware",  # who did it, for the audit log
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -230,6 +232,15 @@ else:
 # --- vector store, files, limits -------------------------------------------------------
 CHROMA_URL = env_url("CHROMA_URL", ("http", "https"))
 CHROMA_PATH = DATA_DIR / "chroma"
+# Concurrent searches (chat, API, evaluation) embed their queries together: the query batcher
+# encodes at most EMBED_BATCH_SIZE at once and, when a second query is already waiting, may
+# gather for EMBED_BATCH_WAIT_MS more (0: none; measured, see raftweb/retrieval/embedder.py).
+# A lone query never waits. Chat searches run in a pool of SEARCH_THREADS threads.
+EMBED_BATCH_SIZE = env_int("RAFTWEB_EMBED_BATCH_SIZE", 32, minimum=1)
+EMBED_BATCH_WAIT_MS = env_float("RAFTWEB_EMBED_BATCH_WAIT_MS", 0.0, minimum=0.0)
+EMBED_THREADS = env_int("RAFTWEB_EMBED_THREADS", 1, minimum=1)  # torch threads per query batch
+SEARCH_THREADS = env_int("RAFTWEB_SEARCH_THREADS", 8, minimum=1)
+SEARCH_SLOTS = env_int("RAFTWEB_SEARCH_SLOTS", 16, minimum=1)  # searches at once per process
 ARTIFACTS_DIR = DATA_DIR / "artifacts"
 MEDIA_ROOT = DATA_DIR / "uploads"
 MEDIA_URL = "/media/"
@@ -281,6 +292,9 @@ MAX_QUERY_CHARS = env_int("RAFTWEB_MAX_QUERY_CHARS", 2000, minimum=1)  # a searc
 MAX_QUESTION_CHARS = env_int("RAFTWEB_MAX_QUESTION_CHARS", 4000, minimum=1)  # a chat question
 # /api/health runs its probes (model servers, vector store) at most this often.
 HEALTH_CACHE_S = env_int("RAFTWEB_HEALTH_CACHE_SECONDS", 5, minimum=0)
+# The web process loads the embedding model in the background as it starts (raftweb/core/
+# warmup.py), so the first search does not wait seconds for it; /api/health says when it is ready.
+EMBEDDING_WARMUP = env_bool("RAFTWEB_EMBEDDING_WARMUP", True)
 
 # --- HTTPS and browser security headers -----------------------------------------------------
 # Behind HTTPS (RAFTWEB_SECURE_COOKIES=true) the browser is told to stay on HTTPS (HSTS) and
@@ -368,6 +382,16 @@ TRAIN_STALE_S = env_int("RAFTWEB_TRAIN_STALE_SECONDS", 120, minimum=10)
 TRAIN_CANCEL_GRACE_S = env_int("RAFTWEB_TRAIN_CANCEL_GRACE_SECONDS", 300, minimum=1)
 # The student is a vLLM server with runtime LoRA updating: activating an adapter loads it there.
 RAFTWEB_VLLM_RUNTIME_LORA = env_bool("RAFTWEB_VLLM_RUNTIME_LORA", False)
+
+# Evaluation runs (evaluation/): answers are capped at EVAL_MAX_TOKENS new tokens (chains of
+# thought need room); a run whose worker was silent for EVAL_STALE_S is resumed by another;
+# the promotion gate compares these metrics (a drop larger than EVAL_GATE_TOLERANCE regresses).
+EVAL_MAX_TOKENS = env_int("RAFTWEB_EVAL_MAX_TOKENS", 800, minimum=1)
+EVAL_STALE_S = env_int("RAFTWEB_EVAL_STALE_SECONDS", 600, minimum=10)
+EVAL_GATE_METRICS = env_list(
+    "RAFTWEB_EVAL_GATE_METRICS", ["parse_success", "correct_reference", "judge_soft", "recall@k"]
+)
+EVAL_GATE_TOLERANCE = env_float("RAFTWEB_EVAL_GATE_TOLERANCE", 0.0, minimum=0.0)
 
 LOGGING = {
     "version": 1,

@@ -134,6 +134,39 @@ def training_world(module_world: World, django_db_blocker: Any) -> None:
         )
 
 
+# Evaluation objects: a queued run with one answered question (pages, cancel), a failed run
+# (resume) and an imported question set (what the start-run POSTs evaluate).
+EVAL: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def evaluation_world(module_world: World, django_db_blocker: Any) -> None:
+    from evaluation.models import EvalQuestion, EvalResult, EvalRun, QuestionSet
+
+    with django_db_blocker.unblock():
+        tv = module_world.tv
+        configs = [
+            {"emb": "base", "gen": "base", "mode": None, "k": None, "label": "emb=base,gen=base"}
+        ]
+        run = EvalRun.objects.create(kb=tv, source="eval split", configs=configs, total_units=1)
+        question = EvalQuestion.objects.create(run=run, ordinal=0, question="Q?", gold_answer="A")
+        EvalResult.objects.create(
+            run=run, question=question, config_index=0, state="done", status="ok",
+            answer="<ANSWER>: A", final="A", scores={"parse_ok": True},
+        )  # fmt: skip
+        EVAL["run"], EVAL["question"] = run, question
+        EVAL["failed_run"] = EvalRun.objects.create(
+            kb=tv, source="eval split", configs=configs, status="failed", error="crashed"
+        )
+        EVAL["set"] = QuestionSet.objects.create(
+            kb=tv, name="matrix-set", items=[{"question": "Q?", "answer": "A"}]
+        )
+
+
+def _eval_run(w: World) -> dict[str, Any]:
+    return {"pk": EVAL["run"].pk}
+
+
 def _training_run(w: World) -> dict[str, Any]:
     return {"pk": TRAINING["run"].pk}
 
@@ -147,6 +180,7 @@ PAGES: dict[str, Page] = {
     "login": Page(public=True, allowed=NONE, denied=302),  # logged in: redirected away
     "logout": Page(allowed=ANY, ok=405),  # GET is not allowed; POST logs out (no data change)
     "health": Page(public=True, allowed=ANY),
+    "favicon": Page(public=True, allowed=ANY),
     "core:home": Page(allowed=ANY),
     "core:tokens": Page(allowed=ANY, post=lambda w: {"name": "new token"}, post_allowed=ANY),
     "core:token_revoke": Page(
@@ -159,6 +193,7 @@ PAGES: dict[str, Page] = {
     # --- model settings (admin) -------------------------------------------------------------
     "core:profiles": Page(allowed=ADMIN),
     "core:profile_status": Page(allowed=ADMIN),
+    "core:audit": Page(allowed=ADMIN),
     "core:profile_edit": Page(
         kwargs=lambda w: {"role": "student"},
         allowed=ADMIN,
@@ -325,6 +360,48 @@ PAGES: dict[str, Page] = {
     "training:version_merge": Page(
         kwargs=_training_version, allowed=ADMIN, ok=405, post=lambda w: {}, post_allowed=ADMIN
     ),
+    # --- evaluation (admins act; reviewers read) ------------------------------------------------
+    "evaluation:home": Page(allowed=REVIEW),
+    "evaluation:kb": Page(
+        kwargs=_kb,
+        allowed=REVIEW,
+        post=lambda w: {
+            "configs": "emb=base,gen=base",
+            "question_set": str(EVAL["set"].pk),
+            "mode": "bm25",
+            "k": "3",
+        },
+        post_allowed=ADMIN,
+    ),
+    "evaluation:run": Page(kwargs=_eval_run, allowed=REVIEW),
+    "evaluation:run_cancel": Page(
+        kwargs=_eval_run, allowed=ADMIN, ok=405, post=lambda w: {}, post_allowed=ADMIN
+    ),
+    "evaluation:run_resume": Page(
+        kwargs=lambda w: {"pk": EVAL["failed_run"].pk},
+        allowed=ADMIN,
+        ok=405,
+        post=lambda w: {},
+        post_allowed=ADMIN,
+    ),
+    "evaluation:cell": Page(
+        kwargs=lambda w: {"pk": EVAL["run"].pk, "config": 0, "metric": "parse_success"},
+        allowed=REVIEW,
+    ),
+    "evaluation:question": Page(
+        kwargs=lambda w: {"pk": EVAL["run"].pk, "qid": EVAL["question"].pk}, allowed=REVIEW
+    ),
+    "evaluation:export": Page(
+        kwargs=lambda w: {"pk": EVAL["run"].pk, "fmt": "csv"}, allowed=REVIEW
+    ),
+    "evaluation:report": Page(kwargs=_eval_run, allowed=REVIEW),
+    "evaluation:compare": Page(allowed=REVIEW),
+    "evaluation:gate": Page(
+        kwargs=_training_version,
+        allowed=ADMIN,
+        post=lambda w: {"action": "activate", "confirm": "1"},
+        post_allowed=ADMIN,
+    ),
 }
 
 
@@ -389,7 +466,7 @@ def test_it_gives_each_role_exactly_its_pages(name: str, world: World) -> None:
                 f"anonymous GET {url} must redirect to /login/, got {response.status_code} "
                 f"{response.get('Location', '')}"
             )
-        if user == "mallory" and name not in ("core:home", "core:tokens", "health", "logout"):
+        if user == "mallory" and name not in ("core:home", "core:tokens", "health", "favicon", "logout"):
             assert response.status_code != 200, f"a user without a role got {url}"
     expected = {u: page.expected_get(u) for u in USERS}
     expected["anon"] = 200 if page.public else 302
@@ -634,6 +711,27 @@ API_OPS: dict[tuple[str, str], Op] = {
     ("POST", "/api/model-versions/{version_id}/merge"): Op(
         lambda w: f"/api/model-versions/{TRAINING['version'].pk}/merge", ADMIN, ok=202
     ),
+    # --- evaluation (admins act; reviewers read) ------------------------------------------------
+    ("POST", "/api/kbs/{slug}/eval-runs"): Op(
+        lambda w: "/api/kbs/tv/eval-runs",
+        ADMIN,
+        ok=201,
+        body=lambda w: {"configs": ["emb=base,gen=base"], "question_set": "matrix-set"},
+    ),
+    ("GET", "/api/kbs/{slug}/eval-runs"): Op(lambda w: "/api/kbs/tv/eval-runs", REVIEW),
+    ("GET", "/api/eval-runs/{run_id}"): Op(lambda w: f"/api/eval-runs/{EVAL['run'].pk}", REVIEW),
+    ("GET", "/api/eval-runs/{run_id}/results"): Op(
+        lambda w: f"/api/eval-runs/{EVAL['run'].pk}/results", REVIEW
+    ),
+    ("POST", "/api/eval-runs/{run_id}/cancel"): Op(
+        lambda w: f"/api/eval-runs/{EVAL['run'].pk}/cancel", ADMIN
+    ),
+    ("POST", "/api/eval-runs/{run_id}/resume"): Op(
+        lambda w: f"/api/eval-runs/{EVAL['failed_run'].pk}/resume", ADMIN
+    ),
+    ("GET", "/api/model-versions/{version_id}/gate"): Op(
+        lambda w: f"/api/model-versions/{TRAINING['version'].pk}/gate", ADMIN
+    ),
 }
 
 # Operations a user without a role may use (everything else: 403/404 for mallory).
@@ -873,7 +971,8 @@ def test_it_shows_and_revokes_only_your_own_tokens(world: World) -> None:
     ).json()
     assert [t["name"] for t in mine] == ["matrix"], "mallory must see her own token only"
     assert all(
-        set(t) == {"id", "name", "hint", "created_at", "last_used_at", "revoked_at"} for t in mine
+        set(t) == {"id", "name", "hint", "read_only", "created_at", "last_used_at", "revoked_at"}
+        for t in mine
     )
     page = clients(w)["mallory"].get(reverse("core:tokens")).content.decode()
     assert "sam&#x27;s script" not in page and "sam's script" not in page
