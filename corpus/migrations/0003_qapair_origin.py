@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('corpus', '0002_generationunit_questions'),
+        ("corpus", "0002_generationunit_questions"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='qapair',
-            name='origin',
+            model_name="qapair",
+            name="origin",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]

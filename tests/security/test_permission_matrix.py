@@ -466,7 +466,13 @@ def test_it_gives_each_role_exactly_its_pages(name: str, world: World) -> None:
                 f"anonymous GET {url} must redirect to /login/, got {response.status_code} "
                 f"{response.get('Location', '')}"
             )
-        if user == "mallory" and name not in ("core:home", "core:tokens", "health", "favicon", "logout"):
+        if user == "mallory" and name not in (
+            "core:home",
+            "core:tokens",
+            "health",
+            "favicon",
+            "logout",
+        ):
             assert response.status_code != 200, f"a user without a role got {url}"
     expected = {u: page.expected_get(u) for u in USERS}
     expected["anon"] = 200 if page.public else 302

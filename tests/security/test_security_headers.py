@@ -22,9 +22,10 @@ from django.conf import settings
 from django.test import Client
 
 from tests.security.conftest import World
-from tests.security.test_permission_matrix import (  # noqa: F401 - training_world: autouse
+from tests.security.test_permission_matrix import (  # noqa: F401 - *_world: autouse
     PAGES,
     USERS,
+    evaluation_world,
     training_world,
     url_for,
 )
