@@ -358,6 +358,10 @@ def main() -> None:
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "RAFTWEB_DEBUG": "0",
+        # Capacity, not the per-user limiter: every client here is the same user, and the
+        # default 30 questions/min would hold back all but 30 of them.
+        "RAFTWEB_RATE_CHAT": "off",
+        "RAFTWEB_RATE_SEARCH": "off",
         "PYTHONPATH": str(ROOT),
     }
     env.pop("DATABASE_URL", None)

@@ -59,8 +59,13 @@ def base_material(
             rec = json.loads(line)
             doc = parse_bytes(rec["text"].encode(), rec["doc_id"] + ".txt")
             texts += [
-                c.index_text for c in chunk_document(doc, token_offsets=embedder.token_offsets)
-            ]  # type: ignore[attr-defined]
+                c.index_text
+                for c in chunk_document(
+                    doc,
+                    token_offsets=embedder.token_offsets,  # type: ignore[attr-defined]
+                    max_tokens=embedder.max_input_tokens,  # type: ignore[attr-defined]
+                )
+            ]
         questions = [
             json.loads(line)["question"] for line in questions_file.read_text().splitlines()
         ][:limit]

@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
@@ -29,7 +30,7 @@ from corpus.knowledge.splits import kb_document_splits
 from corpus.models import Chunk, KnowledgeBase, QAPair
 from raftweb.answering import ChatResult, Finished, PipelineEvent, SearchFn, Token, answer_stream
 from raftweb.core.roles import Role, user_has_role
-from raftweb.errors import RaftwebError, redact_addresses
+from raftweb.errors import RaftwebError
 from raftweb.llm.base import ChatBackend, ChatMessage
 from raftweb.raft.splits import row_split
 from training.serving import ACTIVE, generator_for
@@ -39,10 +40,6 @@ log = logging.getLogger(__name__)
 CHAT_PROFILE = "student"
 TOP_K = 5
 TITLE_CHARS = 80
-# One search thread: query embedding is serialised by the embedder's lock anyway, and a
-# second CPU-bound thread only fights the event loop for the GIL (bench/chat.py, 50 clients on
-# 2 cores: first token 2.5 s → 1.5 s, time beyond retrieval 620 ms → 20 ms).
-SEARCH_THREADS = 1
 # No answer takes this long; one still pending after it was orphaned by a dead process.
 STALE_PENDING = timedelta(minutes=15)
 
@@ -162,9 +159,11 @@ async def answers_expire_stale(*, conversation: Conversation) -> int:
 
 @functools.cache
 def _search_pool() -> ThreadPoolExecutor:
-    # Searching is CPU-bound (query embedding, BM25): off the event loop, but in a pool of its
-    # own so that it neither waits behind nor blocks the ORM thread.
-    return ThreadPoolExecutor(max_workers=SEARCH_THREADS, thread_name_prefix="chat-search")
+    # Off the event loop, in a pool of its own so that searches neither wait behind nor block
+    # the ORM thread. Several threads (RAFTWEB_SEARCH_THREADS): concurrent turns' queries meet
+    # in the embedder's query batcher and are encoded together, instead of one search at a
+    # time (bench/chat.py: 50 clients waited 1.06 s for retrieval with a single thread).
+    return ThreadPoolExecutor(max_workers=settings.SEARCH_THREADS, thread_name_prefix="chat-search")
 
 
 def kb_searcher(kb: KnowledgeBase) -> SearchFn:
@@ -315,10 +314,17 @@ async def _save_result(answer: Message, result: ChatResult, model: ChatModel | N
     await answer.asave()
 
 
+SUPPORT_APOLOGY = (
+    "Sorry, the assistant is unavailable right now and could not answer this question. "
+    "Please try again in a few minutes; if it keeps happening, tell an administrator."
+)
+
+
 def error_text_for(user: Any, text: str) -> str:
-    """An error message as ``user`` may see it: where the model server or vector store lives
-    is for admins (and the log); everyone else learns that it failed and what to do."""
-    return text if user_has_role(user, Role.ADMIN) else redact_addresses(text)
+    """An error message as ``user`` may see it. Admins get the whole message, which names the
+    setting to fix (the log keeps it too); everyone else, who can fix none of it, a plain
+    apology with no model-server addresses or profile names."""
+    return text if user_has_role(user, Role.ADMIN) else SUPPORT_APOLOGY
 
 
 async def _error_for_owner(answer: Message, error: str) -> str:

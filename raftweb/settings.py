@@ -239,6 +239,9 @@ CHROMA_PATH = DATA_DIR / "chroma"
 EMBED_BATCH_SIZE = env_int("RAFTWEB_EMBED_BATCH_SIZE", 32, minimum=1)
 EMBED_BATCH_WAIT_MS = env_float("RAFTWEB_EMBED_BATCH_WAIT_MS", 0.0, minimum=0.0)
 EMBED_THREADS = env_int("RAFTWEB_EMBED_THREADS", 1, minimum=1)  # torch threads per query batch
+# Encode queries in a child process of each web/worker process: its forward pass then never
+# waits for this process's GIL behind busy request threads (raftweb/retrieval/query_process.py).
+EMBED_PROCESS = env_bool("RAFTWEB_EMBED_PROCESS", False)
 SEARCH_THREADS = env_int("RAFTWEB_SEARCH_THREADS", 8, minimum=1)
 SEARCH_SLOTS = env_int("RAFTWEB_SEARCH_SLOTS", 16, minimum=1)  # searches at once per process
 ARTIFACTS_DIR = DATA_DIR / "artifacts"

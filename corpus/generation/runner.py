@@ -26,7 +26,7 @@ from django.utils import timezone
 from corpus.generation.prompts import kb_prompts
 from corpus.generation.selectors import ACTIVE_STATES, STALE_AFTER
 from corpus.knowledge.indexes import CorpusError
-from corpus.knowledge.search import kb_search
+from corpus.knowledge.search import kb_search_many
 from corpus.knowledge.splits import kb_document_splits
 from corpus.models import (
     Chunk,
@@ -172,6 +172,7 @@ def _run_claimed(job: GenerationJob) -> GenerationJob:
     runner.start()
     inflight: dict[int, GenerationUnit] = {}
     window = cfg.max_concurrency * 2 + 2
+    refill = max(1, min(16, cfg.max_concurrency))  # never below max_concurrency chunks in flight
     closed = False
     stopped = False
     last_poll = time.monotonic()
@@ -182,10 +183,15 @@ def _run_claimed(job: GenerationJob) -> GenerationJob:
             if _gate.stopping:
                 stopped = True
                 break
-            while units and len(inflight) < window:
-                unit = units.popleft()
-                runner.submit(_resumed(unit, _prepare_chunk(ctx, unit.chunk)))
-                inflight[unit.chunk_id] = unit
+            if units and len(inflight) <= window - refill:
+                # Refill in groups: their hard-negative searches run as one batch instead of
+                # one chunk at a time.
+                batch = [units.popleft() for _ in range(min(len(units), window - len(inflight)))]
+                hard = _hard_negatives_many(ctx, [u.chunk for u in batch])
+                for unit in batch:
+                    prepared = _prepare_chunk(ctx, unit.chunk, hard[unit.chunk_id])
+                    runner.submit(_resumed(unit, prepared))
+                    inflight[unit.chunk_id] = unit
             if not units and not closed:
                 runner.close()
                 closed = True
@@ -290,30 +296,45 @@ def _text(ctx: _RunContext, ids: Iterable[int]) -> None:
         ctx.docs[pk] = doc_id
 
 
-def _hard_negatives(ctx: _RunContext, chunk: Chunk) -> list[int]:
+def _hard_negatives_many(ctx: _RunContext, chunks: list[Chunk]) -> dict[int, list[int]]:
+    """Hard-negative candidates for several chunks: one batched search - each chunk's stored
+    vector is its dense query (no model run), one vector-store call for all, its text the BM25
+    query - falling back to BM25 alone when that mode is unavailable."""
     cfg = ctx.cfg
-    if cfg.hard_negative_share <= 0 or cfg.num_distractors <= 0:
-        return []
+    if cfg.hard_negative_share <= 0 or cfg.num_distractors <= 0 or not chunks:
+        return {c.pk: [] for c in chunks}
 
     k = cfg.num_distractors * 2 + 3
     modes = [cfg.hard_negative_mode] + (["bm25"] if cfg.hard_negative_mode != "bm25" else [])
     for mode in modes:
         try:
-            hits = kb_search(kb=ctx.kb, query=chunk.text[:2000], mode=mode, k=k)
+            # The chunks' own stored vectors are the dense queries (no model run per chunk).
+            found = kb_search_many(
+                kb=ctx.kb,
+                queries=[c.text[:2000] for c in chunks],
+                mode=mode,
+                k=k,
+                like_chunk_ids=[c.pk for c in chunks],
+            )
         except (CorpusError, Exception) as exc:  # noqa: BLE001 - fall back, never fail the chunk
             note = f"hard negatives: {mode} search unavailable ({exc}); falling back"
             if note not in ctx.notes:
                 ctx.notes.append(note)
             continue
-        return [
-            int(h.chunk_id) for h in hits if h.chunk_id.isdigit() and int(h.chunk_id) != chunk.pk
-        ]
-    return []
+        return {
+            chunk.pk: [
+                int(h.chunk_id)
+                for h in hits
+                if h.chunk_id.isdigit() and int(h.chunk_id) != chunk.pk
+            ]
+            for chunk, hits in zip(chunks, found, strict=True)
+        }
+    return {c.pk: [] for c in chunks}
 
 
-def _prepare_chunk(ctx: _RunContext, chunk: Chunk) -> ChunkInput:
-    """Everything the pipeline needs for one chunk, read on this (the database) thread."""
-    hard = _hard_negatives(ctx, chunk)
+def _prepare_chunk(ctx: _RunContext, chunk: Chunk, hard: list[int]) -> ChunkInput:
+    """Everything the pipeline needs for one chunk, read on this (the database) thread;
+    ``hard``: its hard-negative candidates (see :func:`_hard_negatives_many`)."""
     _text(ctx, [chunk.pk, *hard])
 
     def text_of(cid: Any) -> str:

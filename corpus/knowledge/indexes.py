@@ -11,6 +11,7 @@ from pathlib import Path
 from django.conf import settings
 
 from corpus.models import Document, KnowledgeBase
+from raftweb.core.audit import audit
 from raftweb.core.services import profile_spec
 from raftweb.errors import RaftwebError
 from raftweb.retrieval import (
@@ -21,6 +22,7 @@ from raftweb.retrieval import (
     load_embedder,
     open_vector_store,
 )
+from raftweb.retrieval.embedder import model_max_input_tokens
 
 
 class CorpusError(RaftwebError):
@@ -63,10 +65,24 @@ def embedding_model_name(kb: KnowledgeBase) -> str:
 
 
 def kb_embedder(kb: KnowledgeBase, model: str | None = None) -> Embedder:
-    return load_embedder(
+    embedder = load_embedder(
         model or embedding_model_name(kb),
         setting="the 'embedding' model profile (Settings → Models, or RAFTWEB_EMBEDDING_MODEL)",
     )
+    embedder.configure_batching(
+        max_batch=settings.EMBED_BATCH_SIZE,
+        max_wait_ms=settings.EMBED_BATCH_WAIT_MS,
+        threads=settings.EMBED_THREADS,
+        process=settings.EMBED_PROCESS,
+    )
+    return embedder
+
+
+def kb_chunk_token_cap(kb: KnowledgeBase) -> int | None:
+    """How many tokens a chunk of ``kb`` may hold: what its embedding model reads (chunking caps
+    the KB's chunk size at it). Read from the model's config when it is not loaded; None when
+    unknown (a hub id not downloaded yet)."""
+    return model_max_input_tokens(embedding_model_name(kb))
 
 
 def upload_root() -> Path:
@@ -82,6 +98,7 @@ def document_delete(*, document: Document) -> None:
     for version in kb.embedding_indexes.values_list("version", flat=True):
         store.delete_document(collection_name(kb.index_key, version), document.pk)
     path = upload_root() / document.file_path
+    audit(None, "document.delete", document)
     document.delete()
     if not Document.objects.filter(file_path=str(document.file_path)).exists():
         path.unlink(missing_ok=True)

@@ -202,6 +202,9 @@ def _prepare_many(
                 size=kb.chunk_size,
                 overlap=kb.chunk_overlap,
                 token_offsets=embedder.token_offsets,
+                # Never more than the embedder reads: a longer chunk's tail would be missing
+                # from the dense index (all-MiniLM-L6-v2 truncates at 256 word pieces).
+                max_tokens=embedder.max_input_tokens,
             )
             if not pieces:
                 raise ParseError("no text to index")

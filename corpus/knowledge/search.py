@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
+
+from django.conf import settings
 
 from corpus.knowledge.indexes import CorpusError, bm25_index, kb_embedder, vector_store
 from corpus.models import BASE_VERSION, EmbeddingIndex, KnowledgeBase
 from raftweb.metrics import mean, mrr, recall_at_k
 from raftweb.retrieval import (
+    LazyEmbedder,
     Retriever,
     SearchHit,
     VectorStoreError,
@@ -35,6 +39,37 @@ def resolve_embedding_version(kb: KnowledgeBase, embedding_version: str | None) 
 
 
 # --------------------------------------------------------------------------- search
+def _retriever(kb: KnowledgeBase, mode: str, embedding_version: str | None) -> Retriever:
+    if mode not in ("hybrid", "dense", "bm25"):
+        raise CorpusError(f"unknown search mode {mode!r}; use hybrid, dense or bm25")
+    index = resolve_embedding_version(kb, embedding_version)
+    model = index.model or None
+    # Loaded when a query is embedded: BM25 and searches from stored vectors need no model.
+    embedder = LazyEmbedder(lambda: kb_embedder(kb, model))
+    return Retriever(
+        store=vector_store(),
+        collection=collection_name(kb.index_key, index.version),
+        bm25=bm25_index(kb),
+        embedder=embedder,  # type: ignore[arg-type]
+    )
+
+
+_slots: threading.BoundedSemaphore | None = None
+_slots_lock = threading.Lock()
+
+
+def _search_slots() -> threading.BoundedSemaphore:
+    """At most RAFTWEB_SEARCH_SLOTS searches run at once in a process; the rest wait, blocked.
+    Why: the ASGI server gives every request a thread, and 200 runnable threads fighting for
+    the GIL starved the one thread that matters - the query batcher's - so 200 concurrent
+    searches ran slower than one after another. A waiting thread costs nothing."""
+    global _slots
+    with _slots_lock:
+        if _slots is None:
+            _slots = threading.BoundedSemaphore(settings.SEARCH_SLOTS)
+        return _slots
+
+
 def kb_search(
     *,
     kb: KnowledgeBase,
@@ -44,20 +79,44 @@ def kb_search(
     document_ids: Sequence[int] | None = None,
     embedding_version: str | None = None,
 ) -> list[SearchHit]:
-    """Search one knowledge base. Hits carry ``chunk_id == str(Chunk.pk)``."""
-    if mode not in ("hybrid", "dense", "bm25"):
-        raise CorpusError(f"unknown search mode {mode!r}; use hybrid, dense or bm25")
+    """Search one knowledge base. Hits carry ``chunk_id == str(Chunk.pk)``.
+
+    Safe to call from many threads at once: concurrent searches share the embedder's query
+    batcher, so their queries are embedded together."""
+    return kb_search_many(
+        kb=kb,
+        queries=[query],
+        mode=mode,
+        k=k,
+        document_ids=document_ids,
+        embedding_version=embedding_version,
+    )[0]
+
+
+def kb_search_many(
+    *,
+    kb: KnowledgeBase,
+    queries: Sequence[str],
+    mode: str = "hybrid",
+    k: int = 5,
+    document_ids: Sequence[int] | None = None,
+    embedding_version: str | None = None,
+    like_chunk_ids: Sequence[int] | None = None,
+) -> list[list[SearchHit]]:
+    """Several searches of one knowledge base at once (generation's hard negatives, retrieval
+    evaluation): one embedding batch and one vector-store call for all; one hit list per query.
+
+    ``like_chunk_ids`` (one per query): chunks whose stored vectors are the dense queries - a
+    search for chunks like a chunk of this KB needs no model run (see
+    :meth:`Retriever.search_many`)."""
     k = max(1, min(int(k), 200))
-    index = resolve_embedding_version(kb, embedding_version)
-    embedder = kb_embedder(kb, index.model or None) if mode != "bm25" else None
-    retriever = Retriever(
-        store=vector_store(),
-        collection=collection_name(kb.index_key, index.version),
-        bm25=bm25_index(kb),
-        embedder=embedder,
-    )  # type: ignore[arg-type]
+    retriever = _retriever(kb, mode, embedding_version)
+    like = None if like_chunk_ids is None else [str(c) for c in like_chunk_ids]
     try:
-        return retriever.search(query, mode=mode, k=k, document_ids=document_ids)
+        with _search_slots():
+            return retriever.search_many(
+                list(queries), mode=mode, k=k, document_ids=document_ids, like_ids=like
+            )
     except VectorStoreError as exc:
         raise CorpusError(str(exc), code="unavailable", status=503) from exc
 
@@ -66,6 +125,9 @@ def kb_search(
 def _name_keys(name: str) -> set[str]:
     stem = name.rsplit(".", 1)[0] if "." in name else name
     return {name, stem}
+
+
+EVAL_BATCH = 64
 
 
 def kb_retrieval_evaluate(
@@ -85,13 +147,24 @@ def kb_retrieval_evaluate(
     recalls: dict[int, list[float]] = {k: [] for k in ks}
     rrs: list[float] = []
     details: list[dict[str, Any]] = []
+    parsed: list[tuple[str, set[str]]] = []
     for q in questions:
         text = str(q.get("question") or "").strip()
         gold_raw = q.get("gold") or []
         gold = {g for g in ([gold_raw] if isinstance(gold_raw, str) else gold_raw) if g}
         if not text or not gold:
             raise CorpusError(f"each line needs a non-empty 'question' and 'gold' list: {q!r}")
-        hits = kb_search(kb=kb, query=text, mode=mode, k=depth, embedding_version=embedding_version)
+        parsed.append((text, gold))
+    all_hits: list[list[SearchHit]] = []
+    for i in range(0, len(parsed), EVAL_BATCH):  # embedded in batches, not one by one
+        all_hits += kb_search_many(
+            kb=kb,
+            queries=[text for text, _ in parsed[i : i + EVAL_BATCH]],
+            mode=mode,
+            k=depth,
+            embedding_version=embedding_version,
+        )
+    for (text, gold), hits in zip(parsed, all_hits, strict=True):
         ranked_names: list[str] = []
         seen: set[int] = set()
         for hit in hits:

@@ -66,8 +66,17 @@ class Chunker(abc.ABC):
 
     @abc.abstractmethod
     def chunk(
-        self, doc: ParsedDocument, *, size: int, overlap: int, token_offsets: TokenOffsets
-    ) -> list[Chunk]: ...
+        self,
+        doc: ParsedDocument,
+        *,
+        size: int,
+        overlap: int,
+        token_offsets: TokenOffsets,
+        max_tokens: int | None = None,
+    ) -> list[Chunk]:
+        """``max_tokens``: the most tokens the embedding model reads (its max sequence length
+        less its special tokens); a chunk's index text (title included) fits in it where the
+        chunker can cut."""
 
 
 # Chunkers by name: ``chunkers.get("foo")`` raises UnknownChoice ("unknown chunker 'foo';
@@ -106,16 +115,20 @@ def _windows(score: np.ndarray, n: int, size: int, overlap: int) -> list[tuple[i
     if n <= size:
         return [(0, n)]
     out: list[tuple[int, int]] = []
-    i = 0
+    i = end = 0
     min_len = max(1, size // 2)
     while i < n:
         hard_end = i + size
         if hard_end >= n:
             out.append((i, n))
             break
-        window = score[i + min_len : hard_end + 1]
+        # Each window ends past the previous one: after an overlap step back with no word
+        # boundary to start on, the best cut could otherwise be the previous window's again,
+        # giving a chunk that lies inside the one before it (found by a property test).
+        lo = max(i + min_len, end + 1)
+        window = score[lo : hard_end + 1]
         best = window.max()
-        end = i + min_len + int(np.flatnonzero(window == best)[-1])
+        end = lo + int(np.flatnonzero(window == best)[-1])
         out.append((i, end))
         # Step back ``overlap`` tokens, starting the next window on a word boundary.
         back = max(i + 1, end - overlap)
@@ -124,16 +137,42 @@ def _windows(score: np.ndarray, n: int, size: int, overlap: int) -> list[tuple[i
     return out
 
 
+MIN_WINDOW = 8
+
+
+def capped_chunk_size(size: int, max_tokens: int | None) -> int:
+    """The chunk size ingestion really uses: ``size``, but never more than the embedding model
+    reads (``max_tokens``) - tokens beyond it would be missing from the dense index."""
+    return size if max_tokens is None else max(MIN_WINDOW, min(size, max_tokens))
+
+
+def section_window(
+    size: int, title: str, max_tokens: int | None, token_offsets: TokenOffsets
+) -> int:
+    """Token window for one section: the chunk size, less the section title's tokens when the
+    title is embedded with every chunk (see :attr:`Chunk.index_text`) and would push it past
+    ``max_tokens``."""
+    if max_tokens is None:
+        return size
+    title_tokens = len(token_offsets(title)) if title else 0
+    return max(MIN_WINDOW, min(size, max_tokens - title_tokens))
+
+
 @register_chunker
 class TokenWindowChunker(Chunker):
     name = "token"
 
     def chunk(
-        self, doc: ParsedDocument, *, size: int, overlap: int, token_offsets: TokenOffsets
+        self,
+        doc: ParsedDocument,
+        *,
+        size: int,
+        overlap: int,
+        token_offsets: TokenOffsets,
+        max_tokens: int | None = None,
     ) -> list[Chunk]:
         if size < 8:
             raise ValueError("chunk size must be at least 8 tokens")
-        overlap = max(0, min(overlap, size // 2))
         chunks: list[Chunk] = []
         for section, base in zip(doc.sections, doc.section_offsets(), strict=False):
             text = section.text
@@ -144,7 +183,8 @@ class TokenWindowChunker(Chunker):
             starts, ends = arr[:, 0], arr[:, 1]
             score = _boundary_scores(text, starts, ends)
             title = section.title or doc.title
-            for i, j in _windows(score, len(starts), size, overlap):
+            window = section_window(size, title, max_tokens, token_offsets)
+            for i, j in _windows(score, len(starts), window, max(0, min(overlap, window // 2))):
                 a, b = int(starts[i]), int(ends[j - 1])
                 piece = text[a:b]
                 chunks.append(
@@ -169,7 +209,13 @@ class RecordChunker(Chunker):
     name = "record"
 
     def chunk(
-        self, doc: ParsedDocument, *, size: int, overlap: int, token_offsets: TokenOffsets
+        self,
+        doc: ParsedDocument,
+        *,
+        size: int,
+        overlap: int,
+        token_offsets: TokenOffsets,
+        max_tokens: int | None = None,
     ) -> list[Chunk]:
         chunks: list[Chunk] = []
         for section, base in zip(doc.sections, doc.section_offsets(), strict=False):
@@ -198,9 +244,14 @@ def chunk_document(
     overlap: int = DEFAULT_CHUNK_OVERLAP,
     token_offsets: TokenOffsets = whitespace_token_offsets,
     chunker: str | None = None,
+    max_tokens: int | None = None,
 ) -> list[Chunk]:
     """Chunk a parsed document with the chunker named ``chunker`` (default "token");
     record-mode documents always use the record chunker. An unknown name raises
-    :class:`raftweb.registry.UnknownChoice`."""
+    :class:`raftweb.registry.UnknownChoice`. ``max_tokens`` caps every window at what the
+    embedding model reads (pass :attr:`Embedder.max_input_tokens`, counted with the same
+    tokenizer as ``token_offsets``); a record is never cut, whatever its length."""
     name = "record" if doc.mode == "records" else (chunker or "token")
-    return chunkers.get(name).chunk(doc, size=size, overlap=overlap, token_offsets=token_offsets)
+    return chunkers.get(name).chunk(
+        doc, size=size, overlap=overlap, token_offsets=token_offsets, max_tokens=max_tokens
+    )

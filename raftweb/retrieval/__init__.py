@@ -7,6 +7,7 @@ from raftweb.retrieval.embedder import (
     DEFAULT_EMBEDDING_MODEL,
     Embedder,
     EmbeddingModelNotFound,
+    LazyEmbedder,
     load_embedder,
 )
 from raftweb.retrieval.fusion import DEFAULT_RRF_K, reciprocal_rank_fusion
@@ -30,6 +31,7 @@ __all__ = [
     "BM25Index",
     "Embedder",
     "IndexedChunk",
+    "LazyEmbedder",
     "EmbeddingModelNotFound",
     "RetrievalError",
     "Retriever",

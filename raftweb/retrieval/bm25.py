@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 MAX_SEGMENTS = 10
+MAX_IDLE_CONNECTIONS = 8  # pooled per index; a burst beyond opens (and then closes) more
 MERGE_FACTOR = 5
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
@@ -223,8 +224,7 @@ class BM25Index:
         self.b = b
         self.analyzer = analyzer or default_analyzer()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
+        self._idle: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
         with self._connect() as conn:
             conn.executescript(_SCHEMA)
@@ -248,29 +248,38 @@ class BM25Index:
     # ------------------------------------------------------------------ plumbing
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        """This thread's connection, kept open: opening and closing per call cost more than the
-        work (closing the last WAL connection checkpoints the log)."""
-        conn = getattr(self._local, "conn", None)
+        """A pooled connection, kept open: opening and closing per call cost more than the work
+        (closing the last WAL connection checkpoints the log). Pooled, not one per thread: the
+        ASGI server runs each request in a thread of its own, and per-thread connections were
+        never closed - one leaked file handle per search."""
+        with self._conns_lock:
+            conn = self._idle.pop() if self._idle else None
         if conn is None:
             conn = sqlite3.connect(
                 self.path, timeout=60, isolation_level=None, check_same_thread=False
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:  # a reader that failed half-way: never pool an open one
+                conn.rollback()
             with self._conns_lock:
-                self._conns.append(conn)
-        yield conn
+                keep = len(self._idle) < MAX_IDLE_CONNECTIONS
+                if keep:
+                    self._idle.append(conn)
+            if not keep:
+                conn.close()
 
     def close(self) -> None:
         with self._conns_lock:
-            for conn in self._conns:
+            for conn in self._idle:
                 try:
                     conn.close()
                 except sqlite3.Error:
                     pass
-            self._conns.clear()
-        self._local = threading.local()
+            self._idle.clear()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

@@ -60,6 +60,22 @@ class VectorStore(abc.ABC):
     ) -> list[tuple[str, float]]:
         """Nearest chunk ids with cosine similarity, best first."""
 
+    def query_many(
+        self,
+        collection: str,
+        vectors: np.ndarray,
+        k: int,
+        document_ids: Sequence[int] | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """:meth:`query` for several vectors (one result list per row); stores that can answer
+        them in one call override this."""
+        return [self.query(collection, v, k, document_ids) for v in vectors]
+
+    def get_vectors(self, collection: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of ``ids`` (absent ids are left out). Stores that cannot return
+        vectors return none, and callers embed the text instead."""
+        return {}
+
     @abc.abstractmethod
     def count(self, collection: str) -> int: ...
 
@@ -204,24 +220,56 @@ class ChromaStore(VectorStore):
     def query(
         self, collection: str, vector: np.ndarray, k: int, document_ids: Sequence[int] | None = None
     ) -> list[tuple[str, float]]:
+        return self.query_many(collection, np.asarray(vector)[None, :], k, document_ids)[0]
+
+    def query_many(
+        self,
+        collection: str,
+        vectors: np.ndarray,
+        k: int,
+        document_ids: Sequence[int] | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        # One Chroma call for every vector: one lock round, one HNSW pass (or one HTTP request
+        # to a Chroma server) instead of one per query.
+        vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        if not len(vectors):
+            return []
         coll = self._collection(collection)
         where: dict[str, Any] | None = None
         if document_ids is not None:
             ids = [int(d) for d in document_ids]
             if not ids:
-                return []
+                return [[] for _ in vectors]
             where = {"document_id": ids[0]} if len(ids) == 1 else {"document_id": {"$in": ids}}
         result = self._call(
             lambda: coll.query(
-                query_embeddings=[np.asarray(vector, dtype=np.float32)],
+                query_embeddings=list(vectors),
                 n_results=max(1, int(k)),
                 where=where,
                 include=["distances"],
             )
         )
-        ids_out = result["ids"][0] if result.get("ids") else []
-        dists = result["distances"][0] if result.get("distances") else []
-        return [(cid, 1.0 - float(d)) for cid, d in zip(ids_out, dists, strict=False)]
+        all_ids = result.get("ids") or []
+        all_dists = result.get("distances") or []
+        out: list[list[tuple[str, float]]] = []
+        for row in range(len(vectors)):
+            ids_out = all_ids[row] if row < len(all_ids) else []
+            dists = all_dists[row] if row < len(all_dists) else []
+            out.append([(cid, 1.0 - float(d)) for cid, d in zip(ids_out, dists, strict=False)])
+        return out
+
+    def get_vectors(self, collection: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        if not ids:
+            return {}
+        coll = self._collection(collection)
+        result = self._call(lambda: coll.get(ids=list(ids), include=["embeddings"]))
+        found = result.get("embeddings")
+        if found is None:
+            return {}
+        return {
+            cid: np.asarray(vec, dtype=np.float32)
+            for cid, vec in zip(result.get("ids") or [], found, strict=False)
+        }
 
     def count(self, collection: str) -> int:
         return int(self._call(lambda: self._collection(collection).count()))

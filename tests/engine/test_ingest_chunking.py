@@ -115,3 +115,51 @@ def test_it_counts_tokens_with_the_embedding_tokenizer() -> None:
     for c in chunks:
         assert doc.text[c.start : c.end] == c.text
         assert embedder.count_tokens(c.text) <= 50
+
+
+def test_it_caps_chunks_at_what_the_embedding_model_reads() -> None:
+    """A 300-token chunk size with all-MiniLM-L6-v2 (256 word pieces with [CLS] and [SEP]): every
+    chunk's index text - section title included - fits, so the model truncates nothing."""
+    from raftweb.ingest.chunking import capped_chunk_size
+    from raftweb.retrieval import load_embedder
+
+    embedder = load_embedder()
+    assert embedder.max_input_tokens == 254
+    text = " ".join(f"Setting{i} toggles the Bixby routine number {i}." for i in range(300))
+    doc = ParsedDocument(
+        kind="txt",
+        sections=[Section(text=text, title="Advanced features and routines of the phone")],
+    )
+    tokenizer = embedder.model.tokenizer  # type: ignore[attr-defined]
+
+    def model_tokens(s: str) -> int:  # what the model itself counts, special tokens included
+        return len(tokenizer(s, truncation=False)["input_ids"])
+
+    uncapped = chunk_document(doc, size=300, overlap=30, token_offsets=embedder.token_offsets)
+    assert max(model_tokens(c.index_text) for c in uncapped) > embedder.max_seq_length
+    capped = chunk_document(
+        doc,
+        size=300,
+        overlap=30,
+        token_offsets=embedder.token_offsets,
+        max_tokens=embedder.max_input_tokens,
+    )
+    assert len(capped) > len(uncapped)
+    assert max(model_tokens(c.index_text) for c in capped) <= embedder.max_seq_length
+    assert max(c.token_count for c in capped) > 200  # capped, not shrunk to nothing
+    assert "".join(doc.text[c.start : c.end] for c in capped[:1]) == capped[0].text
+    # A smaller configured size is kept; a larger one is cut to the cap.
+    assert capped_chunk_size(200, 254) == 200 and capped_chunk_size(300, 254) == 254
+    assert capped_chunk_size(300, None) == 300
+
+
+def test_no_chunk_lies_inside_the_one_before_it() -> None:
+    """Found by the property test: stepping back by the overlap onto text with no word
+    boundary used to end the next window at the same cut, repeating a shorter copy."""
+    from raftweb.ingest.chunking import chunk_document
+    from raftweb.ingest.types import ParsedDocument, Section
+
+    doc = ParsedDocument(sections=[Section(text="a:0{. 0:\x1b0:")], kind="text")
+    chunks = chunk_document(doc, size=8, overlap=4)
+    for a, b in zip(chunks, chunks[1:], strict=False):
+        assert a.start < b.start and a.end < b.end

@@ -121,3 +121,30 @@ def test_it_tokenizes_index_text_but_stores_display_text(tmp_path: Path) -> None
     )
     assert index.search("bluetooth", k=1)[0][0] == "a"
     assert index.get(["a"])["a"].text == "Tap the icon."
+
+
+def test_it_does_not_leak_a_connection_per_thread(tmp_path: Path) -> None:
+    """The ASGI server runs each request in a new thread: searches from 100 short-lived
+    threads must not leave 100 open database connections behind."""
+    import os
+    import threading
+
+    from raftweb.retrieval.bm25 import MAX_IDLE_CONNECTIONS
+
+    index = BM25Index(tmp_path / "bm25.sqlite3")
+    index.add(_chunks())
+    index.search("battery", 3)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    results: list[list[tuple[str, float]]] = []
+    for _ in range(10):
+        threads = [
+            threading.Thread(target=lambda: results.append(index.search("wireless charges", 3)))
+            for _ in range(10)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(results) == 100 and all(r and r[0][0] in {"c0", "c3"} for r in results)
+    # SQLite opens up to 3 files per WAL connection (db, -wal, -shm mapping)
+    assert len(os.listdir("/proc/self/fd")) - fds_before <= 3 * MAX_IDLE_CONNECTIONS

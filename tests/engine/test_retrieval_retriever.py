@@ -107,3 +107,53 @@ def test_it_rejects_an_unknown_mode_and_empty_queries(retriever: Retriever) -> N
 def test_it_names_the_setting_when_the_model_is_missing(tmp_path: Path) -> None:
     with pytest.raises(EmbeddingModelNotFound, match="RAFTWEB_EMBEDDING_MODEL"):
         load_embedder(str(tmp_path / "no-such-model"))
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_it_searches_many_queries_at_once_like_one_by_one(retriever: Retriever, mode: str) -> None:
+    queries = [
+        "how do I turn on GPS location",
+        "",
+        "fast charging adapter for the battery",
+        "my eyes hurt when reading at night",
+    ]
+    calls: list[int] = []
+    query_many = retriever.store.query_many
+
+    def counting(collection, vectors, k, document_ids=None):  # type: ignore[no-untyped-def]
+        calls.append(len(vectors))
+        return query_many(collection, vectors, k, document_ids)
+
+    retriever.store.query_many = counting  # type: ignore[method-assign]
+    try:
+        together = retriever.search_many(queries, mode=mode, k=3)
+    finally:
+        del retriever.store.query_many  # back to the class's method
+    alone = [retriever.search(q, mode=mode, k=3) for q in queries]
+    assert [[h.chunk_id for h in hits] for hits in together] == [
+        [h.chunk_id for h in hits] for hits in alone
+    ]
+    assert together[1] == [] and together[0][0].document_id == 2
+    # One vector-store call for the three non-empty queries (none for BM25).
+    assert calls == ([] if mode == "bm25" else [3])
+
+
+def test_it_searches_like_an_indexed_chunk_from_its_stored_vector(retriever: Retriever) -> None:
+    """Generation's hard negatives: the chunk's stored vector is the query, no model run."""
+    texts = {1: DOCS[1][1], 3: DOCS[3][1]}
+
+    def no_model(texts: object) -> object:
+        raise AssertionError("the model ran for a chunk whose vector is stored")
+
+    retriever.embedder.encode_queries = no_model  # type: ignore[method-assign]
+    try:
+        hits = retriever.search_many(
+            list(texts.values()), mode="dense", k=2, like_ids=["1:0", "3:0"]
+        )
+    finally:
+        del retriever.embedder.encode_queries
+    assert [h[0].chunk_id for h in hits] == ["1:0", "3:0"]  # each chunk is its own nearest
+    assert hits[0][0].score == pytest.approx(1.0, abs=1e-3)
+    # An id with no stored vector falls back to embedding the text.
+    [fallback] = retriever.search_many([texts[1]], mode="dense", k=1, like_ids=["no-such-id"])
+    assert fallback[0].document_id == 1
