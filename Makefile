@@ -37,6 +37,7 @@ bench: $(VENV)/.installed-dev
 	$(PY) bench/retrieval.py
 	$(PY) bench/generate.py
 	$(PY) bench/chat.py
+	$(PY) bench/load.py
 	$(PY) bench/train_embedding.py
 	$(PY) bench/train_generator.py
 
