@@ -130,6 +130,7 @@ def main() -> None:
                 size=kb.chunk_size,
                 overlap=kb.chunk_overlap,
                 token_offsets=embedder.token_offsets,
+                max_tokens=embedder.max_input_tokens,  # as ingestion chunks (capped)
             )
         except Exception:
             continue
