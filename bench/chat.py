@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from raftweb.testing.scripted_llm import free_port, wait_port  # noqa: E402
+
 DOC = (
     "To reset the television, hold the power button for ten seconds. The screen turns off and "
     "on again, and the factory settings are restored.\n\nThe warranty covers two years of normal "
@@ -47,22 +48,6 @@ DOC = (
 QUESTION = "How do I reset the television?"
 TOKEN_RE = re.compile(r'^<span id="answer-(\d+)-stream" hx-swap-oob="beforeend">')
 FINAL_RE = re.compile(r'id="msg-(\d+)"[^>]*data-status="(ok|error|cancelled)"')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port}")
 
 
 def scripted_text(n_tokens: int) -> str:

@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,23 +46,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from raftweb.testing.scripted_llm import free_port, wait_port  # noqa: E402
+
 EMANUAL = ROOT.parent / "shared" / "datasets" / "emanual_s10"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port}")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -145,7 +131,7 @@ def start_daphne(env: dict[str, str], log_dir: Path) -> tuple[subprocess.Popen[b
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "raftweb.asgi:application"],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
     )  # fmt: skip
-    wait_port(port)
+    wait_port(port, timeout=120.0)
     return proc, port
 
 
@@ -349,7 +335,7 @@ def main() -> None:
                 stdout=subprocess.DEVNULL,
             )  # fmt: skip
         )
-        wait_port(llm_port)
+        wait_port(llm_port, timeout=120.0)
         ctx = setup_app(
             args.docs, f"http://127.0.0.1:{llm_port}/v1", teacher.base_url, args.reviews
         )
