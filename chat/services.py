@@ -25,7 +25,7 @@ from django.utils import timezone
 from chat.models import Conversation, Feedback, Message
 from chat.selectors import question_for_answer
 from corpus.dataset.services import reverify_quotes
-from corpus.knowledge.search import kb_search
+from corpus.knowledge.search import kb_retriever, retriever_search_async
 from corpus.knowledge.splits import kb_document_splits
 from corpus.models import Chunk, KnowledgeBase, QAPair
 from raftweb.answering import ChatResult, Finished, PipelineEvent, SearchFn, Token, answer_stream
@@ -33,6 +33,7 @@ from raftweb.core.roles import Role, user_has_role
 from raftweb.errors import RaftwebError
 from raftweb.llm.base import ChatBackend, ChatMessage
 from raftweb.raft.splits import row_split
+from raftweb.retrieval import Retriever
 from training.serving import ACTIVE, generator_for
 
 log = logging.getLogger(__name__)
@@ -159,26 +160,28 @@ async def answers_expire_stale(*, conversation: Conversation) -> int:
 
 @functools.cache
 def _search_pool() -> ThreadPoolExecutor:
-    # Off the event loop, in a pool of its own so that searches neither wait behind nor block
-    # the ORM thread. Several threads (RAFTWEB_SEARCH_THREADS): concurrent turns' queries meet
-    # in the embedder's query batcher and are encoded together, instead of one search at a
-    # time (bench/chat.py: 50 clients waited 1.06 s for retrieval with a single thread).
+    # Index lookups run off the event loop, in a pool of their own so that they neither wait
+    # behind nor block the ORM thread. Queries wait for the encoder as coroutines, holding no
+    # thread (see retriever_search_async), so a few threads serve many concurrent turns.
     return ThreadPoolExecutor(max_workers=settings.SEARCH_THREADS, thread_name_prefix="chat-search")
 
 
 def kb_searcher(kb: KnowledgeBase) -> SearchFn:
-    """Hybrid search of ``kb`` as an async function (runs in the search thread pool)."""
+    """Hybrid search of ``kb`` as an async function (lookups in the search thread pool)."""
 
-    def search_in_pool(query: str) -> Sequence[Any]:
+    def prepare() -> Retriever:
         # Pool threads live long and keep their own connection: drop it when it is too old
         # or broken, as Django does around each request.
         close_old_connections()
-        return kb_search(kb=kb, query=query, mode="hybrid", k=TOP_K)
+        return kb_retriever(kb=kb, mode="hybrid")
 
-    search_sync = sync_to_async(search_in_pool, thread_sensitive=False, executor=_search_pool())
+    prepare_async = sync_to_async(prepare, thread_sensitive=False, executor=_search_pool())
 
     async def search(query: str) -> Sequence[Any]:
-        return await search_sync(query)
+        retriever = await prepare_async()
+        return await retriever_search_async(
+            retriever, query, mode="hybrid", k=TOP_K, executor=_search_pool()
+        )
 
     return search
 

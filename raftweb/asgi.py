@@ -13,16 +13,21 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
-from raftweb.core.warmup import start_embedding_warmup  # noqa: E402
+from raftweb.core.warmup import mark_web_process, start_embedding_warmup  # noqa: E402
 
-# The web process (this module is its entry point) loads the embedding model in the background
-# now, not on the first search (RAFTWEB_EMBEDDING_WARMUP).
+# The web process (this module is its entry point) encodes queries in a child process
+# (RAFTWEB_EMBED_PROCESS=auto) and loads the embedding model in the background now, not on the
+# first search (RAFTWEB_EMBEDDING_WARMUP).
+mark_web_process()
 start_embedding_warmup()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+from raftweb.core.admission import AdmissionLimit  # noqa: E402
 
 
 class StaticFiles(ASGIStaticFilesHandler):
@@ -51,7 +56,8 @@ def _websocket_urlpatterns() -> list:
 
 application = ProtocolTypeRouter(
     {
-        "http": StaticFiles(django_asgi_app),
+        # At most HTTP_CONCURRENCY requests computed at once: the rest wait without a thread.
+        "http": AdmissionLimit(StaticFiles(django_asgi_app), settings.HTTP_CONCURRENCY),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(_websocket_urlpatterns()))
         ),

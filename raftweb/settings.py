@@ -239,11 +239,20 @@ CHROMA_PATH = DATA_DIR / "chroma"
 EMBED_BATCH_SIZE = env_int("RAFTWEB_EMBED_BATCH_SIZE", 32, minimum=1)
 EMBED_BATCH_WAIT_MS = env_float("RAFTWEB_EMBED_BATCH_WAIT_MS", 0.0, minimum=0.0)
 EMBED_THREADS = env_int("RAFTWEB_EMBED_THREADS", 1, minimum=1)  # torch threads per query batch
-# Encode queries in a child process of each web/worker process: its forward pass then never
-# waits for this process's GIL behind busy request threads (raftweb/retrieval/query_process.py).
-EMBED_PROCESS = env_bool("RAFTWEB_EMBED_PROCESS", False)
+# Encode queries in a child process: its forward pass then never waits for this process's GIL
+# behind busy request and event-loop threads (raftweb/retrieval/query_process.py). "auto" (the
+# default): on in the web process (raftweb/asgi.py), where chat and search crowd the GIL; off
+# in workers and commands, which encode in batches of their own.
+EMBED_PROCESS: bool | None = (
+    None
+    if os.environ.get("RAFTWEB_EMBED_PROCESS", "auto").strip().lower() in ("", "auto")
+    else env_bool("RAFTWEB_EMBED_PROCESS")
+)
 SEARCH_THREADS = env_int("RAFTWEB_SEARCH_THREADS", 8, minimum=1)
 SEARCH_SLOTS = env_int("RAFTWEB_SEARCH_SLOTS", 16, minimum=1)  # searches at once per process
+# HTTP requests computed at once per web process; the rest wait on the event loop, holding no
+# thread (raftweb/core/admission.py). 0: no limit.
+HTTP_CONCURRENCY = env_int("RAFTWEB_HTTP_CONCURRENCY", 16, minimum=0)
 ARTIFACTS_DIR = DATA_DIR / "artifacts"
 MEDIA_ROOT = DATA_DIR / "uploads"
 MEDIA_URL = "/media/"

@@ -13,6 +13,7 @@ from django.conf import settings
 from corpus.models import Document, KnowledgeBase
 from raftweb.core.audit import audit
 from raftweb.core.services import profile_spec
+from raftweb.core.warmup import query_batching
 from raftweb.errors import RaftwebError
 from raftweb.retrieval import (
     BM25Index,
@@ -69,12 +70,7 @@ def kb_embedder(kb: KnowledgeBase, model: str | None = None) -> Embedder:
         model or embedding_model_name(kb),
         setting="the 'embedding' model profile (Settings → Models, or RAFTWEB_EMBEDDING_MODEL)",
     )
-    embedder.configure_batching(
-        max_batch=settings.EMBED_BATCH_SIZE,
-        max_wait_ms=settings.EMBED_BATCH_WAIT_MS,
-        threads=settings.EMBED_THREADS,
-        process=settings.EMBED_PROCESS,
-    )
+    embedder.configure_batching(**query_batching())
     return embedder
 
 

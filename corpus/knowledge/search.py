@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from corpus.knowledge.indexes import CorpusError, bm25_index, kb_embedder, vector_store
@@ -117,6 +119,44 @@ def kb_search_many(
             return retriever.search_many(
                 list(queries), mode=mode, k=k, document_ids=document_ids, like_ids=like
             )
+    except VectorStoreError as exc:
+        raise CorpusError(str(exc), code="unavailable", status=503) from exc
+
+
+def kb_retriever(
+    *, kb: KnowledgeBase, mode: str = "hybrid", embedding_version: str | None = None
+) -> Retriever:
+    """A retriever for ``kb`` with its embedding model loaded when ``mode`` embeds queries
+    (database reads and, the first time, a model load: call it off the event loop)."""
+    retriever = _retriever(kb, mode, embedding_version)
+    if mode != "bm25":
+        retriever.embedder = retriever.embedder.loaded()  # type: ignore[attr-defined]
+    return retriever
+
+
+async def retriever_search_async(
+    retriever: Retriever,
+    query: str,
+    *,
+    mode: str = "hybrid",
+    k: int = 5,
+    executor: Executor | None = None,
+) -> list[SearchHit]:
+    """Search from a coroutine, holding a thread of ``executor`` only for the index lookups.
+
+    Why: a search thread that waited for the query encoder was a thread no other search could
+    use, so concurrent chat turns reached the query batcher a pool's worth at a time (8 of 50)
+    and waited in line for each other (bench/chat.py). Here the query waits for its batch as a
+    coroutine, so every concurrent turn's query meets in the same batch."""
+    text = (query or "").strip()
+    vector = None
+    if text and mode != "bm25":
+        vector = await retriever.embedder.aencode_query(text)
+    k = max(1, min(int(k), 200))
+    try:
+        return await sync_to_async(retriever.search, thread_sensitive=False, executor=executor)(
+            text, mode=mode, k=k, query_vector=vector
+        )
     except VectorStoreError as exc:
         raise CorpusError(str(exc), code="unavailable", status=503) from exc
 

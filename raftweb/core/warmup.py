@@ -26,6 +26,25 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _state: dict[str, Any] = {"warm": "off", "detail": "", "model": ""}
 _thread: threading.Thread | None = None
+_web_process = False
+
+
+def mark_web_process() -> None:
+    """Called by raftweb/asgi.py: this process serves web requests (see :func:`query_batching`)."""
+    global _web_process
+    _web_process = True
+
+
+def query_batching() -> dict[str, Any]:
+    """How this process's embedders batch and where they encode queries (settings; the query
+    child process is on by default in the web process only - RAFTWEB_EMBED_PROCESS)."""
+    process = settings.EMBED_PROCESS
+    return {
+        "max_batch": settings.EMBED_BATCH_SIZE,
+        "max_wait_ms": settings.EMBED_BATCH_WAIT_MS,
+        "threads": settings.EMBED_THREADS,
+        "process": _web_process if process is None else process,
+    }
 
 
 def warmup_state() -> dict[str, Any]:
@@ -59,7 +78,11 @@ def embedding_warmup() -> None:
     try:
         name = _model_name()
         _set(model=name)
-        load_embedder(name, setting="the 'embedding' model profile (Settings → Models)")
+        embedder = load_embedder(name, setting="the 'embedding' model profile (Settings → Models)")
+        embedder.configure_batching(**query_batching())
+        # Encode one query now: that starts the query process where there is one (its own
+        # model load), so the first real search pays for neither.
+        embedder.encode_queries(["warm-up"])
     except Exception as exc:  # noqa: BLE001 - reported by health; a search will say it again
         log.warning("embedding model warm-up failed: %s", exc)
         _set(warm="failed", detail=f"could not be loaded at start-up: {exc}")

@@ -3,6 +3,7 @@ says when it is ready (to logged-in users; anonymous callers still get up/down o
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -79,3 +80,45 @@ def test_it_starts_when_the_web_process_imports_its_asgi_application(tmp_path: P
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     assert out.returncode == 0 and "'warm': 'off'" in out.stdout
+
+
+def _query_process_probe(env: dict[str, str], import_asgi: bool) -> dict:
+    code = (
+        ("import raftweb.asgi\n" if import_asgi else "import django\ndjango.setup()\n")
+        + "import json\n"
+        "from raftweb.core.warmup import query_batching\n"
+        "from raftweb.retrieval import load_embedder\n"
+        "e = load_embedder()\n"
+        "e.configure_batching(**query_batching())\n"
+        "v = e.encode_queries(['how do I reset the phone?'])\n"
+        "proc = e.query_process and e.query_process._proc\n"
+        "print(json.dumps({'process': query_batching()['process'],\n"
+        "    'child': proc.args if proc else None, 'shape': list(v.shape)}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_the_web_process_encodes_queries_in_a_child_process_by_default(tmp_path: Path) -> None:
+    """RAFTWEB_EMBED_PROCESS=auto: the process that imports raftweb.asgi (the web server)
+    encodes queries in a child process; workers and commands do not; the setting overrides."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "raftweb.settings",
+        "RAFTWEB_DATA_DIR": str(tmp_path),
+        "RAFTWEB_IGNORE_DOTENV": "1",
+        "RAFTWEB_EMBEDDING_WARMUP": "0",
+        "HF_HUB_OFFLINE": "1",
+    }
+    env.pop("RAFTWEB_EMBED_PROCESS", None)
+    web = _query_process_probe(env, import_asgi=True)
+    assert web["process"] is True and web["shape"] == [1, 384]
+    assert "raftweb.retrieval.query_process" in " ".join(web["child"])
+    worker = _query_process_probe(env, import_asgi=False)
+    assert worker == {"process": False, "child": None, "shape": [1, 384]}
+    env["RAFTWEB_EMBED_PROCESS"] = "0"
+    assert _query_process_probe(env, import_asgi=True)["child"] is None

@@ -1,0 +1,48 @@
+"""Concurrent chat turns' queries meet in one encoder batch: a search waits for the encoder as
+a coroutine and holds a search thread only for its index lookups."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_turns_share_encoder_batches_beyond_the_pool_size(
+    make_kb: Any, settings: Any
+) -> None:
+    from chat import services
+    from corpus.knowledge.indexes import kb_embedder
+
+    settings.SEARCH_THREADS = 2
+    services._search_pool.cache_clear()
+    try:
+        kb = make_kb()
+        search = services.kb_searcher(kb)
+        batcher = kb_embedder(kb).query_batcher
+        questions = [f"How long is the warranty for case {i}?" for i in range(16)]
+
+        async def main() -> list[Any]:
+            return await asyncio.gather(*(search(q) for q in questions))
+
+        asyncio.run(main())  # the model is loaded and warm
+        sizes: list[int] = []
+        encode = batcher.fn
+
+        def recording(items: list[str]) -> Any:
+            sizes.append(len(items))
+            return encode(items)
+
+        batcher.fn = recording
+        try:
+            results = asyncio.run(main())
+        finally:
+            batcher.fn = encode
+    finally:
+        services._search_pool.cache_clear()
+    assert sum(sizes) == 16
+    # A thread held while waiting for the encoder would cap every batch at the pool's 2.
+    assert max(sizes) > 2, sizes
+    assert all(hits and "warranty" in hits[0].text.lower() for hits in results)
