@@ -13,6 +13,8 @@ a judge verdict per question, with the same prompts):
   settings, hard negatives on (retrieved by hybrid search from the KB's real indexes), on a KB
   ingested through the real ingestion service, on a throwaway SQLite data dir;
 * ``service_no_hard_negatives`` — the same job with ``hard_negative_share`` 0;
+* ``startup`` — ``manage.py raft_generate <kb> --wait`` for one chunk in a fresh process:
+  seconds to the server's first request (``first_model_call_s``) and in all;
 * ``reference_<W>_threads`` — the public RAFT reference script's concurrency shape
   (ShishirPatil/gorilla raft/raft.py: a ThreadPoolExecutor of ``--workers`` threads, each taking a
   chunk and making its calls one after another with the synchronous client), for each W of
@@ -265,6 +267,29 @@ def run_reference(base_url: str, chunks: list[str], q: int, workers: int) -> dic
     return {"workers": workers, "rows": rows, "seconds": elapsed, "rows_per_s": rows / elapsed}
 
 
+def run_startup(server: Any, kb: Any) -> dict[str, float]:
+    """``manage.py raft_generate <kb> --wait`` (one chunk, default settings) in a fresh process:
+    seconds from launch to the server's first request (imports, Django, the job's set-up; the
+    issue measured 8 s, the reference script 3 s), and to the end."""
+    import subprocess
+
+    cmd = [sys.executable, "manage.py", "raft_generate", kb.slug, "--wait", "--limit-chunks", "1"]
+    before = server.stats()["total"]
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    first = None
+    while proc.poll() is None:
+        if first is None and server.stats()["total"] > before:
+            first = time.perf_counter() - start
+        time.sleep(0.01)
+    if proc.returncode != 0:
+        raise RuntimeError(f"raft_generate exited with {proc.returncode}")
+    total = time.perf_counter() - start
+    return {"first_model_call_s": first if first is not None else total, "total_s": total}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -302,6 +327,7 @@ def main() -> None:
         pipe = run_pipeline(base_url, chunks, args.concurrency, args.questions)
         service = run_service(kb, args.concurrency, args.questions, hard_negatives=True)
         no_hn = run_service(kb, args.concurrency, args.questions, hard_negatives=False)
+        startup = run_startup(server, kb)
         refs: dict[int, dict[str, float]] = {}
         for workers in args.reference_workers:
             # Two rounds of every thread (at least 12 chunks): a rate, not a tail.
@@ -314,6 +340,7 @@ def main() -> None:
             ("pipeline", pipe),
             ("service", service),
             ("service_no_hard_negatives", no_hn),
+            ("startup", startup),
             *((f"reference_{w}_threads", r) for w, r in refs.items()),
         ]
         for name, res in cases:

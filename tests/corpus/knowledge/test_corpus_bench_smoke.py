@@ -49,3 +49,28 @@ def test_it_runs_the_retrieval_benchmark() -> None:
     cases = {line["case"]: line for line in lines}
     assert {"raw_chroma", "dense", "bm25", "hybrid", "summary"} <= set(cases)
     assert all(float(cases[c]["p95_ms"]) > 0 for c in ("raw_chroma", "dense", "bm25", "hybrid"))  # type: ignore[arg-type]
+
+
+def test_it_runs_the_generation_benchmark_with_its_contract_keys() -> None:
+    """bench/generate.py: every case, the issue's ratio keys, and the start-up case."""
+    lines = _run("generate.py")
+    cases = {line["case"]: line for line in lines}
+    assert {
+        "plain_asyncio",
+        "pipeline",
+        "service",
+        "service_no_hard_negatives",
+        "startup",
+        "reference_2_threads",
+        "reference_8_threads",
+        "ratios",
+    } <= set(cases)
+    ratios = cases["ratios"]
+    assert ratios["hard_negatives_vs_none"] > 0 and ratios["pipeline_vs_reference_best"] > 0
+    assert ratios["reference_best_workers"] in (2, 8)
+    # The default job keeps hard negatives on: what users run is what is measured.
+    assert cases["service"]["hard_negative_share"] > 0
+    assert cases["service_no_hard_negatives"]["hard_negative_share"] == 0
+    assert cases["service"]["rows"] > 0 and cases["service"]["chunks_failed"] == 0
+    startup = cases["startup"]
+    assert 0 < startup["first_model_call_s"] <= startup["total_s"]
