@@ -53,7 +53,6 @@ from raftweb.train.rundir import (
     is_main_process,
     iter_events,
     latest_checkpoint,
-    number,
     removed_on_failure,
     world,
 )
@@ -451,16 +450,7 @@ def _callback(run_dir: Path, events: Events, progress: _Progress) -> Any:
             elapsed = max(now - progress.last_log_time, 1e-9)
             tokens = progress.tokens - progress.last_log_tokens
             progress.last_log_time, progress.last_log_tokens = now, progress.tokens
-            events.write(
-                "step",
-                step=state.global_step,
-                total_steps=state.max_steps,
-                epoch=round(float(state.epoch or 0.0), 4),
-                loss=number(logs.get("loss")),
-                learning_rate=number(logs.get("learning_rate")),
-                grad_norm=number(logs.get("grad_norm")),
-                tokens_per_s=round(tokens / elapsed, 1),
-            )
+            events.step(state, logs, tokens_per_s=tokens / elapsed)
             return control
 
     return ContractCallback()

@@ -308,15 +308,10 @@ def make_callback(run_dir: Path, events: Events, progress: Progress) -> Any:
                 seconds = max(progress.window_s, 1e-9)
                 progress.tokens_seen, progress.window_s = seen, 0.0
                 if state.is_world_process_zero:
-                    events.write(
-                        "step",
-                        step=state.global_step,
-                        total_steps=state.max_steps,
-                        epoch=round(float(state.epoch or 0.0), 4),
-                        loss=number(logs.get("loss")),
-                        learning_rate=number(logs.get("learning_rate")),
-                        grad_norm=number(logs.get("grad_norm")),
-                        tokens_per_s=round(tokens / seconds, 1),
+                    events.step(
+                        state,
+                        logs,
+                        tokens_per_s=tokens / seconds,
                         tokens=int(tokens),
                         seconds=round(seconds, 4),
                         mean_token_accuracy=number(logs.get("mean_token_accuracy")),

@@ -63,6 +63,21 @@ class Events:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             fh.flush()
 
+    def step(self, state: Any, logs: dict[str, Any], *, tokens_per_s: float, **extra: Any) -> None:
+        """The "step" event both scripts write from a trainer's training log (the fields the
+        worker tails into the run's loss curve)."""
+        self.write(
+            "step",
+            step=state.global_step,
+            total_steps=state.max_steps,
+            epoch=round(float(state.epoch or 0.0), 4),
+            loss=number(logs.get("loss")),
+            learning_rate=number(logs.get("learning_rate")),
+            grad_norm=number(logs.get("grad_norm")),
+            tokens_per_s=round(tokens_per_s, 1),
+            **extra,
+        )
+
 
 def _end_partial_line(path: Path) -> None:
     """A process killed mid-write leaves half a line; end it so the next event is whole."""
