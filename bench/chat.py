@@ -38,6 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from raftweb.testing.processes import served_app_env, stop_processes  # noqa: E402
 from raftweb.testing.scripted_llm import free_port, wait_port  # noqa: E402
 
 DOC = (
@@ -335,20 +336,7 @@ def main() -> None:
         return
 
     data_dir = tempfile.mkdtemp(prefix="raftweb-bench-chat-")
-    env = {
-        **os.environ,
-        "RAFTWEB_DATA_DIR": data_dir,
-        "DJANGO_SETTINGS_MODULE": "raftweb.settings",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "RAFTWEB_DEBUG": "0",
-        # Capacity, not the per-user limiter: every client here is the same user, and the
-        # default 30 questions/min would hold back all but 30 of them.
-        "RAFTWEB_RATE_CHAT": "off",
-        "RAFTWEB_RATE_SEARCH": "off",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = served_app_env(data_dir)
     env.pop("DATABASE_URL", None)
     env.pop("REDIS_URL", None)
     os.environ.update({k: v for k, v in env.items() if k != "DATABASE_URL"})
@@ -427,13 +415,7 @@ def main() -> None:
             print(json.dumps(line), flush=True)
 
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from raftweb.testing.processes import served_app_env, stop_processes  # noqa: E402
 from raftweb.testing.scripted_llm import free_port, wait_port  # noqa: E402
 
 EMANUAL = ROOT.parent / "shared" / "datasets" / "emanual_s10"
@@ -249,13 +250,7 @@ def worker_scaling(env: dict[str, str], kb: Any, jobs: int, log_dir: Path) -> di
                 "rows_per_s": round(rows / wall, 2),
             }
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                try:
-                    p.wait(15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            stop_processes(procs, timeout=15)
     return {
         "case": "worker_scaling",
         "jobs": jobs,
@@ -305,20 +300,8 @@ def main() -> None:
         return
 
     data_dir = tempfile.mkdtemp(prefix="raftweb-bench-load-")
-    env = {
-        **os.environ,
-        "RAFTWEB_DATA_DIR": data_dir,
-        "DJANGO_SETTINGS_MODULE": "raftweb.settings",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "RAFTWEB_DEBUG": "0",
-        "RAFTWEB_RATE_SEARCH": "off",
-        "RAFTWEB_RATE_CHAT": "off",
-        # A queue of its own on a shared Redis: no other worker takes these jobs.
-        "RAFTWEB_HUEY_NAME": f"raftweb-load-{os.getpid()}",
-        "PYTHONPATH": str(ROOT),
-    }
+    # A queue of its own on a shared Redis: no other worker takes these jobs.
+    env = served_app_env(data_dir, RAFTWEB_HUEY_NAME=f"raftweb-load-{os.getpid()}")
     os.environ.update(env)
     procs: list[subprocess.Popen[bytes]] = []
     log_dir = Path(data_dir)
@@ -358,13 +341,7 @@ def main() -> None:
             print(json.dumps({"case": "worker_scaling", "skipped": "needs REDIS_URL"}))
         teacher.stop()
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
 
 
 def search_cases(

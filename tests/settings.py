@@ -25,7 +25,7 @@ from raftweb.settings import CACHES, DATABASES  # noqa: E402
 # Test modules import raftweb.asgi, which marks the pytest process a web process: its queries
 # would then be encoded in a child process. Keep them in-process unless a test's environment
 # asks (tests/core/test_warmup.py checks the web process's default in a real subprocess).
-if os.environ.get("RAFTWEB_EMBED_PROCESS", "auto").strip().lower() in ("", "auto"):
+if EMBED_PROCESS is None:  # noqa: F405 - "auto"
     EMBED_PROCESS = False
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
@@ -111,14 +112,22 @@ def kb_search_many(
     ``like_chunk_ids`` (one per query): chunks whose stored vectors are the dense queries - a
     search for chunks like a chunk of this KB needs no model run (see
     :meth:`Retriever.search_many`)."""
-    k = max(1, min(int(k), 200))
     retriever = _retriever(kb, mode, embedding_version)
     like = None if like_chunk_ids is None else [str(c) for c in like_chunk_ids]
+    with _store_unavailable_as_503(), _search_slots():
+        return retriever.search_many(
+            list(queries), mode=mode, k=_bounded_k(k), document_ids=document_ids, like_ids=like
+        )
+
+
+def _bounded_k(k: int) -> int:
+    return max(1, min(int(k), 200))
+
+
+@contextlib.contextmanager
+def _store_unavailable_as_503() -> Iterator[None]:
     try:
-        with _search_slots():
-            return retriever.search_many(
-                list(queries), mode=mode, k=k, document_ids=document_ids, like_ids=like
-            )
+        yield
     except VectorStoreError as exc:
         raise CorpusError(str(exc), code="unavailable", status=503) from exc
 
@@ -152,13 +161,10 @@ async def retriever_search_async(
     vector = None
     if text and mode != "bm25":
         vector = await retriever.embedder.aencode_query(text)
-    k = max(1, min(int(k), 200))
-    try:
+    with _store_unavailable_as_503():
         return await sync_to_async(retriever.search, thread_sensitive=False, executor=executor)(
-            text, mode=mode, k=k, query_vector=vector
+            text, mode=mode, k=_bounded_k(k), query_vector=vector
         )
-    except VectorStoreError as exc:
-        raise CorpusError(str(exc), code="unavailable", status=503) from exc
 
 
 # --------------------------------------------------------------------------- retrieval evaluation

@@ -40,11 +40,6 @@ class AdmissionLimit:
             gate = self._gates[loop] = asyncio.Semaphore(self.limit)
         return gate
 
-    def waiting(self) -> int:
-        """How many requests wait for a slot now (the gate of the running loop)."""
-        gate = self._gates.get(asyncio.get_running_loop())
-        return len(getattr(gate, "_waiters", None) or ()) if gate is not None else 0
-
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
