@@ -19,6 +19,7 @@ RSS while the case ran); then one line per raftweb case with the ratio raftweb /
 each case's best round (for busy machines).
 
     .venv/bin/python bench/train_generator.py                       # CPU, tiny shape (< 2 min)
+    .venv/bin/python bench/train_generator.py --shape tiny-152k     # CPU, a real vocabulary's head
     .venv/bin/python bench/train_generator.py --device cuda --shape 0.5b --steps 30
 
 Self-contained: no Django, nothing from ``tests/``; the model is built in memory

@@ -6,7 +6,8 @@ template, and paired with a Qwen2 model with random weights (fixed seed). Both a
 with ``save_pretrained`` so that every consumer goes through the real ``from_pretrained`` path
 (the ``hf`` backend, ``transformers serve``, peft, training).
 
-Shapes (:data:`SHAPES`): ``tiny`` (2 layers, 64 wide: for tests, trains in seconds on a CPU)
+Shapes (:data:`SHAPES`): ``tiny`` (2 layers, 64 wide: for tests, trains in seconds on a CPU),
+``tiny-152k`` (the same with a real 151,936-row vocabulary: benchmarks the LM head on a CPU)
 and ``0.5b`` (the Qwen2.5-0.5B layout, ~0.5B parameters with its full 151,936-row vocabulary:
 for GPU benchmarks; the tokenizer stays the tiny one, so only its first rows are ever used,
 but every matrix multiply costs what the real model's does).
@@ -42,6 +43,18 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 SHAPES: dict[str, dict[str, Any]] = {
     "tiny": {
         "vocab_size": None,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": False,
+    },
+    # The tiny layout with Qwen2.5's 151,936-row vocabulary: a CPU-sized model whose LM head
+    # (and so the loss) costs what a real vocabulary's does (bench/train_generator.py).
+    "tiny-152k": {
+        "vocab_size": 151936,
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,

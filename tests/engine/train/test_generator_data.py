@@ -158,3 +158,36 @@ def test_it_holds_out_the_same_rows_whatever_their_order() -> None:
     _, held_again = train_data.hold_out(list(reversed(rows)), 0.1)
     assert {r.id for r in held_again} == {r.id for r in held}
     assert train_data.hold_out(rows[:5], 0.1) == (rows[:5], [])
+
+
+def test_the_fused_head_scores_only_the_answer_on_cpu(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TRL's fused LM head projects only the labelled (answer) positions on CPU too, not the
+    whole RAFT prompt, and the loss is still the model's own (a TRL upgrade that drops the hook
+    fails here, not silently in the benchmark)."""
+    import torch
+    from trl.trainer import utils as trl_utils
+
+    trainer, _, _ = _trainer(tiny_model_dir, tmp_path, packing=False, rows=_rows(4))
+    projected: list[int] = []
+    kernel = trl_utils._ChunkedLogProbFunction
+
+    class Recording:
+        @staticmethod
+        def apply(hidden: torch.Tensor, *args: object) -> object:
+            projected.append(hidden.shape[0])
+            return kernel.apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Recording)
+    batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
+    model = trainer.model.eval()  # no dropout: the two forwards below must agree
+    with torch.no_grad():
+        loss = trainer.compute_loss(model, trainer._prepare_inputs(dict(batch)))
+        own = model(**batch).loss  # the model's own forward: full logits, mean over labels
+
+    next_labels = batch["labels"][:, 1:]
+    answer = int((next_labels != -100).sum())
+    assert projected == [answer]
+    assert answer < next_labels.numel() / 2  # the prompt (documents) is most of a RAFT row
+    assert float(loss) == pytest.approx(float(own), rel=1e-4)
