@@ -223,6 +223,9 @@ def document_upload(
                     size=size,
                     created_by=user if getattr(user, "pk", None) else None,
                 )
+                # In the same transaction: an upload that is stored is audited, and one whose
+                # audit entry cannot be written is not stored (never "failed" yet kept).
+                audit(user, "document.upload", document, size=size, version=version)
         except IntegrityError:
             existing = Document.objects.filter(kb=kb, content_hash=digest).first()
             if existing is None:
@@ -231,7 +234,6 @@ def document_upload(
                 document_retry(document=existing)  # uploading it again is the natural retry
             return UploadResult(existing, created=False)
         tmp.replace(final)  # content-addressed: concurrent duplicates write the same name
-        audit(user, "document.upload", document, size=size, version=version)
         if enqueue:
             _enqueue_ingest(document.pk)
         return UploadResult(document, created=True, replaced=previous)

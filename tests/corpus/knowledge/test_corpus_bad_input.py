@@ -168,6 +168,27 @@ def test_it_keeps_one_document_when_the_same_file_is_uploaded_twice_at_once() ->
 
 
 @pytest.mark.django_db
+def test_an_upload_that_cannot_be_audited_is_not_stored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit entry is written in the upload's transaction: when it fails, the upload
+    reports the error and keeps no document (before, the document stayed while the upload
+    reported an error), and the same file uploads cleanly afterwards."""
+    kb = kb_create(name="KB")
+    real_audit = services.audit
+
+    def locked(*args: object, **kwargs: object) -> None:
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(services, "audit", locked)
+    with pytest.raises(OperationalError):
+        document_upload(kb=kb, name="guide.txt", chunks=[GOOD], enqueue=False)
+    assert not Document.objects.filter(kb=kb).exists()
+
+    monkeypatch.setattr(services, "audit", real_audit)
+    result = document_upload(kb=kb, name="guide.txt", chunks=[GOOD], enqueue=False)
+    assert result.created and result.document.version == 1
+
+
+@pytest.mark.django_db
 def test_it_resolves_the_insert_race_with_the_unique_constraint(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
