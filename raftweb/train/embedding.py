@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import shutil
 import sys
@@ -477,6 +478,29 @@ class _CountingCollator:
         return getattr(self._inner, name)
 
 
+# Below this many optimizer steps a run leaves the model all but unchanged (measured on the
+# E-Manual set: 25 pairs, 2 epochs of one step each at 2e-5 moved MRR by +0.0005).
+FEW_STEPS = 8
+
+
+def optimizer_steps(pairs: int, config: EmbeddingTrainConfig) -> int:
+    """How many optimizer steps a run makes (every process takes its share of each batch)."""
+    per_step = config.batch_size * world()[2]
+    return math.ceil(pairs / per_step) * config.epochs
+
+
+def few_steps_note(pairs: int, config: EmbeddingTrainConfig) -> str:
+    """The log's advice when a run is too short to change the model, else ''."""
+    steps = optimizer_steps(pairs, config)
+    if steps >= FEW_STEPS:
+        return ""
+    return (
+        f"note: {pairs} pairs at batch size {config.batch_size} for {config.epochs} epoch(s) "
+        f"make {steps} optimizer step(s); with fewer than {FEW_STEPS} the model barely changes. "
+        "Approve more pairs, or raise the epochs or the learning rate."
+    )
+
+
 def train(
     model: Any,
     pairs: Sequence[Pair],
@@ -506,6 +530,9 @@ def train(
     columns = training_columns(
         pairs, use_hard_negatives=config.use_hard_negatives, seed=config.seed
     )
+    note = few_steps_note(len(pairs), config)
+    if note:
+        print(note, flush=True)
     dataset = Dataset.from_dict(columns)
     checkpoints = run_dir / CHECKPOINTS_DIR
     args = SentenceTransformerTrainingArguments(

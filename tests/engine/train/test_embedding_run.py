@@ -18,6 +18,7 @@ from raftweb.train.embedding import (
     EmbeddingTrainConfig,
     Pair,
     build_eval_set,
+    few_steps_note,
     iter_events,
     run,
     training_columns,
@@ -101,11 +102,15 @@ def _run_dir(tmp_path: Path, config: dict[str, Any]) -> Path:
 
 
 @pytest.mark.slow
-def test_it_trains_end_to_end_and_writes_the_contract(tmp_path: Path) -> None:
+def test_it_trains_end_to_end_and_writes_the_contract(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from sentence_transformers import SentenceTransformer
 
     run_dir = _run_dir(tmp_path, {"epochs": 2, "batch_size": 4, "max_seq_length": 4096})
     assert run(run_dir) == EXIT_SUCCEEDED
+    # The log (shown on the run page) says that 6 steps are too few to change the model.
+    assert "make 6 optimizer step(s)" in capsys.readouterr().out
 
     events = list(iter_events(run_dir))
     steps = [e for e in events if e["event"] == "step"]
@@ -279,3 +284,11 @@ def test_it_ranks_against_the_corpus_file_when_there_is_one(tmp_path: Path) -> N
     without = build_eval_set(rows, tmp_path / "absent.jsonl")
     assert without.texts == [" alpha ", "beta", "not in the corpus"]
     assert without.gold == [{0}, {2}] and without.added_positives == 0
+
+
+def test_it_advises_when_a_run_is_too_short_to_change_the_model() -> None:
+    config = EmbeddingTrainConfig.from_dict({"epochs": 2, "batch_size": 32})
+    note = few_steps_note(25, config)  # the E-Manual half: one step per epoch
+    assert "25 pairs at batch size 32 for 2 epoch(s) make 2 optimizer step(s)" in note
+    assert few_steps_note(200, config) == ""  # 7 steps per epoch, 14 in all
+    assert few_steps_note(25, EmbeddingTrainConfig.from_dict({"epochs": 8})) == ""
