@@ -93,3 +93,22 @@ def test_it_switches_to_the_production_stack_from_urls(tmp_path: Path) -> None:
         "http://chroma:8000",
         "django.core.cache.backends.redis.RedisCache",  # login lockouts, rate limits, health
     ]
+
+
+def test_the_embedded_database_keeps_its_connection_between_calls(tmp_path: Path) -> None:
+    """Channels and the search pool call close_old_connections around every call; on the
+    embedded SQLite default that used to close (and the next query re-open) the connection
+    for every chat turn."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env |= {"RAFTWEB_DATA_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "raftweb.settings"}
+    code = (
+        "import django; django.setup();"
+        "from django.db import close_old_connections, connection as c;"
+        "c.ensure_connection(); first = c.connection; close_old_connections();"
+        "c.ensure_connection(); print(c.vendor, c.connection is first)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["sqlite", "True"]
