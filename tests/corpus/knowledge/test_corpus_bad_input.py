@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from corpus.models import Chunk, Document
 from raftweb.ingest import NO_TEXT_PDF_MESSAGE
 from raftweb.retrieval import VectorStoreUnavailable, collection_name
 from tests.corpus.corpus_files import CORRUPT_PDF, PNG, pdf_bytes
+from tests.fixtures.sqlite import waiting_for_locks
 
 GOOD = b"Warranty\n\nThe warranty covers manufacturing defects for two years from purchase.\n"
 
@@ -138,19 +138,13 @@ def test_it_keeps_one_document_when_the_same_file_is_uploaded_twice_at_once() ->
                     barrier.wait(timeout=10)
                 yield GOOD
 
-            for attempt in range(50):
-                try:
-                    results.append(
-                        document_upload(kb=kb, name=f"copy{i}.txt", chunks=chunks(), enqueue=False)
+            results.append(
+                waiting_for_locks(
+                    lambda: document_upload(
+                        kb=kb, name=f"copy{i}.txt", chunks=chunks(), enqueue=False
                     )
-                    break
-                except OperationalError as exc:
-                    # The in-memory shared-cache SQLite test database reports a table lock at
-                    # once instead of waiting (file SQLite with a busy timeout, or PostgreSQL,
-                    # wait); retrying models that wait without changing what is asserted.
-                    if "locked" not in str(exc) or attempt == 49:
-                        raise
-                    time.sleep(0.05)
+                )
+            )
         except BaseException as exc:  # surfaced below
             errors.append(exc)
         finally:
