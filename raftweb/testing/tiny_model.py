@@ -40,29 +40,21 @@ CHAT_TEMPLATE = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 # Model layouts by name. ``vocab_size`` None means "the tokenizer's size".
+_TINY: dict[str, Any] = {
+    "vocab_size": None,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": False,
+}
 SHAPES: dict[str, dict[str, Any]] = {
-    "tiny": {
-        "vocab_size": None,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 2048,
-        "tie_word_embeddings": False,
-    },
+    "tiny": _TINY,
     # The tiny layout with Qwen2.5's 151,936-row vocabulary: a CPU-sized model whose LM head
     # (and so the loss) costs what a real vocabulary's does (bench/train_generator.py).
-    "tiny-152k": {
-        "vocab_size": 151936,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 2048,
-        "tie_word_embeddings": False,
-    },
+    "tiny-152k": {**_TINY, "vocab_size": 151936},
     # Qwen2.5-0.5B's layout (494M parameters with tied embeddings).
     "0.5b": {
         "vocab_size": 151936,
