@@ -20,11 +20,16 @@ from asgiref.sync import sync_to_async
 from channels.db import aclose_old_connections
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.contrib.auth import get_user_model
 
 from chat import fragments
 from chat.models import Conversation, Message
-from chat.selectors import conversation_get, conversation_messages, history_for, user_can_chat
+from chat.selectors import (
+    conversation_get,
+    conversation_messages,
+    conversation_usable,
+    history_for,
+    user_can_chat,
+)
 from chat.services import (
     SUPPORT_APOLOGY,
     ChatError,
@@ -199,23 +204,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Access is re-checked per question: a role or a KB restriction can change while a
         socket stays open."""
 
-        def check() -> bool:
-            user = get_user_model().objects.filter(pk=self.scope["user"].pk).first()
-            if user is None or not user.is_active:
-                return False
-            return conversation_get(user=user, conversation_id=self.conversation_id) is not None
-
-        return await sync_to_async(check)()
+        return await sync_to_async(conversation_usable)(
+            user_id=self.scope["user"].pk, conversation_id=self.conversation_id
+        )
 
     async def _turn_rows(self, question: str) -> tuple[Message, Message]:
         # Runs beside the search (see chat_turn_run); nothing is shown or generated before
         # it has passed. Check and writes are one job for the ORM thread (see turn_start).
         def open_turn() -> tuple[Message, Message]:
-            # A fresh user row: roles are cached on the socket's user object.
-            user = get_user_model().objects.filter(pk=self.scope["user"].pk).first()
-            if user is None or not user.is_active:
-                raise ConversationGone
-            if conversation_get(user=user, conversation_id=self.conversation_id) is None:
+            # Fresh rows, not the socket's user object (its roles are cached on it).
+            if not conversation_usable(
+                user_id=self.scope["user"].pk, conversation_id=self.conversation_id
+            ):
                 raise ConversationGone
             return turn_create(conversation=self.conversation, question=question)  # type: ignore[arg-type]
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 
 from chat.models import Conversation, Feedback, Message
-from corpus.knowledge.selectors import kbs_visible_to
+from corpus.knowledge.selectors import kb_visible, kbs_visible_to
 from corpus.models import Chunk, KnowledgeBase
-from raftweb.core.roles import Role, user_has_role
+from raftweb.core.roles import Role, roles_allow, roles_of, user_has_role
 from raftweb.llm.base import ChatMessage
 
 CHAT_ROLES = (Role.SUPPORT, Role.ADMIN)
@@ -43,6 +44,36 @@ def conversation_get(*, user: Any, conversation_id: int) -> Conversation | None:
     Someone else's conversation and a missing one look the same, so ids leak nothing.
     """
     return conversations_for(user=user).filter(pk=conversation_id).first()
+
+
+def conversation_usable(*, user_id: int, conversation_id: int) -> bool:
+    """Whether :func:`conversation_get` would find the conversation for a fresh copy of the
+    user: the same rules (active, a chat role, owner, KB visible) in two small queries instead
+    of the six that a user load and ``conversation_get`` take. A chat turn asks this before
+    every answer, on the ORM thread that all conversations share."""
+    user_rows = list(
+        get_user_model()
+        .objects.filter(pk=user_id, is_active=True)
+        .values_list("is_superuser", "groups__id", "groups__name")
+    )
+    if not user_rows:
+        return False
+    superuser = user_rows[0][0]
+    roles = roles_of(is_superuser=superuser, group_names=[n for _, _, n in user_rows if n])
+    if not roles_allow(roles, superuser, *CHAT_ROLES):
+        return False
+    kb_groups = list(
+        Conversation.objects.filter(pk=conversation_id, owner_id=user_id).values_list(
+            "kb__allowed_groups", flat=True
+        )
+    )
+    if not kb_groups:  # no such conversation of this user
+        return False
+    return kb_visible(
+        admin=roles_allow(roles, superuser, Role.ADMIN),
+        user_group_ids={g for _, g, _ in user_rows if g is not None},
+        kb_group_ids={g for g in kb_groups if g is not None},
+    )
 
 
 def conversation_messages(conversation: Conversation) -> list[Message]:

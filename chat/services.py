@@ -29,6 +29,7 @@ from corpus.knowledge.search import kb_retriever, retriever_search_async
 from corpus.knowledge.splits import kb_document_splits
 from corpus.models import Chunk, KnowledgeBase, QAPair
 from raftweb.answering import ChatResult, Finished, PipelineEvent, SearchFn, Token, answer_stream
+from raftweb.core.memo import Memo
 from raftweb.core.roles import Role, user_has_role
 from raftweb.errors import RaftwebError
 from raftweb.llm.base import ChatBackend, ChatMessage
@@ -107,14 +108,22 @@ def turn_create(*, conversation: Conversation, question: str) -> tuple[Message, 
         raise ChatError("Type a question first.")
     now = timezone.now()
     with transaction.atomic():
-        user_msg = Message.objects.create(
-            conversation=conversation, role=Message.Role.USER, content=question, created_at=now
-        )
-        answer = Message.objects.create(
-            conversation=conversation,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.PENDING,
-            created_at=now,
+        # One INSERT for both rows, in this order (ids ascend: the answer follows its question).
+        user_msg, answer = Message.objects.bulk_create(
+            [
+                Message(
+                    conversation=conversation,
+                    role=Message.Role.USER,
+                    content=question,
+                    created_at=now,
+                ),
+                Message(
+                    conversation=conversation,
+                    role=Message.Role.ASSISTANT,
+                    status=Message.Status.PENDING,
+                    created_at=now,
+                ),
+            ]
         )
         fields: dict[str, Any] = {"updated_at": now}
         if not conversation.title:
@@ -166,19 +175,47 @@ def _search_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=settings.SEARCH_THREADS, thread_name_prefix="chat-search")
 
 
+def _config_ttl_s() -> float:
+    return float(settings.CONFIG_TTL_S)
+
+
+# A knowledge base's chat set-up by KB id: read once per RAFTWEB_CONFIG_TTL_S, not once per
+# question (raftweb/core/memo.py says why). chat/apps.py clears both when the rows behind
+# them are saved.
+CHAT_MODELS: Memo[int, ChatModel] = Memo(_config_ttl_s, name="chat-models")
+RETRIEVERS: Memo[int, Retriever] = Memo(_config_ttl_s, name="chat-retrievers")
+
+
+def chat_setup_forget(*_args: Any, **_kwargs: Any) -> None:
+    """Drop the memoised chat set-up of every KB (a signal receiver, see chat/apps.py).
+
+    Again once the change commits: a question answered in between may have read and kept the
+    rows as they were before it."""
+    chat_setup_clear()
+    transaction.on_commit(chat_setup_clear)
+
+
+def chat_setup_clear() -> None:
+    CHAT_MODELS.clear()
+    RETRIEVERS.clear()
+
+
+def _retriever_load(kb_id: int) -> Retriever:
+    # Pool threads live long and keep their own connection: drop it when it is too old or
+    # broken, as Django does around each request.
+    close_old_connections()
+    # A fresh row: the caller's may be as old as its socket, and this result serves everyone.
+    kb = KnowledgeBase.objects.get(pk=kb_id)
+    return kb_retriever(kb=kb, mode="hybrid")
+
+
 def kb_searcher(kb: KnowledgeBase) -> SearchFn:
     """Hybrid search of ``kb`` as an async function (lookups in the search thread pool)."""
-
-    def prepare() -> Retriever:
-        # Pool threads live long and keep their own connection: drop it when it is too old
-        # or broken, as Django does around each request.
-        close_old_connections()
-        return kb_retriever(kb=kb, mode="hybrid")
-
-    prepare_async = sync_to_async(prepare, thread_sensitive=False, executor=_search_pool())
+    kb_id = kb.pk
+    load = sync_to_async(_retriever_load, thread_sensitive=False, executor=_search_pool())
 
     async def search(query: str) -> Sequence[Any]:
-        retriever = await prepare_async()
+        retriever = await RETRIEVERS.aget(kb_id, lambda: load(kb_id))
         return await retriever_search_async(
             retriever, query, mode="hybrid", k=TOP_K, executor=_search_pool()
         )
@@ -186,10 +223,8 @@ def kb_searcher(kb: KnowledgeBase) -> SearchFn:
     return search
 
 
-async def chat_model(kb: KnowledgeBase) -> ChatModel:
-    """The model chat answers with for ``kb``: its active generator version when it has one
-    (served as :mod:`training.serving` says), else the "student" profile as configured."""
-    generator = await sync_to_async(generator_for)(kb, ACTIVE)
+def _chat_model_load(kb_id: int) -> ChatModel:
+    generator = generator_for(KnowledgeBase.objects.get(pk=kb_id), ACTIVE)
     spec = generator.spec
     version = generator.label if generator.version_id else (spec.adapter_path or spec.model)
     return ChatModel(
@@ -198,6 +233,13 @@ async def chat_model(kb: KnowledgeBase) -> ChatModel:
         model_name=spec.model[-500:],
         model_version=version[-200:],
     )
+
+
+async def chat_model(kb: KnowledgeBase) -> ChatModel:
+    """The model chat answers with for ``kb``: its active generator version when it has one
+    (served as :mod:`training.serving` says), else the "student" profile as configured."""
+    kb_id = kb.pk
+    return await CHAT_MODELS.aget(kb_id, lambda: sync_to_async(_chat_model_load)(kb_id))
 
 
 async def chat_engine_for(*, kb: KnowledgeBase) -> ChatEngine:

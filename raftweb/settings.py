@@ -254,6 +254,10 @@ EMBED_PROCESS: bool | None = (
 )
 SEARCH_THREADS = env_int("RAFTWEB_SEARCH_THREADS", 8, minimum=1)
 SEARCH_SLOTS = env_int("RAFTWEB_SEARCH_SLOTS", 16, minimum=1)  # searches at once per process
+# How long a web process reuses a knowledge base's chat set-up (generator, embedding version and
+# profiles) before reading it again (raftweb/core/memo.py). Changes saved in the same process
+# apply at once; other processes (the worker, more web processes) see them within this time.
+CONFIG_TTL_S = env_float("RAFTWEB_CONFIG_TTL_S", 5.0, minimum=0.0)
 # HTTP requests computed at once per web process; the rest wait on the event loop, holding no
 # thread (raftweb/core/admission.py). 0: no limit.
 HTTP_CONCURRENCY = env_int("RAFTWEB_HTTP_CONCURRENCY", 16, minimum=0)

@@ -30,6 +30,11 @@ def _fresh_cache() -> Iterator[None]:
         keys = list(client.scan_iter(match=f"{cache.key_prefix}:*"))
         if keys:
             client.delete(*keys)
+    # The per-process chat set-up memo is keyed by KB id, and ids come round again after a
+    # test's rollback: a KB must not inherit an earlier test's model server.
+    from chat.services import chat_setup_clear
+
+    chat_setup_clear()
     yield
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Set
 from datetime import timedelta
 from typing import Any
 
@@ -21,9 +21,16 @@ def kbs_visible_to(user: Any) -> QuerySet[KnowledgeBase]:
         return KnowledgeBase.objects.none()
     if user_has_role(user, Role.ADMIN):
         return KnowledgeBase.objects.all()
+    # The same rule as kb_visible, in SQL.
     return KnowledgeBase.objects.filter(
         Q(allowed_groups__isnull=True) | Q(allowed_groups__in=user.groups.all())
     ).distinct()
+
+
+def kb_visible(*, admin: bool, user_group_ids: Set[int], kb_group_ids: Set[int]) -> bool:
+    """:func:`kbs_visible_to`'s rule for one KB whose groups were read already, for a user
+    with a role: admins see every KB, others open ones (no groups) and their groups' ones."""
+    return admin or not kb_group_ids or bool(user_group_ids & kb_group_ids)
 
 
 def kb_list_with_counts() -> QuerySet[KnowledgeBase]:

@@ -7,7 +7,7 @@ lives in one place, and views/API/consumers never test group names themselves.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
 from typing import Any
 
@@ -59,22 +59,32 @@ def user_roles(user: Any) -> frozenset[Role]:
         return frozenset()
     cached = getattr(user, "_raftweb_roles", None)
     if cached is None:
-        if user.is_superuser:
-            cached = frozenset(Role)
-        else:
-            names = set(user.groups.values_list("name", flat=True))
-            cached = frozenset(r for r in Role if r.value in names)
+        names = () if user.is_superuser else user.groups.values_list("name", flat=True)
+        cached = roles_of(is_superuser=user.is_superuser, group_names=names)
         user._raftweb_roles = cached
     return cached
+
+
+def roles_of(*, is_superuser: bool, group_names: Iterable[str]) -> frozenset[Role]:
+    """The roles of an active user with these groups (for callers that read the rows
+    themselves, see chat.selectors.conversation_usable)."""
+    if is_superuser:
+        return frozenset(Role)
+    names = set(group_names)
+    return frozenset(r for r in Role if r.value in names)
 
 
 def user_has_role(user: Any, *roles: Role | str) -> bool:
     """True when the user holds any of ``roles`` (admins and superusers hold every role's rights
     only where the caller lists ADMIN; superusers always pass)."""
-    held = user_roles(user)
+    return roles_allow(user_roles(user), getattr(user, "is_superuser", False), *roles)
+
+
+def roles_allow(held: frozenset[Role], is_superuser: bool, *roles: Role | str) -> bool:
+    """The rule behind :func:`user_has_role`, for roles already read."""
     if not held:
         return False
-    if getattr(user, "is_superuser", False):
+    if is_superuser:
         return True
     return any(Role(r) in held for r in roles)
 
