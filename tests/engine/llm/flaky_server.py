@@ -6,7 +6,8 @@ Runs aiohttp on its own thread and loop, so sync and async tests can use it alik
 
 Each request takes the next step of ``script`` (the last step repeats):
 ``200`` (answer), ``"no-usage"`` (answer, streamed without usage), ``"fail-mid-stream"``
-(two pieces, then an error event), ``"truncated-json"`` (a 200 whose JSON body is cut in
+(two pieces, then an error event), ``"garbage-mid-stream"`` (two pieces, then a chunk that
+is not a chat completion chunk), ``"truncated-json"`` (a 200 whose JSON body is cut in
 half), ``"no-choices"`` (a 200 with ``choices: []``), an int status
 (an error body with that status), ``("slow", seconds)`` (answer after a delay).
 """
@@ -70,7 +71,10 @@ class FlakyServer:
                 return web.json_response({**self._completion(body), "choices": []})
             if body.get("stream"):
                 return await self._stream(
-                    request, with_usage=step != "no-usage", fail=step == "fail-mid-stream"
+                    request,
+                    with_usage=step != "no-usage",
+                    fail=step == "fail-mid-stream",
+                    garbage=step == "garbage-mid-stream",
                 )
             return web.json_response(self._completion(body))
         finally:
@@ -94,7 +98,7 @@ class FlakyServer:
         }
 
     async def _stream(
-        self, request: web.Request, *, with_usage: bool, fail: bool = False
+        self, request: web.Request, *, with_usage: bool, fail: bool = False, garbage: bool = False
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -117,6 +121,11 @@ class FlakyServer:
             if fail and index == 1:
                 # What transformers serve sends when generation breaks part-way.
                 await response.write(b'data: {"error": "CUDA out of memory"}\n\n')
+                await response.write_eof()
+                return response
+            if garbage and index == 1:
+                await response.write(b'data: {"choices": "not a list"}\n\n')
+                await response.write(b"data: [DONE]\n\n")
                 await response.write_eof()
                 return response
         if with_usage:

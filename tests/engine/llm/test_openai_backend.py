@@ -228,6 +228,19 @@ async def test_it_reports_a_failure_mid_stream_without_retrying(flaky: Any) -> N
     assert backend.limiter.active == 0
 
 
+async def test_it_reports_a_malformed_chunk_mid_stream_as_the_server_failing(flaky: Any) -> None:
+    server = flaky(["garbage-mid-stream", 200])
+    backend = _backend(server.base_url, "flaky", max_retries=3)
+    pieces: list[str] = []
+    with pytest.raises(BackendUnavailable) as info:
+        async for event in backend.stream(MESSAGES):
+            pieces.append(event.delta)
+    assert pieces == ["The", " refund"]
+    assert "failed mid-answer (malformed reply: a stream chunk whose choices" in str(info.value)
+    assert server.hits == 1  # the text so far cannot be un-sent: no retry
+    assert backend.limiter.active == 0
+
+
 @pytest.mark.parametrize(
     ("status", "error", "words"),
     [
