@@ -169,9 +169,9 @@ async def answers_expire_stale(*, conversation: Conversation) -> int:
 
 @functools.cache
 def _search_pool() -> ThreadPoolExecutor:
-    # Index lookups run off the event loop, in a pool of their own so that they neither wait
-    # behind nor block the ORM thread. Queries wait for the encoder as coroutines, holding no
-    # thread (see retriever_search_async), so a few threads serve many concurrent turns.
+    # A KB's search set-up (database reads; the first time, a model load) is read off the event
+    # loop, in a pool of its own so that it neither waits behind nor blocks the ORM thread.
+    # Searches themselves hold no thread: see retriever_search_async.
     return ThreadPoolExecutor(max_workers=settings.SEARCH_THREADS, thread_name_prefix="chat-search")
 
 
@@ -216,9 +216,7 @@ def kb_searcher(kb: KnowledgeBase) -> SearchFn:
 
     async def search(query: str) -> Sequence[Any]:
         retriever = await RETRIEVERS.aget(kb_id, lambda: load(kb_id))
-        return await retriever_search_async(
-            retriever, query, mode="hybrid", k=TOP_K, executor=_search_pool()
-        )
+        return await retriever_search_async(retriever, query, mode="hybrid", k=TOP_K)
 
     return search
 

@@ -239,7 +239,8 @@ CHROMA_PATH = DATA_DIR / "chroma"
 # Concurrent searches (chat, API, evaluation) embed their queries together: the query batcher
 # encodes at most EMBED_BATCH_SIZE at once and, when a second query is already waiting, may
 # gather for EMBED_BATCH_WAIT_MS more (0: none; measured, see raftweb/retrieval/embedder.py).
-# A lone query never waits. Chat searches run in a pool of SEARCH_THREADS threads.
+# A lone query never waits. Chat reads a KB's search set-up in a pool of SEARCH_THREADS threads;
+# its searches' index lookups run batched in one thread (raftweb/retrieval/retriever.py).
 EMBED_BATCH_SIZE = env_int("RAFTWEB_EMBED_BATCH_SIZE", 32, minimum=1)
 EMBED_BATCH_WAIT_MS = env_float("RAFTWEB_EMBED_BATCH_WAIT_MS", 0.0, minimum=0.0)
 EMBED_THREADS = env_int("RAFTWEB_EMBED_THREADS", 1, minimum=1)  # torch threads per query batch

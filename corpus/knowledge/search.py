@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from corpus.knowledge.indexes import CorpusError, bm25_index, kb_embedder, vector_store
@@ -21,6 +19,7 @@ from raftweb.retrieval import (
     VectorStoreError,
     collection_name,
 )
+from raftweb.retrieval.retriever import LOOKUPS, Lookup
 
 
 def resolve_embedding_version(kb: KnowledgeBase, embedding_version: str | None) -> EmbeddingIndex:
@@ -144,27 +143,21 @@ def kb_retriever(
 
 
 async def retriever_search_async(
-    retriever: Retriever,
-    query: str,
-    *,
-    mode: str = "hybrid",
-    k: int = 5,
-    executor: Executor | None = None,
+    retriever: Retriever, query: str, *, mode: str = "hybrid", k: int = 5
 ) -> list[SearchHit]:
-    """Search from a coroutine, holding a thread of ``executor`` only for the index lookups.
+    """Search from a coroutine, holding no thread while it waits.
 
-    Why: a search thread that waited for the query encoder was a thread no other search could
-    use, so concurrent chat turns reached the query batcher a pool's worth at a time (8 of 50)
-    and waited in line for each other (bench/chat.py). Here the query waits for its batch as a
-    coroutine, so every concurrent turn's query meets in the same batch."""
+    The query waits for its encoder batch, then its index lookups wait for theirs
+    (:data:`raftweb.retrieval.retriever.LOOKUPS`), both as coroutines. Why: a search thread
+    that waited for the encoder was a thread no other search could use, so concurrent chat
+    turns reached the query batcher a pool's worth at a time (8 of 50) and waited in line for
+    each other; and 50 lookups one by one cost ten times one call for all 50 (bench/chat.py)."""
     text = (query or "").strip()
     vector = None
     if text and mode != "bm25":
         vector = await retriever.embedder.aencode_query(text)
     with _store_unavailable_as_503():
-        return await sync_to_async(retriever.search, thread_sensitive=False, executor=executor)(
-            text, mode=mode, k=_bounded_k(k), query_vector=vector
-        )
+        return await LOOKUPS.acall(Lookup(retriever, text, vector, mode, _bounded_k(k)))
 
 
 # --------------------------------------------------------------------------- retrieval evaluation

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from raftweb.retrieval.batcher import MicroBatcher
 from raftweb.retrieval.bm25 import BM25Index, IndexedChunk
 from raftweb.retrieval.embedder import Embedder
 from raftweb.retrieval.fusion import DEFAULT_RRF_K, reciprocal_rank_fusion
@@ -153,6 +154,49 @@ def _hits(
             )
         )
     return hits
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """One search whose query is embedded already (``vector`` None: BM25 only or empty)."""
+
+    retriever: Retriever
+    query: str
+    vector: np.ndarray | None
+    mode: str = "hybrid"
+    k: int = 5
+
+
+def run_lookups(items: Sequence[Lookup]) -> list[list[SearchHit]]:
+    """The index lookups of several searches, one :meth:`Retriever.search_many` call per
+    retriever and mode: one vector-store call for all of its queries.
+
+    Why: a vector-store call costs ~0.85 ms of Python whatever its size (embedded Chroma on 2
+    cores: 50 single-query searches 97 ms, the same 50 in one call 9 ms), and under load every
+    one of them waited for the GIL behind the event loop."""
+    groups: dict[tuple[int, str, int, bool], list[int]] = {}
+    for i, item in enumerate(items):
+        key = (id(item.retriever), item.mode, item.k, item.vector is None)
+        groups.setdefault(key, []).append(i)
+    out: list[list[SearchHit]] = [[] for _ in items]
+    for indexes in groups.values():
+        first = items[indexes[0]]
+        vectors = None
+        if first.vector is not None:
+            vectors = np.stack([np.asarray(items[i].vector) for i in indexes])
+        found = first.retriever.search_many(
+            [items[i].query for i in indexes], mode=first.mode, k=first.k, query_vectors=vectors
+        )
+        for i, hits in zip(indexes, found, strict=True):
+            out[i] = hits
+    return out
+
+
+# Concurrent searches (chat turns) meet here once their queries are embedded: whatever is
+# waiting when the worker is free runs together; a lone lookup goes at once.
+LOOKUPS: MicroBatcher[Lookup, list[SearchHit]] = MicroBatcher(
+    run_lookups, max_batch=64, max_wait_s=0.0, name="search-lookups"
+)
 
 
 def rank_documents(hits: Sequence[SearchHit]) -> list[int]:

@@ -3,6 +3,7 @@ says when it is ready (to logged-in users; anonymous callers still get up/down o
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -22,13 +23,14 @@ def fresh_warmup(settings: Any) -> Iterator[Any]:
 
     settings.EMBEDDING_WARMUP = True
     settings.HEALTH_CACHE_S = 0
-    saved = dict(warmup._state), warmup._thread
+    saved = dict(warmup._state), warmup._thread, warmup._web_process
     warmup._state.update(warm="off", detail="", model="")
     warmup._thread = None
     yield warmup
     warmup._state.clear()
     warmup._state.update(saved[0])
     warmup._thread = saved[1]
+    warmup._web_process = saved[2]
 
 
 def test_it_loads_the_embedding_model_in_the_background_and_health_says_so(
@@ -41,12 +43,26 @@ def test_it_loads_the_embedding_model_in_the_background_and_health_says_so(
     assert fresh_warmup.start_embedding_warmup() is None  # once per process
     thread.join(timeout=120)
     assert fresh_warmup.warmup_state()["warm"] == "ready"
+    assert gc.get_freeze_count() == 0  # not the web process: its heap is left alone
 
     embedding = client_for(alice).get("/api/health").json()["models"]["embedding"]
     assert embedding["ok"] is True and embedding["data"]["warm"] == "ready"
     assert "loaded in this process" in embedding["detail"]
     # Anonymous callers: still status only (issue 12), not a word about loading.
     assert Client().get("/api/health").json()["models"]["embedding"] == {"ok": True}
+
+
+def test_the_web_process_exempts_its_start_up_heap_from_collection_scans(
+    transactional_db: Any, fresh_warmup: Any
+) -> None:
+    fresh_warmup.mark_web_process()
+    try:
+        fresh_warmup.embedding_warmup()
+        assert fresh_warmup.warmup_state()["warm"] == "ready"
+        # Full collections under chat load no longer walk the model and the libraries.
+        assert gc.get_freeze_count() > 100_000
+    finally:
+        gc.unfreeze()
 
 
 def test_it_reports_a_model_still_loading(
