@@ -25,11 +25,11 @@ from django.utils import timezone
 from chat.models import Conversation, Feedback, Message
 from chat.selectors import question_for_answer
 from corpus.dataset.services import reverify_quotes
-from corpus.knowledge.search import kb_retriever, retriever_search_async
+from corpus.knowledge.search import RETRIEVERS, retriever_build, retriever_search_async
 from corpus.knowledge.splits import kb_document_splits
 from corpus.models import Chunk, KnowledgeBase, QAPair
 from raftweb.answering import ChatResult, Finished, PipelineEvent, SearchFn, Token, answer_stream
-from raftweb.core.memo import Memo
+from raftweb.core.memo import Memo, clear_all
 from raftweb.core.roles import Role, user_has_role
 from raftweb.errors import RaftwebError
 from raftweb.llm.base import ChatBackend, ChatMessage
@@ -179,15 +179,14 @@ def _config_ttl_s() -> float:
     return float(settings.CONFIG_TTL_S)
 
 
-# A knowledge base's chat set-up by KB id: read once per RAFTWEB_CONFIG_TTL_S, not once per
-# question (raftweb/core/memo.py says why). chat/apps.py clears both when the rows behind
-# them are saved.
+# A knowledge base's chat model by KB id: read once per RAFTWEB_CONFIG_TTL_S, not once per
+# question (raftweb/core/memo.py says why); its retriever comes from corpus.knowledge.search's
+# memo. chat/apps.py clears both when the rows behind them are saved.
 CHAT_MODELS: Memo[int, ChatModel] = Memo(_config_ttl_s, name="chat-models")
-RETRIEVERS: Memo[int, Retriever] = Memo(_config_ttl_s, name="chat-retrievers")
 
 
 def chat_setup_forget(*_args: Any, **_kwargs: Any) -> None:
-    """Drop the memoised chat set-up of every KB (a signal receiver, see chat/apps.py).
+    """Drop every memoised set-up (a signal receiver, see chat/apps.py).
 
     Again once the change commits: a question answered in between may have read and kept the
     rows as they were before it."""
@@ -196,17 +195,16 @@ def chat_setup_forget(*_args: Any, **_kwargs: Any) -> None:
 
 
 def chat_setup_clear() -> None:
-    CHAT_MODELS.clear()
-    RETRIEVERS.clear()
+    clear_all()
 
 
 def _retriever_load(kb_id: int) -> Retriever:
     # Pool threads live long and keep their own connection: drop it when it is too old or
     # broken, as Django does around each request.
     close_old_connections()
-    # A fresh row: the caller's may be as old as its socket, and this result serves everyone.
-    kb = KnowledgeBase.objects.get(pk=kb_id)
-    return kb_retriever(kb=kb, mode="hybrid")
+    retriever = retriever_build(kb_id)
+    retriever.embedder = retriever.embedder.loaded()  # type: ignore[attr-defined]
+    return retriever
 
 
 def kb_searcher(kb: KnowledgeBase) -> SearchFn:
@@ -215,7 +213,7 @@ def kb_searcher(kb: KnowledgeBase) -> SearchFn:
     load = sync_to_async(_retriever_load, thread_sensitive=False, executor=_search_pool())
 
     async def search(query: str) -> Sequence[Any]:
-        retriever = await RETRIEVERS.aget(kb_id, lambda: load(kb_id))
+        retriever = await RETRIEVERS.aget((kb_id, "active"), lambda: load(kb_id))
         return await retriever_search_async(retriever, query, mode="hybrid", k=TOP_K)
 
     return search

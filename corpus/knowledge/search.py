@@ -11,6 +11,7 @@ from django.conf import settings
 
 from corpus.knowledge.indexes import CorpusError, bm25_index, kb_embedder, vector_store
 from corpus.models import BASE_VERSION, EmbeddingIndex, KnowledgeBase
+from raftweb.core.memo import Memo
 from raftweb.metrics import mean, mrr, recall_at_k
 from raftweb.retrieval import (
     LazyEmbedder,
@@ -41,10 +42,26 @@ def resolve_embedding_version(kb: KnowledgeBase, embedding_version: str | None) 
 
 
 # --------------------------------------------------------------------------- search
-def _retriever(kb: KnowledgeBase, mode: str, embedding_version: str | None) -> Retriever:
-    if mode not in ("hybrid", "dense", "bm25"):
-        raise CorpusError(f"unknown search mode {mode!r}; use hybrid, dense or bm25")
-    index = resolve_embedding_version(kb, embedding_version)
+def _config_ttl_s() -> float:
+    return float(settings.CONFIG_TTL_S)
+
+
+# A KB's retriever per embedding version, read once per RAFTWEB_CONFIG_TTL_S rather than for
+# every search (two or three queries each: ~20% of an API search's time in the web process
+# under 200 concurrent searches). chat/apps.py clears it when the rows behind it are saved.
+RETRIEVERS: Memo[tuple[int, str], Retriever] = Memo(_config_ttl_s, name="retrievers")
+
+
+def _version_key(embedding_version: str | None) -> str:
+    return "active" if embedding_version in (None, "", "active") else str(embedding_version)
+
+
+def retriever_build(kb_id: int, embedding_version: str | None = None) -> Retriever:
+    """A new retriever for the KB with id ``kb_id`` (fresh rows; see :func:`_retriever`)."""
+    kb = KnowledgeBase.objects.filter(pk=kb_id).first()
+    if kb is None:
+        raise CorpusError("This knowledge base no longer exists.", code="not_found", status=404)
+    index = resolve_embedding_version(kb, _version_key(embedding_version))
     model = index.model or None
     # Loaded when a query is embedded: BM25 and searches from stored vectors need no model.
     embedder = LazyEmbedder(lambda: kb_embedder(kb, model))
@@ -54,6 +71,14 @@ def _retriever(kb: KnowledgeBase, mode: str, embedding_version: str | None) -> R
         bm25=bm25_index(kb),
         embedder=embedder,  # type: ignore[arg-type]
     )
+
+
+def _retriever(kb: KnowledgeBase, mode: str, embedding_version: str | None) -> Retriever:
+    if mode not in ("hybrid", "dense", "bm25"):
+        raise CorpusError(f"unknown search mode {mode!r}; use hybrid, dense or bm25")
+    # Built from a fresh row of the KB (the caller's may be old): the result serves everyone.
+    key = (kb.pk, _version_key(embedding_version))
+    return RETRIEVERS.get(key, lambda: retriever_build(*key))
 
 
 _slots: threading.BoundedSemaphore | None = None

@@ -21,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import Future
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -38,6 +39,7 @@ class Memo(Generic[K, V]):
         self._loading: dict[K, Future[V]] = {}
         self._epoch = 0
         self.loads = 0  # how many times a loader ran (tests read it)
+        _ALL.add(self)
 
     async def aget(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         """The value for ``key``, loading it with ``load()`` when absent or expired."""
@@ -59,6 +61,33 @@ class Memo(Generic[K, V]):
             except _LoaderCancelled:
                 continue  # its caller went away (a stopped turn): load it ourselves
 
+    def get(self, key: K, load: Callable[[], V]) -> V:
+        """:meth:`aget` for threads: ``load()`` is a plain function, waiting blocks."""
+        while True:
+            ttl = self.ttl_s()
+            with self._lock:
+                entry = self._entries.get(key)
+                pending = self._loading.get(key)
+                if entry is not None and (time.monotonic() - entry[0] < ttl or pending):
+                    return entry[1]
+                if pending is None:
+                    mine: Future[V] = Future()
+                    self._loading[key] = mine
+                    epoch = self._epoch
+            if pending is not None:
+                try:
+                    return pending.result()
+                except _LoaderCancelled:
+                    continue
+            self.loads += 1
+            try:
+                value = load()
+            except BaseException as exc:
+                self._failed(key, mine, exc)
+                raise
+            self._store(key, mine, epoch, value)
+            return value
+
     async def _load(
         self, key: K, load: Callable[[], Awaitable[V]], future: Future[V], epoch: int
     ) -> V:
@@ -66,17 +95,25 @@ class Memo(Generic[K, V]):
         try:
             value = await load()
         except BaseException as exc:
-            with self._lock:
-                self._loading.pop(key, None)
-            cancelled = isinstance(exc, asyncio.CancelledError)
-            future.set_exception(_LoaderCancelled() if cancelled else exc)
+            self._failed(key, future, exc)
             raise
+        self._store(key, future, epoch, value)
+        return value
+
+    def _failed(self, key: K, future: Future[V], exc: BaseException) -> None:
         with self._lock:
-            self._loading.pop(key, None)
-            if epoch == self._epoch and (self.ttl_s() > 0):
+            if self._loading.get(key) is future:
+                del self._loading[key]
+        cancelled = isinstance(exc, asyncio.CancelledError)
+        future.set_exception(_LoaderCancelled() if cancelled else exc)
+
+    def _store(self, key: K, future: Future[V], epoch: int, value: V) -> None:
+        with self._lock:
+            if self._loading.get(key) is future:
+                del self._loading[key]
+            if epoch == self._epoch and self.ttl_s() > 0:
                 self._entries[key] = (time.monotonic(), value)
         future.set_result(value)
-        return value
 
     def clear(self, *_args: object, **_kwargs: object) -> None:
         """Forget every entry (usable as a signal receiver)."""
@@ -84,6 +121,15 @@ class Memo(Generic[K, V]):
             self._epoch += 1
             self._entries.clear()
             self._loading.clear()
+
+
+_ALL: weakref.WeakSet[Memo[Any, Any]] = weakref.WeakSet()
+
+
+def clear_all() -> None:
+    """Forget the entries of every memo in the process (a setting changed; between tests)."""
+    for memo in list(_ALL):
+        memo.clear()
 
 
 class _LoaderCancelled(Exception):
