@@ -26,7 +26,10 @@ def fresh_warmup(settings: Any) -> Iterator[Any]:
     saved = dict(warmup._state), warmup._thread, warmup._web_process
     warmup._state.update(warm="off", detail="", model="")
     warmup._thread = None
+    # Another test's import of raftweb.asgi marks this whole test process as a web process.
+    warmup._web_process = False
     yield warmup
+    gc.unfreeze()
     warmup._state.clear()
     warmup._state.update(saved[0])
     warmup._thread = saved[1]
