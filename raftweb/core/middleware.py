@@ -30,8 +30,8 @@ def csp_header(policy: dict[str, list[str]]) -> str:
 class ContentSecurityPolicyMiddleware(MiddlewareMixin):
     """Sends ``Content-Security-Policy`` built from ``settings.SECURE_CSP`` (the shape of Django
     6.0's setting, so that on 6.0 this becomes django.middleware.csp's job). A response that
-    already carries the header keeps it. (MiddlewareMixin: runs without a thread hop in the
-    async stack as well as the sync one.)"""
+    already carries the header keeps it. (The web process builds its middleware chain
+    synchronously: see raftweb.asgi.OneHopASGIHandler.)"""
 
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         policy = settings.SECURE_CSP
