@@ -46,3 +46,40 @@ def test_concurrent_turns_share_encoder_batches_beyond_the_pool_size(
     # A thread held while waiting for the encoder would cap every batch at the pool's 2.
     assert max(sizes) > 2, sizes
     assert all(hits and "warranty" in hits[0].text.lower() for hits in results)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_turns_share_index_lookups_and_get_what_a_lone_search_gets(
+    make_kb: Any,
+) -> None:
+    from chat import services
+    from corpus.knowledge.search import kb_search
+    from raftweb.retrieval.retriever import LOOKUPS
+
+    kb = make_kb()
+    search = services.kb_searcher(kb)
+    questions = [f"How long is the warranty for case {i}?" for i in range(12)]
+    questions += ["How do I reset the television?"] * 4
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(*(search(q) for q in questions))
+
+    asyncio.run(main())  # the model is loaded and warm
+    sizes: list[int] = []
+    lookups = LOOKUPS.fn
+
+    def recording(items: list[Any]) -> Any:
+        sizes.append(len(items))
+        return lookups(items)
+
+    LOOKUPS.fn = recording
+    try:
+        results = asyncio.run(main())
+    finally:
+        LOOKUPS.fn = lookups
+    assert sum(sizes) == len(questions)
+    assert max(sizes) > 1, sizes  # one vector-store call served several searches
+    # Batched lookups answer each query as a search of its own would.
+    for question, hits in zip(questions, results, strict=True):
+        alone = kb_search(kb=kb, query=question, mode="hybrid", k=services.TOP_K)
+        assert [h.chunk_id for h in hits] == [h.chunk_id for h in alone], question
