@@ -30,6 +30,14 @@ if EMBED_PROCESS is None:  # noqa: F405 - "auto"
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
+# On SQLite the test database is a file in the throwaway dir, as the embedded default's is, not
+# Django's in-memory default: there, with a shared cache, a writer that meets another's lock got
+# "database table is locked" at once instead of waiting its busy timeout, so tests of racing
+# workers failed on a lock no user's database reports.
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = os.path.join(
+        os.environ["RAFTWEB_DATA_DIR"], "test.sqlite3"
+    )
 # Parallel test runs (several developers on one PostgreSQL) must not share a test database.
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     suffix = os.environ.get("RAFTWEB_TEST_DB_SUFFIX", "")

@@ -21,7 +21,6 @@ from corpus.models import Chunk, Document
 from raftweb.ingest import NO_TEXT_PDF_MESSAGE
 from raftweb.retrieval import VectorStoreUnavailable, collection_name
 from tests.corpus.corpus_files import CORRUPT_PDF, PNG, pdf_bytes
-from tests.fixtures.sqlite import waiting_for_locks
 
 GOOD = b"Warranty\n\nThe warranty covers manufacturing defects for two years from purchase.\n"
 
@@ -139,11 +138,7 @@ def test_it_keeps_one_document_when_the_same_file_is_uploaded_twice_at_once() ->
                 yield GOOD
 
             results.append(
-                waiting_for_locks(
-                    lambda: document_upload(
-                        kb=kb, name=f"copy{i}.txt", chunks=chunks(), enqueue=False
-                    )
-                )
+                document_upload(kb=kb, name=f"copy{i}.txt", chunks=chunks(), enqueue=False)
             )
         except BaseException as exc:  # surfaced below
             errors.append(exc)
