@@ -10,8 +10,10 @@ from typing import Any
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "raftweb.settings")
 
 import django  # noqa: E402
-from asgiref.sync import sync_to_async  # noqa: E402
+from asgiref.sync import ThreadSensitiveContext, sync_to_async  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
+
+from raftweb.core.request_threads import RequestThreads  # noqa: E402
 
 
 class OneHopASGIHandler(ASGIHandler):
@@ -26,8 +28,29 @@ class OneHopASGIHandler(ASGIHandler):
     ``async_to_sync`` from the request's thread), and streamed responses are still sent by it.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        from django.conf import settings
+
+        # Warm request threads (and their database connections) for the requests computed at
+        # once (raftweb/core/request_threads.py); a streamed answer keeps its thread while it
+        # streams, so keep some more.
+        self.threads = RequestThreads(2 * max(settings.HTTP_CONCURRENCY, 8))
+
     def load_middleware(self, is_async: bool = False) -> None:
         super().load_middleware(is_async=False)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)  # Django's own error
+            return
+        # Django's handler opens ThreadSensitiveContext() here: a new thread per request.
+        lease = self.threads.lease()
+        try:
+            async with ThreadSensitiveContext(executor=lease):
+                await self.handle(scope, receive, send)
+        finally:
+            lease.release()
 
     async def get_response_async(self, request: Any) -> Any:
         # thread_sensitive: the request's own thread (ASGIHandler opens a ThreadSensitiveContext
