@@ -81,10 +81,10 @@ class Retriever:
             )
             dense = dict(zip(live, found, strict=True))
         if mode in ("bm25", "hybrid"):
-            for i in live:
-                sparse[i] = self.bm25.search(
-                    cleaned[i], k if mode == "bm25" else pool, document_ids
-                )
+            found = self.bm25.search_many(
+                [cleaned[i] for i in live], k if mode == "bm25" else pool, document_ids
+            )
+            sparse = dict(zip(live, found, strict=True))
         ranked: dict[int, list[tuple[str, float]]] = {}
         for i in live:
             if mode == "dense":
@@ -165,6 +165,7 @@ class Lookup:
     vector: np.ndarray | None
     mode: str = "hybrid"
     k: int = 5
+    document_ids: tuple[int, ...] | None = None  # only these documents' chunks
 
 
 def run_lookups(items: Sequence[Lookup]) -> list[list[SearchHit]]:
@@ -174,9 +175,9 @@ def run_lookups(items: Sequence[Lookup]) -> list[list[SearchHit]]:
     Why: a vector-store call costs ~0.85 ms of Python whatever its size (embedded Chroma on 2
     cores: 50 single-query searches 97 ms, the same 50 in one call 9 ms), and under load every
     one of them waited for the GIL behind the event loop."""
-    groups: dict[tuple[int, str, int, bool], list[int]] = {}
+    groups: dict[tuple[int, str, int, bool, tuple[int, ...] | None], list[int]] = {}
     for i, item in enumerate(items):
-        key = (id(item.retriever), item.mode, item.k, item.vector is None)
+        key = (id(item.retriever), item.mode, item.k, item.vector is None, item.document_ids)
         groups.setdefault(key, []).append(i)
     out: list[list[SearchHit]] = [[] for _ in items]
     for indexes in groups.values():
@@ -185,15 +186,21 @@ def run_lookups(items: Sequence[Lookup]) -> list[list[SearchHit]]:
         if first.vector is not None:
             vectors = np.stack([np.asarray(items[i].vector) for i in indexes])
         found = first.retriever.search_many(
-            [items[i].query for i in indexes], mode=first.mode, k=first.k, query_vectors=vectors
+            [items[i].query for i in indexes],
+            mode=first.mode,
+            k=first.k,
+            query_vectors=vectors,
+            document_ids=first.document_ids,
         )
         for i, hits in zip(indexes, found, strict=True):
             out[i] = hits
     return out
 
 
-# Concurrent searches (chat turns) meet here once their queries are embedded: whatever is
-# waiting when the worker is free runs together; a lone lookup goes at once.
+# Concurrent searches (chat turns, API and page searches) meet here once their queries are
+# embedded: whatever is waiting when the worker is free runs together; a lone lookup goes at
+# once. One thread does every lookup: they need the GIL anyway, and 16 request threads doing
+# their own made each vector-store call and BM25 read wait behind the others.
 LOOKUPS: MicroBatcher[Lookup, list[SearchHit]] = MicroBatcher(
     run_lookups, max_batch=64, max_wait_s=0.0, name="search-lookups"
 )

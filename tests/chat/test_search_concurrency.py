@@ -83,3 +83,48 @@ def test_concurrent_turns_share_index_lookups_and_get_what_a_lone_search_gets(
     for question, hits in zip(questions, results, strict=True):
         alone = kb_search(kb=kb, query=question, mode="hybrid", k=services.TOP_K)
         assert [h.chunk_id for h in hits] == [h.chunk_id for h in alone], question
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_api_searches_share_index_lookups_and_keep_their_filters(
+    make_kb: Any,
+) -> None:
+    """Searches from request threads (the API, the search page) meet in the same lookup
+    batches as chat turns; a document filter stays its own search's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from corpus.knowledge.search import kb_search, kb_search_many
+    from corpus.models import Document
+    from raftweb.retrieval.retriever import LOOKUPS
+
+    kb = make_kb()
+    warranty = Document.objects.get(kb=kb, name="warranty.txt").pk
+    asks = [(f"How long is the warranty for case {i}?", None) for i in range(10)]
+    asks += [("How do I reset the television?", None)] * 3
+    asks += [("How do I reset the television?", [warranty])] * 3  # filtered to the other doc
+
+    def one(ask: tuple[str, list[int] | None]) -> list[Any]:
+        return kb_search(kb=kb, query=ask[0], mode="hybrid", k=3, document_ids=ask[1])
+
+    with ThreadPoolExecutor(len(asks)) as pool:
+        list(pool.map(one, asks))  # the model is loaded and warm
+        sizes: list[int] = []
+        lookups = LOOKUPS.fn
+
+        def recording(items: list[Any]) -> Any:
+            sizes.append(len(items))
+            return lookups(items)
+
+        LOOKUPS.fn = recording
+        try:
+            results = list(pool.map(one, asks))
+        finally:
+            LOOKUPS.fn = lookups
+    assert sum(sizes) == len(asks)
+    assert max(sizes) > 1, sizes  # one vector-store call and BM25 snapshot served several
+    for (question, docs), hits in zip(asks, results, strict=True):
+        # As the unbatched path (one search_many call of its own) answers it.
+        alone = kb_search_many(kb=kb, queries=[question], mode="hybrid", k=3, document_ids=docs)
+        assert [h.chunk_id for h in hits] == [h.chunk_id for h in alone[0]], question
+        if docs:
+            assert hits and {h.document_id for h in hits} == {warranty}

@@ -148,3 +148,24 @@ def test_it_does_not_leak_a_connection_per_thread(tmp_path: Path) -> None:
     assert len(results) == 100 and all(r and r[0][0] in {"c0", "c3"} for r in results)
     # SQLite opens up to 3 files per WAL connection (db, -wal, -shm mapping)
     assert len(os.listdir("/proc/self/fd")) - fds_before <= 3 * MAX_IDLE_CONNECTIONS
+
+
+def test_several_queries_at_once_rank_as_each_alone_from_one_snapshot(tmp_path: Path) -> None:
+    index = BM25Index(tmp_path / "kb.sqlite3")
+    index.add(_chunks())
+    queries = ["charging wireless", "gps", "the and of", "camera video", "cloth screen"]
+    alone = [index.search(q, k=3) for q in queries]
+    snapshots: list[object] = []
+    take = index._snapshot
+
+    def counted() -> object:
+        snapshots.append(take())
+        return snapshots[-1]
+
+    index._snapshot = counted  # type: ignore[method-assign]
+    assert index.search_many(queries, k=3) == alone
+    assert len(snapshots) == 1  # one generation check for the whole batch
+    assert index.search_many(queries, k=3, document_ids=[2]) == [
+        index.search(q, k=3, document_ids=[2]) for q in queries
+    ]
+    assert index.search_many([], k=3) == []
