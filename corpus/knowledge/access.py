@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.http import HttpRequest
 
 from corpus.knowledge.models import KnowledgeBase
-from corpus.knowledge.selectors import kbs_visible_to
+from corpus.knowledge.selectors import kb_visible_by_slug
 from raftweb.api_auth import require_role
 from raftweb.core.roles import Role, user_roles
 from raftweb.errors import Forbidden, NotFound
@@ -21,7 +21,7 @@ def api_kb(request: HttpRequest, slug: str, *roles: Role | str) -> KnowledgeBase
         require_role(request, *roles)
     elif not user_roles(request.user):
         raise Forbidden("Your role does not allow this.")
-    kb = kbs_visible_to(request.user).filter(slug=slug).first()
+    kb = kb_visible_by_slug(request.user, slug)
     if kb is None:
         raise NotFound(f"No knowledge base {slug!r}.")
     return kb

@@ -65,6 +65,12 @@ def user_roles(user: Any) -> frozenset[Role]:
     return cached
 
 
+def user_roles_set(user: Any, roles: frozenset[Role]) -> None:
+    """Record a user's roles read along with the user (see raftweb.core.services.token_lookup),
+    so :func:`user_roles` needs no query."""
+    user._raftweb_roles = roles
+
+
 def roles_of(*, is_superuser: bool, group_names: Iterable[str]) -> frozenset[Role]:
     """The roles of an active user with these groups (for callers that read the rows
     themselves, see chat.selectors.conversation_usable)."""

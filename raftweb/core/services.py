@@ -14,7 +14,8 @@ from django.utils import timezone
 
 from raftweb.core.audit import audit
 from raftweb.core.models import ApiToken, ModelProfile, WorkerHeartbeat
-from raftweb.core.roles import Role, ensure_role_groups, parse_role
+from raftweb.core.prepared import PreparedQuery
+from raftweb.core.roles import Role, ensure_role_groups, parse_role, roles_of, user_roles_set
 from raftweb.errors import RaftwebError
 from raftweb.llm import ModelSpec
 from raftweb.llm.catalog import ROLES, default_specs_from_env
@@ -122,18 +123,35 @@ def token_authenticate(raw: str) -> AbstractBaseUser | None:
     return token.user if token is not None else None
 
 
+_TOKEN_FIELDS = [f.attname for f in ApiToken._meta.concrete_fields]
+_USER_FIELDS = [f.attname for f in User._meta.concrete_fields]
+# An active token by hash, with every column of the token and its user and one row per group
+# of the user (a NULL group when none): one query per API request, compiled once.
+_TOKEN_QUERY = PreparedQuery(
+    lambda digest: (
+        ApiToken.objects.active()
+        .filter(token_hash=digest)
+        .values_list(*_TOKEN_FIELDS, *(f"user__{f}" for f in _USER_FIELDS), "user__groups__name")
+    )
+)
+
+
 def token_lookup(raw: str) -> ApiToken | None:
-    """The active token with this raw value (its user loaded), or None."""
+    """The active token with this raw value, its user and the user's roles loaded, or None.
+
+    Read on every request, never memoised: a revoked token, a deactivated user or a changed
+    role applies to the next request in every process."""
     if not raw or not raw.startswith(ApiToken.PREFIX):
         return None
-    token = (
-        ApiToken.objects.active()
-        .select_related("user")
-        .filter(token_hash=ApiToken.hash(raw))
-        .first()
-    )
-    if token is None:
+    rows = _TOKEN_QUERY.rows(ApiToken.hash(raw))
+    if not rows:
         return None
+    first, n = rows[0], len(_TOKEN_FIELDS)
+    token = ApiToken.from_db("default", _TOKEN_FIELDS, first[:n])
+    user = User.from_db("default", _USER_FIELDS, first[n : n + len(_USER_FIELDS)])
+    groups = [row[-1] for row in rows if row[-1] is not None]
+    user_roles_set(user, roles_of(is_superuser=user.is_superuser, group_names=groups))
+    token.user = user
     now = timezone.now()
     # Only write when stale: a script hammering the API should not turn reads into writes.
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:

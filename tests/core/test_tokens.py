@@ -60,3 +60,25 @@ def test_it_answers_401_not_a_csrf_error_for_a_bad_token_on_a_post(db, client) -
     )
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "unauthorized"
+
+
+def test_a_token_request_reads_the_token_user_and_roles_in_one_query(
+    sam, rita, api_token_for, django_assert_num_queries
+) -> None:
+    from django.contrib.auth.models import Group
+
+    from raftweb.core.roles import Role, user_roles
+    from raftweb.core.services import token_lookup
+
+    # A group that is not a role (a KB restriction) must not read as one.
+    sam.groups.add(Group.objects.create(name="emea-support"))
+    raw_sam, raw_rita = api_token_for(sam), api_token_for(rita)
+    token_lookup(raw_sam)  # the first use writes last_used_at
+    token_lookup(raw_rita)
+    with django_assert_num_queries(1):
+        found = token_lookup(raw_sam)
+        assert user_roles(found.user) == frozenset({Role.SUPPORT})
+    assert found.user.pk == sam.pk and found.user.username == "sam" and found.user.is_active
+    assert found.last_used_at is not None and found.last_used_at.tzinfo is not None
+    with django_assert_num_queries(1):
+        assert user_roles(token_lookup(raw_rita).user) == frozenset({Role.REVIEWER})
