@@ -53,8 +53,8 @@ class OneHopASGIHandler(ASGIHandler):
             lease.release()
 
     async def get_response_async(self, request: Any) -> Any:
-        # thread_sensitive: the request's own thread (ASGIHandler opens a ThreadSensitiveContext
-        # per request), as Django's async chain would use for its sync parts.
+        # thread_sensitive: the request's own pooled thread (the ThreadSensitiveContext that
+        # __call__ opens), as Django's async chain would use for its sync parts.
         return await sync_to_async(self.get_response, thread_sensitive=True)(request)
 
 

@@ -10,7 +10,6 @@ parameters and result converters are kept.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -41,8 +40,8 @@ class PreparedQuery:
         self.build = build
         self.kinds = kinds
         self.using = using
+        # Per database engine. Two threads compiling at once both store the same result.
         self._compiled: dict[str, tuple[str, tuple[Any, ...], list[int], Any, list[Any]]] = {}
-        self._lock = threading.Lock()
 
     def _compile(self) -> tuple[str, tuple[Any, ...], list[int], Any, list[Any]]:
         key = connections[self.using].vendor  # the SQL differs by database engine only
@@ -57,8 +56,7 @@ class PreparedQuery:
             fields = [s[0] for s in compiler.select[: compiler.col_count]]
             positions = [found[0] for found in slots]
             compiled = (sql, tuple(params), positions, compiler, compiler.get_converters(fields))
-            with self._lock:
-                self._compiled[key] = compiled
+            self._compiled[key] = compiled
         return compiled
 
     def rows(self, *values: Any) -> list[tuple[Any, ...]]:

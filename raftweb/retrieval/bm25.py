@@ -511,10 +511,9 @@ class BM25Index:
         query: str,
         k: int,
         document_ids: Sequence[int] | None,
-        snap: _Snapshot | None = None,
+        snap: _Snapshot,
     ) -> list[tuple[int, float]]:
         terms = set(self.analyzer(query))
-        snap = snap if snap is not None else self._snapshot()
         if not terms or snap.n_docs == 0 or k <= 0:
             return []
         scores = np.zeros(len(snap.alive), dtype=np.float32)

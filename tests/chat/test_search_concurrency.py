@@ -4,9 +4,28 @@ a coroutine and holds a search thread only for its index lookups."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
+
+
+@contextmanager
+def batch_sizes(batcher: Any) -> Iterator[list[int]]:
+    """The size of every batch ``batcher`` runs inside the block (the real work still runs)."""
+    sizes: list[int] = []
+    run = batcher.fn
+
+    def recording(items: list[Any]) -> Any:
+        sizes.append(len(items))
+        return run(items)
+
+    batcher.fn = recording
+    try:
+        yield sizes
+    finally:
+        batcher.fn = run
 
 
 @pytest.mark.django_db(transaction=True)
@@ -28,18 +47,8 @@ def test_concurrent_turns_share_encoder_batches_beyond_the_pool_size(
             return await asyncio.gather(*(search(q) for q in questions))
 
         asyncio.run(main())  # the model is loaded and warm
-        sizes: list[int] = []
-        encode = batcher.fn
-
-        def recording(items: list[str]) -> Any:
-            sizes.append(len(items))
-            return encode(items)
-
-        batcher.fn = recording
-        try:
+        with batch_sizes(batcher) as sizes:
             results = asyncio.run(main())
-        finally:
-            batcher.fn = encode
     finally:
         services._search_pool.cache_clear()
     assert sum(sizes) == 16
@@ -65,18 +74,8 @@ def test_concurrent_turns_share_index_lookups_and_get_what_a_lone_search_gets(
         return await asyncio.gather(*(search(q) for q in questions))
 
     asyncio.run(main())  # the model is loaded and warm
-    sizes: list[int] = []
-    lookups = LOOKUPS.fn
-
-    def recording(items: list[Any]) -> Any:
-        sizes.append(len(items))
-        return lookups(items)
-
-    LOOKUPS.fn = recording
-    try:
+    with batch_sizes(LOOKUPS) as sizes:
         results = asyncio.run(main())
-    finally:
-        LOOKUPS.fn = lookups
     assert sum(sizes) == len(questions)
     assert max(sizes) > 1, sizes  # one vector-store call served several searches
     # Batched lookups answer each query as a search of its own would.
@@ -108,18 +107,8 @@ def test_concurrent_api_searches_share_index_lookups_and_keep_their_filters(
 
     with ThreadPoolExecutor(len(asks)) as pool:
         list(pool.map(one, asks))  # the model is loaded and warm
-        sizes: list[int] = []
-        lookups = LOOKUPS.fn
-
-        def recording(items: list[Any]) -> Any:
-            sizes.append(len(items))
-            return lookups(items)
-
-        LOOKUPS.fn = recording
-        try:
+        with batch_sizes(LOOKUPS) as sizes:
             results = list(pool.map(one, asks))
-        finally:
-            LOOKUPS.fn = lookups
     assert sum(sizes) == len(asks)
     assert max(sizes) > 1, sizes  # one vector-store call and BM25 snapshot served several
     for (question, docs), hits in zip(asks, results, strict=True):
